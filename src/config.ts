@@ -1,0 +1,178 @@
+// Configuration: defaults, the JSON config file, and validation with errors that name the setting.
+import { readFileSync } from 'node:fs';
+
+export interface Config {
+  imds: {
+    /** Base URL; default from AWS_EC2_METADATA_SERVICE_ENDPOINT(_MODE), else http://169.254.169.254. */
+    endpoint: string;
+    timeoutMs: number;
+    tokenTtlSeconds: number;
+    /** Attempts per request on network errors, 5xx and 429 (exponential backoff with full jitter). */
+    attempts: number;
+    backoffBaseMs: number;
+    backoffMaxMs: number;
+    maxBodyBytes: number;
+    /** Periodic refresh: secondary-IP changes produce no kernel event. */
+    refreshIntervalMs: number;
+    /** Fraction of the interval added or removed at random, so a fleet does not poll in step. */
+    refreshJitter: number;
+  };
+  /** Table of an ENI = tableBase + tablePerCard * network-card + device-number. */
+  tableBase: number;
+  tablePerCard: number;
+  /** rtnetlink protocol stamped on every route and rule ec2netd creates: its ownership marker. */
+  protocol: number;
+  priorities: {
+    /** `to <container bridge> lookup main`, ahead of the source rules. */
+    toContainers: number;
+    /** `from <ENI address or prefix> lookup T`. */
+    fromAddress: number;
+    /** `fwmark V/M lookup T` (connection marks for replies from containers). */
+    fwmark: number;
+  };
+  /** Prefix length of secondary private IPv4s on an ENI: the subnet's, or 32. */
+  secondaryAddressPrefix: 'subnet' | 'host';
+  /** Where ec2netd remembers which addresses it added (tmpfs: addresses do not survive a reboot either). */
+  stateDir: string;
+  sync: {
+    /** Quiet time after an event before a sync starts: bursts of events become one sync. */
+    debounceMs: number;
+    /** Timeout of each kernel request. */
+    requestTimeoutMs: number;
+    /** Retry schedule for ENIs whose IMDS data is not complete yet. */
+    pendingRetryBaseMs: number;
+    pendingRetryMaxMs: number;
+  };
+  log: { level: 'trace' | 'debug' | 'info' | 'warn' | 'error' };
+}
+
+export const DEFAULT_CONFIG_PATH = '/etc/ec2netd/config.json';
+
+export function defaultImdsEndpoint(env: NodeJS.ProcessEnv = process.env): string {
+  const explicit = env.AWS_EC2_METADATA_SERVICE_ENDPOINT;
+  if (explicit !== undefined && explicit !== '') return explicit.replace(/\/+$/, '');
+  return env.AWS_EC2_METADATA_SERVICE_ENDPOINT_MODE?.toLowerCase() === 'ipv6'
+    ? 'http://[fd00:ec2::254]'
+    : 'http://169.254.169.254';
+}
+
+export function defaultConfig(env: NodeJS.ProcessEnv = process.env): Config {
+  return {
+    imds: {
+      endpoint: defaultImdsEndpoint(env),
+      timeoutMs: 2000,
+      tokenTtlSeconds: 21600,
+      attempts: 4,
+      backoffBaseMs: 100,
+      backoffMaxMs: 2000,
+      maxBodyBytes: 64 * 1024,
+      refreshIntervalMs: 60_000,
+      refreshJitter: 0.1,
+    },
+    tableBase: 10000,
+    tablePerCard: 100,
+    protocol: 236,
+    priorities: { toContainers: 10050, fromAddress: 10100, fwmark: 10200 },
+    secondaryAddressPrefix: 'subnet',
+    stateDir: '/run/ec2netd',
+    sync: { debounceMs: 5, requestTimeoutMs: 2000, pendingRetryBaseMs: 200, pendingRetryMaxMs: 10_000 },
+    log: { level: 'info' },
+  };
+}
+
+export class ConfigError extends Error {
+  override name = 'ConfigError';
+}
+
+type Json = string | number | boolean | null | Json[] | { [key: string]: Json };
+
+function isObject(value: unknown): value is Record<string, unknown> {
+  return typeof value === 'object' && value !== null && !Array.isArray(value);
+}
+
+/** Overlays `patch` on `base`, checking every key and type against the defaults. */
+function overlay(base: Record<string, unknown>, patch: Record<string, unknown>, path: string): void {
+  for (const [key, value] of Object.entries(patch)) {
+    const where = path === '' ? key : `${path}.${key}`;
+    if (!(key in base)) throw new ConfigError(`unknown setting "${where}"`);
+    const current = base[key];
+    if (isObject(current)) {
+      if (!isObject(value)) throw new ConfigError(`setting "${where}" must be an object`);
+      overlay(current, value, where);
+    } else if (typeof current !== typeof value) {
+      throw new ConfigError(`setting "${where}" must be a ${typeof current}, got ${JSON.stringify(value)}`);
+    } else {
+      base[key] = value;
+    }
+  }
+}
+
+function check(condition: boolean, message: string): void {
+  if (!condition) throw new ConfigError(message);
+}
+
+const isInt = (n: number, min: number, max: number): boolean => Number.isInteger(n) && n >= min && n <= max;
+
+export function validateConfig(c: Config): Config {
+  check(/^https?:\/\/[^\s]+$/.test(c.imds.endpoint), `setting "imds.endpoint" must be an http(s) URL, got "${c.imds.endpoint}"`);
+  check(isInt(c.imds.timeoutMs, 50, 60_000), 'setting "imds.timeoutMs" must be an integer from 50 to 60000');
+  check(isInt(c.imds.tokenTtlSeconds, 60, 21600), 'setting "imds.tokenTtlSeconds" must be an integer from 60 to 21600');
+  check(isInt(c.imds.attempts, 1, 20), 'setting "imds.attempts" must be an integer from 1 to 20');
+  check(isInt(c.imds.backoffBaseMs, 1, 60_000), 'setting "imds.backoffBaseMs" must be an integer from 1 to 60000');
+  check(isInt(c.imds.backoffMaxMs, c.imds.backoffBaseMs, 600_000), 'setting "imds.backoffMaxMs" must be at least imds.backoffBaseMs');
+  check(isInt(c.imds.maxBodyBytes, 1024, 16 * 1024 * 1024), 'setting "imds.maxBodyBytes" must be from 1024 to 16 MiB');
+  check(isInt(c.imds.refreshIntervalMs, 1000, 86_400_000), 'setting "imds.refreshIntervalMs" must be from 1000 to 86400000');
+  check(c.imds.refreshJitter >= 0 && c.imds.refreshJitter <= 0.5, 'setting "imds.refreshJitter" must be from 0 to 0.5');
+  check(isInt(c.tableBase, 1, 2 ** 31), 'setting "tableBase" must be a positive integer');
+  check(isInt(c.tablePerCard, 1, 10_000), 'setting "tablePerCard" must be from 1 to 10000');
+  check(![253, 254, 255].includes(c.tableBase), 'setting "tableBase" must not be a reserved table (253-255)');
+  check(isInt(c.protocol, 5, 255) && ![186, 187, 188, 189, 192].includes(c.protocol),
+    'setting "protocol" must be from 5 to 255 and not a routing daemon\'s number (it marks what ec2netd owns)');
+  for (const [name, value] of Object.entries(c.priorities)) {
+    check(isInt(value, 1, 32765), `setting "priorities.${name}" must be from 1 to 32765 (ahead of the main table's rule)`);
+  }
+  check(['subnet', 'host'].includes(c.secondaryAddressPrefix), 'setting "secondaryAddressPrefix" must be "subnet" or "host"');
+  check(c.stateDir.startsWith('/'), 'setting "stateDir" must be an absolute path');
+  check(isInt(c.sync.debounceMs, 0, 10_000), 'setting "sync.debounceMs" must be from 0 to 10000');
+  check(isInt(c.sync.requestTimeoutMs, 10, 60_000), 'setting "sync.requestTimeoutMs" must be from 10 to 60000');
+  check(isInt(c.sync.pendingRetryBaseMs, 10, 60_000), 'setting "sync.pendingRetryBaseMs" must be from 10 to 60000');
+  check(isInt(c.sync.pendingRetryMaxMs, c.sync.pendingRetryBaseMs, 3_600_000), 'setting "sync.pendingRetryMaxMs" must be at least sync.pendingRetryBaseMs');
+  check(['trace', 'debug', 'info', 'warn', 'error'].includes(c.log.level), 'setting "log.level" must be trace, debug, info, warn or error');
+  return c;
+}
+
+/** Defaults overlaid with a parsed config document. */
+export function configFrom(doc: unknown, env: NodeJS.ProcessEnv = process.env): Config {
+  const config = defaultConfig(env);
+  if (doc !== undefined) {
+    if (!isObject(doc)) throw new ConfigError('the config file must hold a JSON object');
+    overlay(config as unknown as Record<string, unknown>, doc, '');
+  }
+  return validateConfig(config);
+}
+
+/**
+ * Loads the config file. A missing file at the default path means "all defaults";
+ * a missing file named explicitly is an error.
+ */
+export function loadConfig(path: string | undefined, env: NodeJS.ProcessEnv = process.env): Config {
+  const file = path ?? DEFAULT_CONFIG_PATH;
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (err) {
+    if (path === undefined && (err as NodeJS.ErrnoException).code === 'ENOENT') return configFrom(undefined, env);
+    throw new ConfigError(`cannot read config file ${file}: ${(err as Error).message}`);
+  }
+  let doc: Json;
+  try {
+    doc = JSON.parse(text) as Json;
+  } catch (err) {
+    throw new ConfigError(`config file ${file} is not valid JSON: ${(err as Error).message}`);
+  }
+  try {
+    return configFrom(doc, env);
+  } catch (err) {
+    throw new ConfigError(`config file ${file}: ${(err as Error).message}`);
+  }
+}

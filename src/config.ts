@@ -43,6 +43,22 @@ export interface Config {
     pendingRetryBaseMs: number;
     pendingRetryMaxMs: number;
   };
+  /** Docker (and other container bridges): connection marks so replies leave through the ENI they came in on. */
+  containers: {
+    enabled: boolean;
+    /** Bridge link names to treat as container networks; `*` matches any run of characters. */
+    bridgePatterns: string[];
+    /** Mark bits ec2netd may use (set, restore and match are all masked with it). */
+    markMask: number;
+    /** Manage net.ipv4.conf.all.src_valid_mark (needed under strict rp_filter). */
+    manageSysctls: boolean;
+  };
+  iptables: {
+    /** `auto` uses the backend Docker's chains live in (nft or legacy), else the system default. */
+    backend: 'auto' | 'nft' | 'legacy';
+    /** Name of ec2netd's own chain in the mangle table. */
+    chain: string;
+  };
   log: { level: 'trace' | 'debug' | 'info' | 'warn' | 'error' };
 }
 
@@ -76,6 +92,8 @@ export function defaultConfig(env: NodeJS.ProcessEnv = process.env): Config {
     secondaryAddressPrefix: 'subnet',
     stateDir: '/run/ec2netd',
     sync: { debounceMs: 5, requestTimeoutMs: 2000, pendingRetryBaseMs: 200, pendingRetryMaxMs: 10_000 },
+    containers: { enabled: true, bridgePatterns: ['docker0', 'br-*'], markMask: 0x1f00, manageSysctls: true },
+    iptables: { backend: 'auto', chain: 'EC2NETD' },
     log: { level: 'info' },
   };
 }
@@ -137,6 +155,11 @@ export function validateConfig(c: Config): Config {
   check(isInt(c.sync.requestTimeoutMs, 10, 60_000), 'setting "sync.requestTimeoutMs" must be from 10 to 60000');
   check(isInt(c.sync.pendingRetryBaseMs, 10, 60_000), 'setting "sync.pendingRetryBaseMs" must be from 10 to 60000');
   check(isInt(c.sync.pendingRetryMaxMs, c.sync.pendingRetryBaseMs, 3_600_000), 'setting "sync.pendingRetryMaxMs" must be at least sync.pendingRetryBaseMs');
+  check(Array.isArray(c.containers.bridgePatterns) && c.containers.bridgePatterns.every((p) => typeof p === 'string' && /^[A-Za-z0-9_.*-]{1,15}$/.test(p)),
+    'setting "containers.bridgePatterns" must be a list of interface-name patterns (letters, digits, _ . - and *)');
+  check(isInt(c.containers.markMask, 1, 0xffffffff), 'setting "containers.markMask" must be a non-zero 32-bit integer');
+  check(['auto', 'nft', 'legacy'].includes(c.iptables.backend), 'setting "iptables.backend" must be auto, nft or legacy');
+  check(/^[A-Z][A-Z0-9_-]{0,27}$/.test(c.iptables.chain), 'setting "iptables.chain" must be an upper-case chain name of at most 28 characters');
   check(['trace', 'debug', 'info', 'warn', 'error'].includes(c.log.level), 'setting "log.level" must be trace, debug, info, warn or error');
   return c;
 }

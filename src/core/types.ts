@@ -113,6 +113,8 @@ export interface DesiredAddress {
 /** Everything ec2netd wants the kernel to hold. Routes and rules all carry the owner protocol. */
 export interface DesiredState {
   enis: DesiredEni[];
+  /** ENIs known to IMDS that cannot be configured now, with the reason (no link yet, table clash, ...). */
+  skipped: PendingEni[];
   linksUp: number[];
   addresses: DesiredAddress[];
   routes: KernelRoute[];
@@ -125,6 +127,8 @@ export type Change =
   | { op: 'add-address'; address: DesiredAddress; linkName: string; reason: string }
   | { op: 'del-address'; address: KernelAddress; linkName: string; reason: string }
   | { op: 'add-route'; route: KernelRoute; linkName?: string; reason: string }
+  /** Atomic in-place change (NLM_F_REPLACE) of an owned route whose slot (table, dst, metric) stays. */
+  | { op: 'replace-route'; route: KernelRoute; previous: KernelRoute; linkName?: string; reason: string }
   | { op: 'del-route'; route: KernelRoute; linkName?: string; reason: string }
   | { op: 'add-rule'; rule: KernelRule; reason: string }
   | { op: 'del-rule'; rule: KernelRule; reason: string };

@@ -1,0 +1,163 @@
+// The diff: the minimal, ordered list of kernel writes that turns the observed state into the desired one,
+// touching only objects ec2netd owns. Pure.
+import { canonicalAddress } from './ip';
+import type { Change, DesiredAddress, DesiredState, KernelAddress, KernelLink, KernelRoute, KernelRule, KernelState, Plan } from './types';
+
+/** What the kernel's own duplicate check sees as "the same route" (IPv4: table, dst, tos, metric). */
+export function routeSlot(r: KernelRoute): string {
+  return `${r.family}|${r.table}|${r.dst}|${r.metric ?? 0}`;
+}
+
+/** Full identity of a route: a different value in any field means the route must change. */
+export function routeKey(r: KernelRoute): string {
+  return `${routeSlot(r)}|${r.gateway ?? ''}|${r.ifindex ?? ''}|${r.prefsrc ?? ''}|${r.scope}|${r.type}`;
+}
+
+/** What the kernel compares for a rule (FRA_PROTOCOL is not part of it: a foreign twin makes ours EEXIST). */
+export function ruleKey(r: KernelRule): string {
+  const mark = r.fwmark === undefined ? '' : `${r.fwmark}/${r.fwmask ?? 0xffffffff}`;
+  return `${r.family}|${r.priority}|${r.table}|${r.src ?? ''}|${r.dst ?? ''}|${mark}|${r.action}`;
+}
+
+export function addressKey(a: Pick<KernelAddress, 'ifindex' | 'address'>): string {
+  return `${a.ifindex}|${canonicalAddress(a.address)}`;
+}
+
+/** Key of an address in the ownership ledger: by MAC, since ifindexes and names change. */
+export function ownedAddressKey(mac: string, address: string): string {
+  return `${mac}|${canonicalAddress(address)}`;
+}
+
+export interface DiffInput {
+  desired: DesiredState;
+  observed: KernelState;
+  /** rtnetlink protocol that marks ec2netd's routes and rules. */
+  protocol: number;
+  /** Ledger of addresses ec2netd added, keyed by ownedAddressKey. */
+  ownedAddresses: ReadonlySet<string>;
+}
+
+export interface DiffResult {
+  plan: Plan;
+  /** Desired objects that a foreign object already occupies: left alone, reported. */
+  conflicts: string[];
+}
+
+function linkName(links: Map<number, KernelLink>, ifindex: number | undefined): string | undefined {
+  return ifindex === undefined ? undefined : links.get(ifindex)?.name;
+}
+
+function diffRoutes(input: DiffInput, links: Map<number, KernelLink>, conflicts: string[]) {
+  const adds: Change[] = [];
+  const dels: Change[] = [];
+  const owned = input.observed.routes.filter((r) => r.protocol === input.protocol);
+  const foreignSlots = new Set(input.observed.routes.filter((r) => r.protocol !== input.protocol).map(routeSlot));
+  const ownedBySlot = new Map<string, KernelRoute[]>();
+  for (const r of owned) ownedBySlot.set(routeSlot(r), [...(ownedBySlot.get(routeSlot(r)) ?? []), r]);
+  const wanted = new Set(input.desired.routes.map(routeKey));
+  const kept = new Set<KernelRoute>();
+
+  for (const route of input.desired.routes) {
+    const name = linkName(links, route.ifindex);
+    const inSlot = ownedBySlot.get(routeSlot(route)) ?? [];
+    const same = inSlot.find((r) => routeKey(r) === routeKey(route));
+    if (same !== undefined) { kept.add(same); continue; }
+    const stale = inSlot.find((r) => !kept.has(r) && !wanted.has(routeKey(r)));
+    if (stale !== undefined) {
+      kept.add(stale);
+      adds.push({ op: 'replace-route', route, previous: stale, linkName: name, reason: 'owned route changed' });
+    } else if (foreignSlots.has(routeSlot(route))) {
+      conflicts.push(`table ${route.table}: a route to ${route.dst} that ec2netd does not own is in the way`);
+    } else {
+      adds.push({ op: 'add-route', route, linkName: name, reason: 'missing' });
+    }
+  }
+  for (const r of owned) {
+    if (!kept.has(r)) dels.push({ op: 'del-route', route: r, linkName: linkName(links, r.ifindex), reason: 'no longer desired' });
+  }
+  // Within a table: connected routes before the gateway routes that need them; removal in reverse.
+  adds.sort((a, b) => scopeOrder(a) - scopeOrder(b));
+  dels.sort((a, b) => scopeOrder(b) - scopeOrder(a));
+  return { adds, dels };
+}
+
+function scopeOrder(c: Change): number {
+  return 'route' in c ? -c.route.scope : 0;
+}
+
+function diffRules(input: DiffInput, conflicts: string[]) {
+  const adds: Change[] = [];
+  const dels: Change[] = [];
+  const ownedByKey = new Map<string, KernelRule[]>();
+  const foreignKeys = new Set<string>();
+  for (const r of input.observed.rules) {
+    if (r.protocol === input.protocol) ownedByKey.set(ruleKey(r), [...(ownedByKey.get(ruleKey(r)) ?? []), r]);
+    else foreignKeys.add(ruleKey(r));
+  }
+  const wanted = new Set<string>();
+  for (const rule of input.desired.rules) {
+    const key = ruleKey(rule);
+    if (wanted.has(key)) continue;
+    wanted.add(key);
+    if (ownedByKey.has(key)) continue;
+    if (foreignKeys.has(key)) {
+      conflicts.push(`rule ${key} exists already, owned by another tool: left as it is`);
+      continue;
+    }
+    adds.push({ op: 'add-rule', rule, reason: 'missing' });
+  }
+  for (const [key, rules] of ownedByKey) {
+    // Keep one of each wanted rule; everything else (stale rules, duplicates) goes.
+    rules.slice(wanted.has(key) ? 1 : 0).forEach((rule) =>
+      dels.push({ op: 'del-rule', rule, reason: wanted.has(key) ? 'duplicate' : 'no longer desired' }));
+  }
+  return { adds, dels };
+}
+
+function diffAddresses(input: DiffInput, links: Map<number, KernelLink>) {
+  const adds: Change[] = [];
+  const dels: Change[] = [];
+  const present = new Set(input.observed.addresses.map(addressKey));
+  const desiredKeys = new Set<string>();
+  for (const address of input.desired.addresses) {
+    const key = addressKey(address);
+    if (desiredKeys.has(key)) continue;
+    desiredKeys.add(key);
+    const name = linkName(links, address.ifindex);
+    if (!present.has(key) && name !== undefined) adds.push({ op: 'add-address', address, linkName: name, reason: 'missing' });
+  }
+  // Addresses ec2netd added, on the links of configured ENIs, that IMDS no longer lists.
+  const configured = new Set(input.desired.enis.map((e) => e.link.index));
+  for (const address of input.observed.addresses) {
+    const link = links.get(address.ifindex);
+    if (link === undefined || !configured.has(address.ifindex) || desiredKeys.has(addressKey(address))) continue;
+    if (input.ownedAddresses.has(ownedAddressKey(link.mac, address.address))) {
+      dels.push({ op: 'del-address', address, linkName: link.name, reason: 'no longer assigned to the ENI' });
+    }
+  }
+  return { adds, dels };
+}
+
+export function diff(input: DiffInput): DiffResult {
+  const conflicts: string[] = [];
+  const links = new Map(input.observed.links.map((l) => [l.index, l]));
+  const linkUps: Change[] = input.desired.linksUp
+    .map((index) => links.get(index))
+    .filter((l): l is KernelLink => l !== undefined && !l.up)
+    .map((link) => ({ op: 'link-up', link, reason: 'ENI link is down' }));
+  const addresses = diffAddresses(input, links);
+  const routes = diffRoutes(input, links, conflicts);
+  const rules = diffRules(input, conflicts);
+  // Make-before-break: everything new is in place before anything old is removed;
+  // rules go before the routes they point at, addresses last.
+  const plan: Plan = [
+    ...linkUps, ...addresses.adds, ...routes.adds, ...rules.adds,
+    ...rules.dels, ...routes.dels, ...addresses.dels,
+  ];
+  return { plan, conflicts };
+}
+
+/** The changes of a plan that add something (used to decide which addresses to record as owned). */
+export function addedAddresses(plan: Plan): DesiredAddress[] {
+  return plan.flatMap((c) => (c.op === 'add-address' ? [c.address] : []));
+}

@@ -1,0 +1,460 @@
+// The simulated EC2 instance, in network namespaces (docs: /work/shared/docs/testbed.md §1).
+//
+//   ${prefix}-cli  eth0 192.168.50.2 ── to-cli 192.168.50.1 ┐
+//                                                           ${prefix}-vpc: router (ip_forward), lo 169.254.169.254,
+//                                                           br0 10.0.1.1/24 (fixed MAC) = the subnet,
+//                                                           nft bridge table "ec2sim" = source/destination check
+//   ${prefix}-host  eth0 ── p-eth0 (port of br0)            ┘
+//                   eth1 ── p-eth1 (port of br0)
+//
+// The instance ends of the ENI veth pairs are created directly in the host namespace and the ports directly
+// in the vpc namespace, so no interface ever exists in the caller's namespace and names never collide
+// across instances. Nothing here touches the namespace this process runs in.
+import { familyOf, intToIpv4, ipv4ToInt, networkOf, normalizeMac, parseCidr, subnetGateway } from '../src/core/ip';
+import { ipBatch, nsArgv, nsRun, run, startProcess } from './exec';
+import type { ManagedProcess, RunOptions, RunResult } from './exec';
+
+/** One ENI to attach. */
+export interface SimEniSpec {
+  /** Interface name inside the instance (eth0, eth1, ens6...): at most 13 characters (the port is `p-<name>`). */
+  name: string;
+  /** The ENI's fixed MAC (lower-case, colon-separated). */
+  mac: string;
+  /**
+   * Private IPv4 addresses AWS has assigned to the ENI, primary first: each one is allowed as a source on the
+   * ENI's port and gets a PERMANENT neighbour entry in the VPC. Assigning does not configure the instance.
+   */
+  ipv4s?: string[];
+  /**
+   * Configure the instance side as DHCP on the primary ENI would: primary IPv4 /subnet-len on the link and
+   * `default via <gateway>`. Default: true for the first ENI given to createInstance, false otherwise
+   * (secondary ENIs get nothing: ec2netd configures them).
+   */
+  configure?: boolean;
+  /** Bring the instance end up. Default true (a freshly hot-attached ENI on EC2 is down: pass false). */
+  up?: boolean;
+  /** Metadata for IMDS simulators (device-number); default: position in attach order. */
+  deviceNumber?: number;
+}
+
+export interface CreateInstanceOptions {
+  /** Namespace name prefix: `${prefix}-vpc`, `${prefix}-host`, `${prefix}-cli`. [A-Za-z0-9-], ≤ 40 chars. */
+  prefix: string;
+  /** The ENIs' subnet. Only this one for now (the client subnet and IMDS address are fixed around it). */
+  subnet?: '10.0.1.0/24';
+  /** IPv6 subnet of the ENIs: reserved for the IPv6 work (throws "not implemented" when given). */
+  subnet6?: string;
+  enis: SimEniSpec[];
+  /**
+   * sysctls set in the instance namespace before any ENI exists (so `default.*` applies to them).
+   * A new namespace's IPv4 values may be inherited from the machine's (net.core.devconf_inherit_init_net), so
+   * the default pins rp_filter to 0 on all/default; pass e.g. `{ 'net.ipv4.conf.all.rp_filter': '1' }` to test
+   * strict mode. Keys given here replace the defaults with the same key.
+   */
+  hostSysctls?: Record<string, string>;
+  /** Also drop ARP whose sender IP is not owned by the port (sender 0.0.0.0, i.e. probes, passes). Default true. */
+  arpCheck?: boolean;
+}
+
+/** An attached ENI as the simulator knows it. */
+export interface SimEni {
+  /** Name given at attach time (the key for detach/assign, even if the instance renames the link). */
+  readonly name: string;
+  readonly mac: string;
+  /** The bridge port in the vpc namespace. */
+  readonly portName: string;
+  readonly deviceNumber: number;
+  /** Assigned private IPv4s (primary first). */
+  readonly ipv4s: readonly string[];
+  /** Extra source ranges allowed on the port (allowSource with a CIDR or an IP not in ipv4s). */
+  readonly extraSources: readonly string[];
+}
+
+export type SimNsRole = 'vpc' | 'host' | 'client';
+
+export interface SimInstance {
+  readonly prefix: string;
+  readonly ns: { readonly vpc: string; readonly host: string; readonly client: string };
+  readonly subnet: string;
+  readonly prefixLen: number;
+  readonly gateway: string;
+  readonly clientIp: string;
+  readonly imdsIp: string;
+  /** Current ENIs, in attach order (copies). */
+  enis(): SimEni[];
+  eni(name: string): SimEni;
+  /** Hot attach: veth pair, instance end named and MAC'd as given, peer a port of the bridge. */
+  attachEni(spec: SimEniSpec): Promise<SimEni>;
+  /** Hot detach: deletes the pair (from the vpc side, so it works after a rename inside the instance). */
+  detachEni(name: string): Promise<void>;
+  /** AWS assigns a private IP: source allowed on the port + PERMANENT neighbour in the VPC. */
+  assignIp(eniName: string, ip: string): Promise<void>;
+  unassignIp(eniName: string, ip: string): Promise<void>;
+  /** Only the source/destination check part: `ip` may be an address or an IPv4 CIDR (delegated prefix). */
+  allowSource(eniName: string, ipOrCidr: string): Promise<void>;
+  revokeSource(eniName: string, ipOrCidr: string): Promise<void>;
+  /** Packets dropped so far by the emulated source/destination check. */
+  dropCounters(): Promise<{ ipv4: number; arp: number }>;
+  /** Runs a command in one of the instance's namespaces. */
+  exec(role: SimNsRole, argv: readonly string[], opts?: RunOptions): Promise<RunResult>;
+  /** Starts a long-running command in a namespace; destroy() stops it. */
+  spawn(role: SimNsRole, argv: readonly string[], opts?: { cwd?: string; env?: NodeJS.ProcessEnv }): ManagedProcess;
+  /** Stops started processes, kills anything else left in the namespaces, deletes them. Idempotent. */
+  destroy(): Promise<void>;
+}
+
+const BRIDGE = 'br0';
+const BRIDGE_MAC = '02:ec:2a:00:01:01';
+const CLIENT_LINK_VPC = 'to-cli';
+const CLIENT_LINK = 'eth0';
+const CLIENT_SUBNET_LEN = 24;
+const CLIENT_GW = '192.168.50.1';
+const CLIENT_IP = '192.168.50.2';
+const IMDS_IP = '169.254.169.254';
+const NFT_TABLE = 'ec2sim';
+const NFT_SET4 = 'owned4';
+const NFT_DROP4 = 'drop4';
+const NFT_DROPARP = 'droparp';
+
+const PREFIX_RE = /^[A-Za-z0-9][A-Za-z0-9-]{0,39}$/;
+const IFNAME_MAX = 15;
+const PORT_PREFIX = 'p-';
+
+const DEFAULT_HOST_SYSCTLS: Record<string, string> = {
+  'net.ipv4.conf.all.rp_filter': '0',
+  'net.ipv4.conf.default.rp_filter': '0',
+};
+
+export function namespaceNames(prefix: string): { vpc: string; host: string; client: string } {
+  return { vpc: `${prefix}-vpc`, host: `${prefix}-host`, client: `${prefix}-cli` };
+}
+
+function sysctlArgv(values: Record<string, string>): string[] {
+  return ['sysctl', '-q', '-w', ...Object.entries(values).map(([k, v]) => `${k}=${v}`)];
+}
+
+function checkIfname(name: string): void {
+  if (!/^[A-Za-z0-9_.-]+$/.test(name) || name.length + PORT_PREFIX.length > IFNAME_MAX) {
+    throw new Error(`ENI name ${JSON.stringify(name)}: use [A-Za-z0-9_.-], at most ${IFNAME_MAX - PORT_PREFIX.length} characters`);
+  }
+}
+
+function checkMac(mac: string): string {
+  const m = normalizeMac(mac);
+  if (m === undefined) throw new Error(`not a MAC: ${JSON.stringify(mac)}`);
+  return m;
+}
+
+function checkIpv4(ip: string): void {
+  if (familyOf(ip) !== 4) throw new Error(`not an IPv4 address: ${JSON.stringify(ip)} (IPv6 is not simulated yet)`);
+}
+
+/** An IPv4 address or CIDR, in nft element syntax (network/len for a CIDR). */
+function sourceElement(ipOrCidr: string): string {
+  const c = parseCidr(ipOrCidr);
+  if (c === undefined || c.family !== 4) throw new Error(`not an IPv4 address or CIDR: ${JSON.stringify(ipOrCidr)}`);
+  return c.prefixLen === 32 ? c.address : networkOf(c);
+}
+
+function nftElement(port: string, src: string): string {
+  return `"${port}" . ${src}`;
+}
+
+function nftRuleset(arpCheck: boolean): string {
+  // Bridge family: priority filter is -200. Frames from the bridge itself (the router) do not pass
+  // prerouting, only frames entering from ports, i.e. from ENIs.
+  return [
+    `table bridge ${NFT_TABLE} {`,
+    `  set ${NFT_SET4} { type ifname . ipv4_addr; flags interval; }`,
+    `  counter ${NFT_DROP4} { }`,
+    `  counter ${NFT_DROPARP} { }`,
+    '  chain prerouting {',
+    '    type filter hook prerouting priority filter; policy accept;',
+    `    ether type ip iifname . ip saddr != @${NFT_SET4} counter name "${NFT_DROP4}" drop`,
+    ...(arpCheck
+      ? [`    ether type arp arp saddr ip != 0.0.0.0 iifname . arp saddr ip != @${NFT_SET4} counter name "${NFT_DROPARP}" drop`]
+      : []),
+    '  }',
+    '}',
+    '',
+  ].join('\n');
+}
+
+interface EniState {
+  name: string;
+  mac: string;
+  portName: string;
+  deviceNumber: number;
+  ipv4s: string[];
+  extraSources: string[];
+}
+
+class Instance implements SimInstance {
+  readonly ns: { vpc: string; host: string; client: string };
+  readonly subnet: string;
+  readonly prefixLen: number;
+  readonly gateway: string;
+  readonly clientIp = CLIENT_IP;
+  readonly imdsIp = IMDS_IP;
+  private readonly eniStates = new Map<string, EniState>();
+  private readonly processes = new Set<ManagedProcess>();
+  private nextDevice = 0;
+  private destroying: Promise<void> | undefined;
+
+  constructor(
+    readonly prefix: string,
+    subnet: string,
+    private readonly arpCheck: boolean,
+  ) {
+    this.ns = namespaceNames(prefix);
+    const c = parseCidr(subnet);
+    if (c === undefined || c.family !== 4) throw new Error(`bad subnet ${subnet}`);
+    this.subnet = networkOf(c);
+    this.prefixLen = c.prefixLen;
+    this.gateway = subnetGateway(c);
+  }
+
+  enis(): SimEni[] {
+    return [...this.eniStates.values()].map((e) => ({ ...e, ipv4s: [...e.ipv4s], extraSources: [...e.extraSources] }));
+  }
+
+  eni(name: string): SimEni {
+    const e = this.eniStates.get(name);
+    if (e === undefined) throw new Error(`no ENI ${name} in ${this.prefix}`);
+    return { ...e, ipv4s: [...e.ipv4s], extraSources: [...e.extraSources] };
+  }
+
+  private state(name: string): EniState {
+    const e = this.eniStates.get(name);
+    if (e === undefined) throw new Error(`no ENI ${name} in ${this.prefix}`);
+    return e;
+  }
+
+  private nsOf(role: SimNsRole): string {
+    return this.ns[role];
+  }
+
+  exec(role: SimNsRole, argv: readonly string[], opts?: RunOptions): Promise<RunResult> {
+    return nsRun(this.nsOf(role), argv, opts);
+  }
+
+  spawn(role: SimNsRole, argv: readonly string[], opts?: { cwd?: string; env?: NodeJS.ProcessEnv }): ManagedProcess {
+    if (this.destroying !== undefined) throw new Error(`instance ${this.prefix} is destroyed`);
+    const p = startProcess(nsArgv(this.nsOf(role), argv), opts);
+    this.processes.add(p);
+    void p.exited.then(() => this.processes.delete(p));
+    return p;
+  }
+
+  /** Builds everything but the ENIs. */
+  async setup(hostSysctls: Record<string, string>): Promise<void> {
+    const { vpc, host, client } = this.ns;
+    await ipBatch(undefined, [`netns add ${vpc}`, `netns add ${host}`, `netns add ${client}`]);
+    await ipBatch(vpc, [
+      'link set lo up',
+      `addr add ${IMDS_IP}/32 dev lo`,
+      // Fixed MAC: a bridge whose MAC follows its ports changes it when a port is added, which flushes
+      // even PERMANENT neighbour entries.
+      `link add ${BRIDGE} address ${BRIDGE_MAC} type bridge`,
+      `addr add ${this.gateway}/${this.prefixLen} dev ${BRIDGE}`,
+      `link set ${BRIDGE} up`,
+      `link add ${CLIENT_LINK_VPC} type veth peer name ${CLIENT_LINK} netns ${client}`,
+      `addr add ${CLIENT_GW}/${CLIENT_SUBNET_LEN} dev ${CLIENT_LINK_VPC}`,
+      `link set ${CLIENT_LINK_VPC} up`,
+    ]);
+    await ipBatch(client, [
+      'link set lo up',
+      `link set ${CLIENT_LINK} up`,
+      `addr add ${CLIENT_IP}/${CLIENT_SUBNET_LEN} dev ${CLIENT_LINK}`,
+      `route add default via ${CLIENT_GW}`,
+    ]);
+    await Promise.all([
+      nsRun(vpc, sysctlArgv({
+        'net.ipv4.ip_forward': '1',
+        'net.ipv4.conf.all.rp_filter': '0',
+        'net.ipv4.conf.default.rp_filter': '0',
+        [`net.ipv4.conf.${BRIDGE}.rp_filter`]: '0',
+      })),
+      nsRun(vpc, ['nft', '-f', '-'], { input: nftRuleset(this.arpCheck) }),
+      (async () => {
+        await nsRun(host, sysctlArgv(hostSysctls));
+        await ipBatch(host, ['link set lo up']);
+      })(),
+    ]);
+  }
+
+  async attachEni(spec: SimEniSpec, configureDefault = false): Promise<SimEni> {
+    checkIfname(spec.name);
+    const mac = checkMac(spec.mac);
+    if (this.eniStates.has(spec.name)) throw new Error(`ENI ${spec.name} already attached to ${this.prefix}`);
+    for (const e of this.eniStates.values()) if (e.mac === mac) throw new Error(`MAC ${mac} already used by ${e.name}`);
+    const ipv4s = spec.ipv4s ?? [];
+    ipv4s.forEach(checkIpv4);
+    const configure = spec.configure ?? configureDefault;
+    if (configure && ipv4s[0] === undefined) throw new Error(`ENI ${spec.name}: configure needs a primary IPv4`);
+    const deviceNumber = spec.deviceNumber ?? this.nextDevice;
+    this.nextDevice = Math.max(this.nextDevice, deviceNumber) + 1;
+    const state: EniState = { name: spec.name, mac, portName: PORT_PREFIX + spec.name, deviceNumber, ipv4s: [], extraSources: [] };
+    const { vpc, host } = this.ns;
+    await ipBatch(vpc, [
+      `link add ${state.portName} type veth peer name ${spec.name} address ${mac} netns ${host}`,
+      `link set ${state.portName} master ${BRIDGE} up`,
+    ]);
+    this.eniStates.set(spec.name, state);
+    // The fabric knows where every ENI is: a static FDB entry, no flooding needed to find it.
+    await run(['bridge', '-n', vpc, 'fdb', 'replace', mac, 'dev', state.portName, 'master', 'static']);
+    for (const ip of ipv4s) await this.assignIp(spec.name, ip);
+    const hostLines: string[] = [];
+    if (spec.up ?? true) hostLines.push(`link set ${spec.name} up`);
+    if (configure && ipv4s[0] !== undefined) {
+      hostLines.push(`addr add ${ipv4s[0]}/${this.prefixLen} dev ${spec.name}`);
+      if (spec.up ?? true) hostLines.push(`route add default via ${this.gateway} dev ${spec.name}`);
+    }
+    await ipBatch(host, hostLines);
+    return this.eni(spec.name);
+  }
+
+  async detachEni(name: string): Promise<void> {
+    const e = this.state(name);
+    const { vpc } = this.ns;
+    // Deleting the port deletes its peer in the instance; set elements for the port go with it below.
+    await run(['ip', '-n', vpc, 'link', 'del', e.portName]);
+    for (const ip of [...e.ipv4s]) await this.unassignIp(name, ip);
+    for (const src of [...e.extraSources]) await this.revokeSource(name, src);
+    this.eniStates.delete(name);
+  }
+
+  async assignIp(eniName: string, ip: string): Promise<void> {
+    checkIpv4(ip);
+    const e = this.state(eniName);
+    for (const other of this.eniStates.values()) {
+      if (other.ipv4s.includes(ip)) throw new Error(`${ip} is already assigned to ${other.name}`);
+    }
+    await this.nftElements('add', e.portName, ip);
+    await run(['ip', '-n', this.ns.vpc, 'neigh', 'replace', ip, 'lladdr', e.mac, 'dev', BRIDGE, 'nud', 'permanent']);
+    e.ipv4s.push(ip);
+  }
+
+  async unassignIp(eniName: string, ip: string): Promise<void> {
+    const e = this.state(eniName);
+    if (!e.ipv4s.includes(ip)) throw new Error(`${ip} is not assigned to ${eniName}`);
+    await this.nftElements('delete', e.portName, ip);
+    await run(['ip', '-n', this.ns.vpc, 'neigh', 'del', ip, 'dev', BRIDGE]).catch(() => undefined);
+    e.ipv4s = e.ipv4s.filter((x) => x !== ip);
+  }
+
+  async allowSource(eniName: string, ipOrCidr: string): Promise<void> {
+    const e = this.state(eniName);
+    const el = sourceElement(ipOrCidr);
+    await this.nftElements('add', e.portName, el);
+    if (!e.extraSources.includes(el)) e.extraSources.push(el);
+  }
+
+  async revokeSource(eniName: string, ipOrCidr: string): Promise<void> {
+    const e = this.state(eniName);
+    const el = sourceElement(ipOrCidr);
+    await this.nftElements('delete', e.portName, el);
+    e.extraSources = e.extraSources.filter((x) => x !== el);
+  }
+
+  private async nftElements(op: 'add' | 'delete', port: string, src: string): Promise<void> {
+    try {
+      await nsRun(this.ns.vpc, ['nft', op, 'element', 'bridge', NFT_TABLE, NFT_SET4, `{ ${nftElement(port, src)} }`]);
+    } catch (err) {
+      // Deleting an element that is not there (allowed twice, revoked twice) is not an error for the fabric.
+      if (op === 'delete' && err instanceof Error && /No such file or directory/.test(err.message)) return;
+      throw err;
+    }
+  }
+
+  async dropCounters(): Promise<{ ipv4: number; arp: number }> {
+    const { stdout } = await nsRun(this.ns.vpc, ['nft', '-j', 'list', 'counters', 'table', 'bridge', NFT_TABLE]);
+    const parsed = JSON.parse(stdout) as { nftables?: Array<{ counter?: { name: string; packets: number } }> };
+    const get = (name: string): number => parsed.nftables?.find((o) => o.counter?.name === name)?.counter?.packets ?? 0;
+    return { ipv4: get(NFT_DROP4), arp: get(NFT_DROPARP) };
+  }
+
+  destroy(): Promise<void> {
+    this.destroying ??= destroyNamespaces(Object.values(this.ns), [...this.processes]);
+    return this.destroying;
+  }
+}
+
+/**
+ * Stops the given processes, kills (by pid) whatever else still runs in the namespaces, deletes them.
+ * Missing namespaces are fine. Processes left as zombies are not waited for.
+ */
+export async function destroyNamespaces(names: readonly string[], processes: readonly ManagedProcess[] = []): Promise<void> {
+  await Promise.all(processes.map((p) => p.stop(500)));
+  const existing = new Set(await listNamespaces());
+  const errors: string[] = [];
+  for (const ns of names) {
+    if (!existing.has(ns)) continue;
+    try {
+      const { stdout } = await run(['ip', 'netns', 'pids', ns]);
+      for (const pid of stdout.split(/\s+/).filter((s) => /^\d+$/.test(s)).map(Number)) {
+        if (pid === process.pid) continue;
+        try {
+          process.kill(pid, 'SIGKILL');
+        } catch {
+          // Gone already.
+        }
+      }
+    } catch {
+      // The namespace may disappear meanwhile.
+    }
+    try {
+      await run(['ip', 'netns', 'del', ns]);
+    } catch (err) {
+      if ((await listNamespaces()).includes(ns)) errors.push(err instanceof Error ? err.message : String(err));
+    }
+  }
+  if (errors.length > 0) throw new Error(`destroy: ${errors.join('; ')}`);
+}
+
+/** Names from `ip netns list` (which prints `name (id: N)` for namespaces with an id). */
+export async function listNamespaces(): Promise<string[]> {
+  const { stdout } = await run(['ip', 'netns', 'list']);
+  return parseNetnsList(stdout);
+}
+
+export function parseNetnsList(stdout: string): string[] {
+  return stdout
+    .split('\n')
+    .map((l) => l.trim().split(/\s+/)[0] ?? '')
+    .filter((n) => n !== '');
+}
+
+/** Builds a simulated instance; on any failure the partial instance is destroyed before the error is thrown. */
+export async function createInstance(opts: CreateInstanceOptions): Promise<SimInstance> {
+  if (!PREFIX_RE.test(opts.prefix)) throw new Error(`prefix ${JSON.stringify(opts.prefix)}: use [A-Za-z0-9-], ≤ 40 chars`);
+  if (opts.subnet6 !== undefined) throw new Error('subnet6: IPv6 is not simulated yet');
+  const subnet = opts.subnet ?? '10.0.1.0/24';
+  const existing = await listNamespaces();
+  const names = Object.values(namespaceNames(opts.prefix));
+  const clash = names.filter((n) => existing.includes(n));
+  if (clash.length > 0) throw new Error(`namespaces already exist: ${clash.join(', ')} (sweep stale ones first)`);
+  const inst = new Instance(opts.prefix, subnet, opts.arpCheck ?? true);
+  try {
+    await inst.setup({ ...DEFAULT_HOST_SYSCTLS, ...(opts.hostSysctls ?? {}) });
+    for (const [i, spec] of opts.enis.entries()) await inst.attachEni(spec, i === 0);
+  } catch (err) {
+    await inst.destroy().catch(() => undefined);
+    throw err;
+  }
+  return inst;
+}
+
+/** `0a:ec:00:00:<aa>:<bb>` for device n: a locally administered unicast MAC, handy in tests. */
+export function simMac(n: number): string {
+  const hex = (v: number): string => v.toString(16).padStart(2, '0');
+  return `0a:ec:00:00:${hex((n >> 8) & 0xff)}:${hex(n & 0xff)}`;
+}
+
+/** The n-th host address of the subnet (10.0.1.0/24, 10 → 10.0.1.10). */
+export function subnetHost(subnet: string, n: number): string {
+  const c = parseCidr(subnet);
+  if (c === undefined || c.family !== 4) throw new Error(`bad subnet ${subnet}`);
+  const base = networkOf(c).split('/')[0] ?? '0.0.0.0';
+  return intToIpv4(ipv4ToInt(base) + n);
+}

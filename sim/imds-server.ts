@@ -49,7 +49,8 @@ export type SimFault = (
   | { mode: 'hang' }
   | { mode: 'reset' }
   | { mode: 'slow'; delayMs: number }
-  | { mode: 'body'; body: string }
+  /** Answers 200 with this body (chunked, no content-length); `base64` for bytes that are not UTF-8. */
+  | { mode: 'body'; body: string; encoding?: 'utf8' | 'base64' }
 ) & {
   /** Only requests whose path matches (JavaScript RegExp source); all requests when absent. */
   pathRegex?: string;
@@ -242,7 +243,7 @@ export async function startImdsServer(options: ImdsServerOptions): Promise<ImdsS
         // Chunked, without content-length: the client has to count.
         record(method, path, 200);
         res.writeHead(200, { 'content-type': 'text/plain' });
-        const body = Buffer.from(injected.body);
+        const body = Buffer.from(injected.body, injected.encoding ?? 'utf8');
         for (let at = 0; at < body.length; at += 16_384) res.write(body.subarray(at, at + 16_384));
         res.end();
         return;
@@ -397,6 +398,7 @@ export function validateFault(value: unknown): SimFault {
       break;
     case 'body':
       expect(typeof f.body === 'string', 'fault.body must be a string');
+      expect(f.encoding === undefined || f.encoding === 'utf8' || f.encoding === 'base64', 'fault.encoding must be utf8 or base64');
       break;
     default:
       throw new Error('fault.mode must be ok, status, hang, reset, slow or body');

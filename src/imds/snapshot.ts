@@ -194,7 +194,9 @@ async function readEniWith(ctx: Context, mac: string, primary: boolean): Promise
   const missing = REQUIRED_KEYS.filter((key) => key === 'local-ipv4s' ? ipv4s === undefined : value(key) === undefined);
   const pending = (reason: string): ReadEniResult => ({ status: 'pending', pending: { mac, reason } });
   if (missing.length > 0) return pending(`IMDS key${missing.length > 1 ? 's' : ''} absent: ${missing.join(', ')}`);
-  if (deviceNumber === 0 && !primary) return pending('device-number reads 0 (IMDS not yet consistent)');
+  // Right after an attach a non-primary MAC can read device-number 0: card 0 / device 0 is the primary's slot, so
+  // that reading is not yet true. (On network cards > 0, device 0 is a legitimate slot and is accepted.)
+  if (deviceNumber === 0 && networkCard === 0 && !primary) return pending('device-number reads 0 (IMDS not yet consistent)');
   if (within6 === undefined && (ipv6s.length > 0 || ipv6Prefixes.length > 0)) {
     return pending('IPv6 addresses listed but subnet-ipv6-cidr-blocks absent (IMDS not yet consistent)');
   }

@@ -1,0 +1,189 @@
+// The rtnetlink handle: one request socket, a timeout on every request, and errors with a code and the object named.
+//
+// The socket is never subscribed to a multicast group: it only receives replies to its own requests, and the
+// kernel paces dump replies to the reader, so it cannot overrun (an overrun on a subscribed socket aborts the
+// whole process in `netlink` 0.3.0, see docs/dependencies.md; events come from src/kernel/events.ts instead).
+// It is unreferenced while idle (the package default), so an idle handle never keeps the event loop alive.
+import { AttrStream, FlagsNew, createRtNetlink, rt } from 'netlink';
+import type { RequestOptions, RtNetlinkSocket } from 'netlink';
+import { bigIntToIpv6, canonicalAddress, ipv4ToInt, ipv6ToBigInt, isIPv6 } from '../core/ip';
+import type { Family } from '../core/types';
+
+/** errno names the adapter distinguishes; any other errno name may also appear. */
+export type KernelErrorCode =
+  | 'EEXIST'
+  | 'ENOENT'
+  | 'ESRCH'
+  | 'ENODEV'
+  | 'EADDRNOTAVAIL'
+  | 'ENETUNREACH'
+  | 'EINVAL'
+  | 'EPERM'
+  | 'ETIMEDOUT'
+  /** The kernel said EEXIST, but a re-read found no equal object: another object holds the slot. */
+  | 'ECONFLICT'
+  | 'EIO'
+  | (string & {});
+
+export class KernelError extends Error {
+  override name = 'KernelError';
+  constructor(
+    readonly code: KernelErrorCode,
+    /** What was attempted, in `ip` syntax: `add rule from 10.0.1.20 lookup 10001 pref 10100 proto 236`. */
+    readonly what: string,
+    detail?: string,
+  ) {
+    super(`${what}: ${code}${detail === undefined ? '' : ` (${detail})`}`);
+  }
+}
+
+/** Turns whatever the package threw into a KernelError naming the object. */
+export function toKernelError(err: unknown, what: string): KernelError {
+  if (err instanceof KernelError) return err;
+  const message = err instanceof Error ? err.message : String(err);
+  const rejected = /^Request rejected: (\w+)$/.exec(message);
+  if (rejected?.[1] !== undefined) return new KernelError(rejected[1], what);
+  if (message === 'Timeout has been reached') return new KernelError('ETIMEDOUT', what);
+  const code = (err as { code?: unknown } | null)?.code;
+  return new KernelError(typeof code === 'string' ? code : 'EIO', what, message);
+}
+
+export const AF_INET = 2;
+export const AF_INET6 = 10;
+export const NLM_F_CREATE_EXCL = FlagsNew.CREATE | FlagsNew.EXCL;
+export const NLM_F_CREATE_REPLACE = FlagsNew.CREATE | FlagsNew.REPLACE;
+const NLM_F_DUMP = 0x300;
+const NLM_F_DUMP_INTR = 0x10;
+const NLMSG_DONE = 3;
+const NLMSG_ERROR = 2;
+/** RT_TABLE_COMPAT: what the 8-bit table field says when the real table (> 255) is in the table attribute. */
+export const RT_TABLE_COMPAT = 252;
+
+export interface NetlinkOptions {
+  /** Timeout of each request in ms (config sync.requestTimeoutMs). */
+  timeoutMs?: number;
+}
+
+/** An rtnetlink request handle, bound to the network namespace of the process that opened it. */
+export class Netlink {
+  readonly socket: RtNetlinkSocket;
+  readonly timeoutMs: number;
+  private closed = false;
+  /** Dumps are queued: the kernel runs one dump per socket at a time and answers a second one EBUSY. */
+  private dumping: Promise<unknown> = Promise.resolve();
+
+  constructor(options: NetlinkOptions = {}) {
+    this.timeoutMs = options.timeoutMs ?? 2000;
+    // No options: `ref` defaults to false, and the package's option type wrongly requires the buffer sizes.
+    this.socket = createRtNetlink();
+    // A raw socket error with no listener would throw from an EventEmitter: keep it, the request fails anyway.
+    this.socket.socket.on('error', () => undefined);
+    this.socket.on('invalid', () => undefined);
+  }
+
+  /** Runs one request with the timeout; any failure becomes a KernelError naming `what`. */
+  async call<T>(what: string, request: (options: RequestOptions & { flags?: number }) => Promise<T>, flags = 0): Promise<T> {
+    if (this.closed) throw new KernelError('EBADF', what, 'netlink handle closed');
+    try {
+      return await request({ timeout: this.timeoutMs, flags });
+    } catch (err) {
+      throw toKernelError(err, what);
+    }
+  }
+
+  /**
+   * A dump request that retries (up to 3 times) when the kernel flags it NLM_F_DUMP_INTR: the object list changed
+   * while it was being read, so the result may miss or repeat entries. The parsed `rt` API hides that flag, so
+   * this goes through the lower socket and parses the messages itself.
+   */
+  dump(what: string, type: rt.MessageType, body: Uint8Array[]): Promise<rt.Message[]> {
+    const run = this.dumping.then(() => this.dumpNow(what, type, body));
+    this.dumping = run.catch(() => undefined);
+    return run;
+  }
+
+  private async dumpNow(what: string, type: rt.MessageType, body: Uint8Array[]): Promise<rt.Message[]> {
+    for (let attempt = 1; ; attempt++) {
+      const [msgs] = await this.call(what, (o) => this.socket.socket.request(type, body, { ...o, flags: NLM_F_DUMP }));
+      let interrupted = false;
+      const out: rt.Message[] = [];
+      for (const msg of msgs) {
+        if ((msg.flags & NLM_F_DUMP_INTR) !== 0) interrupted = true;
+        if (msg.type === NLMSG_DONE || msg.type === NLMSG_ERROR) continue;
+        out.push(rt.parseMessage(msg.type, msg.data));
+      }
+      if (!interrupted || attempt >= 3) return out;
+    }
+  }
+
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.socket.socket.close();
+  }
+}
+
+export function openNetlink(options: NetlinkOptions = {}): Netlink {
+  return new Netlink(options);
+}
+
+/** Encodes one rtnetlink message body (header struct + attributes) for `Netlink.dump`. */
+export function body(format: (out: AttrStream) => void): Uint8Array[] {
+  const out = new AttrStream();
+  format(out);
+  return out.bufs;
+}
+
+export function familyOfAf(af: number | undefined): Family | undefined {
+  if (af === AF_INET) return 4;
+  if (af === AF_INET6) return 6;
+  return undefined;
+}
+
+export function afOf(family: Family): number {
+  return family === 4 ? AF_INET : AF_INET6;
+}
+
+/** Kernel bytes → canonical address text (IPv6 compressed, lower case). */
+export function ipFromBuffer(buf: Buffer): string {
+  if (buf.length === 4) return `${buf[0]}.${buf[1]}.${buf[2]}.${buf[3]}`;
+  let value = 0n;
+  for (const byte of buf) value = (value << 8n) | BigInt(byte);
+  return bigIntToIpv6(value);
+}
+
+export function ipToBuffer(address: string): Buffer {
+  if (isIPv6(address)) {
+    const buf = Buffer.alloc(16);
+    let value = ipv6ToBigInt(address);
+    for (let i = 15; i >= 0; i--) {
+      buf[i] = Number(value & 0xffn);
+      value >>= 8n;
+    }
+    return buf;
+  }
+  const buf = Buffer.alloc(4);
+  buf.writeUInt32BE(ipv4ToInt(address) >>> 0);
+  return buf;
+}
+
+/** Splits `a/n` (the core types' CIDR form) into bytes and prefix length. */
+export function prefixToBuffer(cidr: string): { addr: Buffer; len: number } {
+  const [address = '', len] = cidr.split('/');
+  const addr = ipToBuffer(address);
+  return { addr, len: len === undefined ? addr.length * 8 : Number(len) };
+}
+
+/** The CIDR text of an address + prefix length, in the core types' canonical form. */
+export function prefixText(family: Family, buf: Buffer | undefined, len: number): string {
+  if (buf === undefined) return family === 4 ? `0.0.0.0/${len}` : `::/${len}`;
+  return `${canonicalAddress(ipFromBuffer(buf))}/${len}`;
+}
+
+/** The package returns known enum values as names ('KERNEL', 'LINK', 'toTbl') and unknown ones as numbers. */
+export function enumNumber(mapping: Record<string, string | number>, value: string | number | undefined): number {
+  if (value === undefined) return 0;
+  if (typeof value === 'number') return value;
+  const n = mapping[value];
+  return typeof n === 'number' ? n : 0;
+}

@@ -1,0 +1,92 @@
+// The iptables adapter the reconciler calls: read ec2netd's mangle chain, and (re)build it in one
+// `iptables-restore -w --noflush` transaction when it drifted. Other tools' rules are never touched.
+import type { Config } from '../config';
+import type { MangleSpec } from '../core/containers';
+import { backendFor, detectBackend } from './backend';
+import type { Backend } from './backend';
+import { IptablesError } from './exec';
+import { flushMangle } from './flush';
+import { readMangle, restore } from './io';
+import type { IptablesOptions } from './io';
+import { detectDrift } from './read';
+import type { Drift, MangleState } from './read';
+import { renderSync } from './render';
+
+export type { IptablesOptions } from './io';
+export { flushMangle } from './flush';
+
+export interface SyncResult {
+  /** True when a transaction was applied. */
+  changed: boolean;
+  /** Why (empty when nothing drifted). */
+  reasons: string[];
+  backend: Backend;
+  /** The transaction text applied (for `ec2netd plan` and debug logs). */
+  transaction?: string;
+}
+
+/** Compares the chain with the spec; applies one transaction when it drifted. */
+export async function syncMangle(backend: Backend, spec: MangleSpec, opts: IptablesOptions = {}): Promise<SyncResult> {
+  // Nothing wanted: do not instantiate a mangle table just to find it empty.
+  const state = await readMangle(backend, spec.chain, opts, spec.rules.length === 0);
+  const drift: Drift = detectDrift(spec, state);
+  if (drift.inSync) return { changed: false, reasons: [], backend };
+  const transaction = renderSync(spec, state);
+  if (transaction !== '') await restore(backend, transaction, opts);
+  return { changed: transaction !== '', reasons: drift.reasons, backend, transaction };
+}
+
+/**
+ * The object the reconciler holds. With iptables.backend = auto the backend is detected on every sync
+ * until Docker's chains have been seen (Docker may start after ec2netd); when the choice changes, the
+ * chain is removed from the backend it was in before.
+ */
+export class IptablesAdapter {
+  private backend: Backend | undefined;
+  /** The backend ec2netd's chain was last written to. */
+  private written: Backend | undefined;
+
+  constructor(
+    private readonly config: Pick<Config, 'iptables'>,
+    private readonly opts: IptablesOptions = {},
+  ) {}
+
+  async currentBackend(): Promise<Backend> {
+    if (this.backend?.dockerSeen === true || (this.backend !== undefined && this.config.iptables.backend !== 'auto')) {
+      return this.backend;
+    }
+    this.backend = await detectBackend(this.config.iptables.backend, this.opts);
+    return this.backend;
+  }
+
+  async sync(spec: MangleSpec): Promise<SyncResult> {
+    const backend = await this.currentBackend();
+    if (this.written !== undefined && this.written.name !== backend.name) {
+      await flushMangle(this.written, spec.chain, this.opts);
+    }
+    const result = await syncMangle(backend, spec, this.opts);
+    this.written = backend;
+    return result;
+  }
+
+  /** Current state and drift, without writing (for `ec2netd status` / `plan`). */
+  async check(spec: MangleSpec): Promise<{ state: MangleState; drift: Drift; backend: Backend }> {
+    const backend = await this.currentBackend();
+    const state = await readMangle(backend, spec.chain, this.opts);
+    return { state, drift: detectDrift(spec, state), backend };
+  }
+
+  /** Removes ec2netd's chain and jumps (from every backend variant, so nothing is left behind). */
+  async flush(chain: string): Promise<boolean> {
+    let changed = false;
+    for (const name of ['nft', 'legacy'] as const) {
+      try {
+        changed = (await flushMangle(backendFor(name, 'flush'), chain, this.opts)) || changed;
+      } catch (err) {
+        if (!(err instanceof IptablesError && err.notFound)) throw err; // that variant is not installed
+      }
+    }
+    this.written = undefined;
+    return changed;
+  }
+}

@@ -42,6 +42,8 @@ export interface Config {
     /** Retry schedule for ENIs whose IMDS data is not complete yet. */
     pendingRetryBaseMs: number;
     pendingRetryMaxMs: number;
+    /** systemd READY=1 is sent after the first converged sync, or after this long at the latest. */
+    readyTimeoutMs: number;
   };
   /** Docker (and other container bridges): connection marks so replies leave through the ENI they came in on. */
   containers: {
@@ -91,7 +93,7 @@ export function defaultConfig(env: NodeJS.ProcessEnv = process.env): Config {
     priorities: { toContainers: 10050, fromAddress: 10100, fwmark: 10200 },
     secondaryAddressPrefix: 'subnet',
     stateDir: '/run/ec2netd',
-    sync: { debounceMs: 5, requestTimeoutMs: 2000, pendingRetryBaseMs: 200, pendingRetryMaxMs: 10_000 },
+    sync: { debounceMs: 5, requestTimeoutMs: 2000, pendingRetryBaseMs: 200, pendingRetryMaxMs: 10_000, readyTimeoutMs: 20_000 },
     containers: { enabled: true, bridgePatterns: ['docker0', 'br-*'], markMask: 0x1f00, manageSysctls: true },
     iptables: { backend: 'auto', chain: 'EC2NETD' },
     log: { level: 'info' },
@@ -160,6 +162,7 @@ export function validateConfig(c: Config): Config {
   check(isInt(c.containers.markMask, 1, 0xffffffff), 'setting "containers.markMask" must be a non-zero 32-bit integer');
   check(['auto', 'nft', 'legacy'].includes(c.iptables.backend), 'setting "iptables.backend" must be auto, nft or legacy');
   check(/^[A-Z][A-Z0-9_-]{0,27}$/.test(c.iptables.chain), 'setting "iptables.chain" must be an upper-case chain name of at most 28 characters');
+  check(isInt(c.sync.readyTimeoutMs, 0, 600_000), 'setting "sync.readyTimeoutMs" must be from 0 to 600000');
   check(['trace', 'debug', 'info', 'warn', 'error'].includes(c.log.level), 'setting "log.level" must be trace, debug, info, warn or error');
   return c;
 }

@@ -1,0 +1,232 @@
+// Command line: `ec2netd run | sync | plan | status | flush`.
+import { parseArgs } from 'node:util';
+import { ConfigError, loadConfig, type Config } from './config';
+import { formatChange, formatRule } from './core/format';
+import type { Plan } from './core/types';
+import { Daemon, noSupervisor } from './daemon/daemon';
+import { AddressLedger } from './daemon/ledger';
+import { ALL_KINDS, Reconciler } from './daemon/reconciler';
+import { ImdsClient } from './imds/client';
+import { applyPlan } from './kernel/apply';
+import { openNetlink } from './kernel/netlink';
+import { readKernelState } from './kernel/observe';
+import { createLogger, silentLogger, type Logger } from './log';
+
+
+const VERSION: string = (require('../../package.json') as { version: string }).version;
+
+const USAGE = `Usage: ec2netd <command> [options]
+
+Policy routing for multi-ENI EC2 instances: per-ENI routing tables and rules from IMDSv2,
+kept in sync with the kernel through rtnetlink events.
+
+Commands:
+  run       run the daemon in the foreground (what the systemd unit starts)
+  sync      read IMDS and the kernel once, apply the changes, exit (0 converged, 1 errors)
+  plan      print the changes a sync would make, as ip commands (exit 0 in sync, 2 pending changes)
+  status    ENIs, tables, rules and drift (--json for machines)
+  flush     remove every route, rule and address ec2netd owns, and nothing else
+
+Options:
+  -c, --config FILE     config file (default /etc/ec2netd/config.json; see docs/configuration.md)
+      --json            machine-readable output (status, plan)
+      --log-level LEVEL trace, debug, info, warn, error
+  -h, --help            this help
+  -V, --version         print the version
+`;
+
+interface Options {
+  config: Config;
+  json: boolean;
+  log: Logger;
+}
+
+function toolsFor(options: Options) {
+  const { config } = options;
+  const ledger = new AddressLedger(config.stateDir);
+  const problem = ledger.load();
+  if (problem !== undefined) options.log.warn(problem);
+  const nl = openNetlink({ timeoutMs: config.sync.requestTimeoutMs });
+  const reconciler = new Reconciler({ config, log: options.log, nl, ledger, imds: new ImdsClient(config.imds) });
+  return { nl, ledger, reconciler };
+}
+
+async function cmdRun(options: Options): Promise<number> {
+  const daemon = new Daemon(options.config, options.log, noSupervisor);
+  await daemon.start();
+  return new Promise<number>((resolve) => {
+    let reloading = Promise.resolve();
+    process.on('SIGHUP', () => { reloading = reloading.then(() => daemon.reload()); });
+    const stop = (signal: string): void => {
+      options.log.info({ action: 'signal' }, `${signal}: stopping`);
+      void daemon.stop().then(() => resolve(0));
+    };
+    process.once('SIGTERM', () => stop('SIGTERM'));
+    process.once('SIGINT', () => stop('SIGINT'));
+  });
+}
+
+async function cmdSync(options: Options): Promise<number> {
+  const { nl, reconciler } = toolsFor(options);
+  try {
+    if (!(await reconciler.refreshImds())) {
+      process.stderr.write(`ec2netd: IMDS is not answering, nothing changed: ${reconciler.lastImdsError}\n`);
+      return 1;
+    }
+    const report = await reconciler.sync(ALL_KINDS);
+    const summary = { enis: report.enis, applied: report.applied, errors: report.errors, conflicts: report.conflicts, waiting: report.waiting };
+    process.stdout.write(options.json ? `${JSON.stringify(summary)}\n`
+      : `${report.enis} ENIs, ${report.applied} changes applied, ${report.errors.length} errors, ${report.waiting.length} waiting\n`);
+    return report.errors.length > 0 ? 1 : 0;
+  } finally {
+    nl.close();
+  }
+}
+
+async function computePlan(options: Options) {
+  const { nl, reconciler } = toolsFor(options);
+  try {
+    const imdsOk = await reconciler.refreshImds();
+    const kernel = await reconciler.observe(ALL_KINDS);
+    return { imdsOk, imdsError: reconciler.lastImdsError, result: reconciler.planFor(kernel), snapshot: reconciler.snapshot, kernel };
+  } finally {
+    nl.close();
+  }
+}
+
+async function cmdPlan(options: Options): Promise<number> {
+  const { imdsError, result } = await computePlan(options);
+  if (result === undefined) {
+    process.stderr.write(`ec2netd: IMDS is not answering, cannot plan: ${imdsError}\n`);
+    return 1;
+  }
+  if (options.json) {
+    process.stdout.write(`${JSON.stringify({ changes: result.plan.map((c) => ({ op: c.op, command: formatChange(c), reason: c.reason })), conflicts: result.conflicts })}\n`);
+  } else {
+    for (const c of result.plan) process.stdout.write(`${formatChange(c)}    # ${c.reason}\n`);
+    for (const c of result.conflicts) process.stdout.write(`# conflict: ${c}\n`);
+    if (result.plan.length === 0) process.stdout.write('# in sync: nothing to do\n');
+  }
+  return result.plan.length === 0 ? 0 : 2;
+}
+
+async function cmdStatus(options: Options): Promise<number> {
+  const { imdsError, result, snapshot, kernel } = await computePlan(options);
+  const owned = kernel.rules.filter((r) => r.protocol === options.config.protocol);
+  const enis = (result?.desired.enis ?? []).map((d) => ({
+    interfaceId: d.eni.interfaceId, mac: d.eni.mac, interface: d.link.name, primary: d.primary, table: d.table ?? null,
+    deviceNumber: d.eni.deviceNumber, networkCard: d.eni.networkCard, ipv4s: d.eni.ipv4s, ipv4Prefixes: d.eni.ipv4Prefixes,
+    rules: owned.filter((r) => r.table === d.table).map(formatRule),
+  }));
+  const doc = {
+    imds: imdsError === undefined ? 'ok' : `failing: ${imdsError}`,
+    enis,
+    waiting: [...(snapshot?.pending ?? []), ...(result?.desired.skipped ?? [])],
+    drift: result === undefined ? null : result.plan.map(formatChange),
+    conflicts: result?.conflicts ?? [],
+    ownedRules: owned.length,
+    ownedRoutes: kernel.routes.filter((r) => r.protocol === options.config.protocol).length,
+  };
+  if (options.json) {
+    process.stdout.write(`${JSON.stringify(doc, null, 2)}\n`);
+  } else {
+    const out: string[] = [`IMDS: ${doc.imds}`];
+    for (const e of enis) {
+      out.push(`${e.interfaceId} ${e.mac} ${e.interface}${e.primary ? ' (primary, main table)' : ` table ${e.table}`} card ${e.networkCard} device ${e.deviceNumber}`);
+      out.push(`  ipv4: ${e.ipv4s.join(' ')}${e.ipv4Prefixes.length > 0 ? `  prefixes: ${e.ipv4Prefixes.join(' ')}` : ''}`);
+      for (const r of e.rules) out.push(`  rule ${r}`);
+    }
+    for (const w of doc.waiting) out.push(`waiting: ${w.mac}: ${w.reason}`);
+    for (const c of doc.conflicts) out.push(`conflict: ${c}`);
+    out.push(doc.drift === null ? 'drift: unknown (no IMDS data)' : doc.drift.length === 0 ? 'drift: none' : `drift: ${doc.drift.length} pending changes`);
+    for (const d of doc.drift ?? []) out.push(`  ${d}`);
+    process.stdout.write(`${out.join('\n')}\n`);
+  }
+  return doc.drift === null ? 1 : doc.drift.length === 0 ? 0 : 2;
+}
+
+async function cmdFlush(options: Options): Promise<number> {
+  const { nl, ledger } = toolsFor(options);
+  try {
+    const kernel = await readKernelState(nl, new Set(ALL_KINDS));
+    const p = options.config.protocol;
+    const links = new Map(kernel.links.map((l) => [l.index, l]));
+    const plan: Plan = [
+      ...kernel.rules.filter((r) => r.protocol === p).map((rule) => ({ op: 'del-rule' as const, rule, reason: 'flush' })),
+      ...kernel.routes.filter((r) => r.protocol === p).sort((a, b) => a.scope - b.scope)
+        .map((route) => ({ op: 'del-route' as const, route, linkName: links.get(route.ifindex ?? -1)?.name, reason: 'flush' })),
+      ...kernel.addresses.filter((a) => {
+        const mac = links.get(a.ifindex)?.mac;
+        return mac !== undefined && ledger.owned.has(`${mac}|${a.address}`);
+      }).map((address) => ({ op: 'del-address' as const, address, linkName: links.get(address.ifindex)?.name ?? '?', reason: 'flush' })),
+    ];
+    const outcome = await applyPlan(nl, plan);
+    for (const c of plan) if (!outcome.failed.some((f) => f.change === c)) process.stdout.write(`${formatChange(c)}\n`);
+    for (const f of outcome.failed) process.stderr.write(`ec2netd: ${formatChange(f.change)}: ${f.error.message}\n`);
+    if (outcome.failed.length === 0) {
+      ledger.clear();
+      ledger.save();
+    }
+    return outcome.failed.length === 0 ? 0 : 1;
+  } finally {
+    nl.close();
+  }
+}
+
+const COMMANDS: Record<string, (o: Options) => Promise<number>> = {
+  run: cmdRun, sync: cmdSync, plan: cmdPlan, status: cmdStatus, flush: cmdFlush,
+};
+
+export async function cli(argv: string[]): Promise<number> {
+  let parsed;
+  try {
+    parsed = parseArgs({
+      args: argv, allowPositionals: true, options: {
+        config: { type: 'string', short: 'c' }, json: { type: 'boolean' }, 'log-level': { type: 'string' },
+        help: { type: 'boolean', short: 'h' }, version: { type: 'boolean', short: 'V' }, once: { type: 'boolean' },
+      },
+    });
+  } catch (err) {
+    process.stderr.write(`ec2netd: ${(err as Error).message}\n\n${USAGE}`);
+    return 64;
+  }
+  const { values, positionals } = parsed;
+  if (values.version === true) { process.stdout.write(`ec2netd ${VERSION}\n`); return 0; }
+  const command = positionals[0];
+  if (values.help === true || command === undefined || command === 'help') { process.stdout.write(USAGE); return command === undefined && values.help !== true ? 64 : 0; }
+  const run = COMMANDS[command];
+  if (run === undefined || positionals.length > 1) {
+    process.stderr.write(`ec2netd: unknown command "${positionals.join(' ')}"\n\n${USAGE}`);
+    return 64;
+  }
+  let config: Config;
+  try {
+    config = loadConfig(values.config);
+    const level = values['log-level'];
+    if (level !== undefined) {
+      if (!['trace', 'debug', 'info', 'warn', 'error'].includes(level)) throw new ConfigError(`--log-level must be trace, debug, info, warn or error, got "${level}"`);
+      config.log.level = level as Config['log']['level'];
+    }
+  } catch (err) {
+    process.stderr.write(`ec2netd: ${(err as Error).message}\n`);
+    return 78;
+  }
+  // Only the daemon and sync log their work; plan/status/flush print their own results.
+  const log = command === 'run' || command === 'sync' ? createLogger(config.log.level) : silentLogger();
+  try {
+    return await run({ config, json: values.json === true, log });
+  } catch (err) {
+    log.fatal({ err: (err as Error).message }, (err as Error).message);
+    process.stderr.write(`ec2netd: ${(err as Error).message}\n`);
+    return 1;
+  }
+}
+
+export function main(argv: string[]): void {
+  void cli(argv).then((code) => {
+    process.exitCode = code;
+    // The daemon's sockets are unref'd; one-shot commands end when their work is done.
+    if (argv[0] !== 'run') setImmediate(() => process.exit(code));
+    else process.exit(code);
+  });
+}

@@ -1,0 +1,224 @@
+// The resident loop: rtnetlink events and timers decide when the reconciler runs; signals and systemd
+// around it. Everything that decides *what* to write lives in src/core.
+import { createServer, type Server } from 'node:net';
+import type { Config } from '../config';
+import { ImdsClient } from '../imds/client';
+import { KernelEvents } from '../kernel/events';
+import { openNetlink } from '../kernel/netlink';
+import type { Logger } from '../log';
+import { AddressLedger } from './ledger';
+import { ALL_KINDS, Reconciler, type Kind, type SyncReport } from './reconciler';
+import { SyncTrigger } from './trigger';
+
+/** What the daemon tells its supervisor (systemd's sd_notify; a no-op elsewhere). */
+export interface Supervisor {
+  ready(status: string): void;
+  status(status: string): void;
+  reloading(): void;
+  stopping(): void;
+  watchdog(): void;
+  /** Half the watchdog period in ms, or undefined when no watchdog is configured. */
+  watchdogIntervalMs(): number | undefined;
+}
+
+export const noSupervisor: Supervisor = {
+  ready: () => undefined, status: () => undefined, reloading: () => undefined, stopping: () => undefined,
+  watchdog: () => undefined, watchdogIntervalMs: () => undefined,
+};
+
+/** Trigger keys: kernel object kinds, plus 'imds' for "the snapshot changed, re-plan". */
+type Work = Kind | 'imds';
+
+/**
+ * One daemon per network namespace: an abstract unix socket is scoped to the namespace and released by the
+ * kernel when the process dies (even by SIGKILL), so there is no stale lock file to clean up.
+ */
+function acquireInstanceLock(): Promise<Server> {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.once('error', (err: NodeJS.ErrnoException) =>
+      reject(err.code === 'EADDRINUSE' ? new Error('another ec2netd is already running in this network namespace') : err));
+    server.listen('\0ec2netd.instance', () => {
+      server.unref();
+      resolve(server);
+    });
+  });
+}
+
+export function describeReport(r: SyncReport | undefined, imdsError: string | undefined): string {
+  if (r === undefined) return 'starting';
+  const parts = [r.haveSnapshot ? `${r.enis} ENIs configured` : 'waiting for the first IMDS answer'];
+  if (r.waiting.length + r.unknownMacs.length > 0) parts.push(`${r.waiting.length + r.unknownMacs.length} waiting for IMDS`);
+  if (r.errors.length > 0) parts.push(`${r.errors.length} errors`);
+  if (r.conflicts.length > 0) parts.push(`${r.conflicts.length} conflicts`);
+  if (imdsError !== undefined) parts.push('IMDS failing, last good state kept');
+  parts.push(`last sync ${r.at.toISOString()}`);
+  return parts.join('; ');
+}
+
+export class Daemon {
+  readonly reconciler: Reconciler;
+  private readonly trigger: SyncTrigger<Work>;
+  private readonly events: KernelEvents;
+  private readonly timers = new Set<NodeJS.Timeout>();
+  private lock: Server | undefined;
+  private imdsBusy: Promise<void> | undefined;
+  private pendingDelayMs: number;
+  private pendingTimer: NodeJS.Timeout | undefined;
+  private readonly unknownAttempts = new Map<string, number>();
+  private ready = false;
+  private stopped = false;
+
+  constructor(
+    private readonly config: Config,
+    private readonly log: Logger,
+    private readonly supervisor: Supervisor = noSupervisor,
+  ) {
+    const ledger = new AddressLedger(config.stateDir);
+    const problem = ledger.load();
+    if (problem !== undefined) log.warn(problem);
+    this.reconciler = new Reconciler({
+      config, log, ledger, nl: openNetlink({ timeoutMs: config.sync.requestTimeoutMs }), imds: new ImdsClient(config.imds),
+    });
+    this.trigger = new SyncTrigger<Work>((work) => this.runSync(work), config.sync.debounceMs);
+    this.events = new KernelEvents();
+    this.pendingDelayMs = config.sync.pendingRetryBaseMs;
+  }
+
+  async start(): Promise<void> {
+    this.lock = await acquireInstanceLock();
+    this.events.on('change', (kinds: Set<Kind>) => this.trigger.request(kinds));
+    this.events.on('lost', (why: string) => {
+      this.log.warn({ err: why }, `rtnetlink events were lost (${why}): full resync`);
+      this.reconciler.forget();
+      this.trigger.request(ALL_KINDS);
+    });
+    await this.events.start();
+    // Events first, then the first read: a change made between the two is seen either way.
+    this.trigger.request(ALL_KINDS);
+    this.refreshImds('startup');
+    this.scheduleRefresh();
+    this.startWatchdog();
+    if (this.config.sync.readyTimeoutMs > 0) {
+      this.timer(this.config.sync.readyTimeoutMs, () => {
+        if (!this.ready) this.markReady(`not converged after ${this.config.sync.readyTimeoutMs} ms: ${describeReport(this.reconciler.lastReport, this.reconciler.lastImdsError)}`);
+      });
+    }
+    this.log.info({ action: 'start' }, `ec2netd started (pid ${process.pid})`);
+  }
+
+  /** SIGHUP: a fresh IMDS read and a full resync. */
+  async reload(): Promise<void> {
+    this.log.info({ action: 'reload' }, 'reload: full resync with a fresh IMDS read');
+    this.supervisor.reloading();
+    this.reconciler.forget();
+    await this.refreshImds('reload');
+    this.trigger.request(ALL_KINDS);
+    await this.trigger.idle();
+    this.supervisor.ready(describeReport(this.reconciler.lastReport, this.reconciler.lastImdsError));
+  }
+
+  /** Stops listening; the routing stays in place. */
+  async stop(): Promise<void> {
+    if (this.stopped) return;
+    this.stopped = true;
+    this.supervisor.stopping();
+    for (const t of this.timers) clearTimeout(t);
+    if (this.pendingTimer !== undefined) clearTimeout(this.pendingTimer);
+    this.trigger.stop();
+    await this.events.stop();
+    this.lock?.close();
+    this.log.info({ action: 'stop' }, 'ec2netd stopped; routing left in place');
+  }
+
+  /** Resolves when no sync is pending or running (tests, `sync --once`). */
+  idle(): Promise<void> {
+    return this.trigger.idle();
+  }
+
+  private async runSync(work: Set<Work>): Promise<void> {
+    const kinds = new Set([...work].filter((w): w is Kind => w !== 'imds'));
+    try {
+      const report = await this.reconciler.sync(kinds);
+      const status = describeReport(report, this.reconciler.lastImdsError);
+      if (!this.ready && report.haveSnapshot && report.errors.length === 0) this.markReady(status);
+      else this.supervisor.status(status);
+      this.followWaiting(report);
+    } catch (err) {
+      // A kernel read failed (timeout, socket trouble): nothing was planned from it. Retry soon with a full read.
+      this.log.error({ err: (err as Error).message }, `sync failed: ${(err as Error).message}`);
+      this.reconciler.forget();
+      this.timer(this.config.sync.pendingRetryBaseMs, () => this.trigger.request(ALL_KINDS));
+    }
+  }
+
+  private markReady(status: string): void {
+    this.ready = true;
+    this.supervisor.ready(status);
+    this.log.info({ action: 'ready' }, `ready: ${status}`);
+  }
+
+  /** New links IMDS does not know yet, and ENIs it lists incompletely, are retried with backoff. */
+  private followWaiting(report: SyncReport): void {
+    for (const mac of [...this.unknownAttempts.keys()]) if (!report.unknownMacs.includes(mac)) this.unknownAttempts.delete(mac);
+    // A link that IMDS never lists (not an ENI after all) is given up after a bounded number of tries;
+    // the periodic refresh still looks at it.
+    const unknown = report.unknownMacs.filter((m) => (this.unknownAttempts.get(m) ?? 0) < 12);
+    const waiting = report.waiting.filter((w) => !w.reason.startsWith('no link'));
+    if (unknown.length === 0 && waiting.length === 0) {
+      this.pendingDelayMs = this.config.sync.pendingRetryBaseMs;
+      return;
+    }
+    if (this.pendingTimer !== undefined || this.imdsBusy !== undefined) return;
+    const firstTry = unknown.some((m) => !this.unknownAttempts.has(m));
+    const delay = firstTry ? 0 : this.pendingDelayMs;
+    for (const w of waiting) this.log.info({ action: 'wait' }, `waiting for IMDS: ${w.mac}: ${w.reason}`);
+    this.pendingTimer = setTimeout(() => {
+      this.pendingTimer = undefined;
+      for (const m of unknown) this.unknownAttempts.set(m, (this.unknownAttempts.get(m) ?? 0) + 1);
+      this.pendingDelayMs = Math.min(this.pendingDelayMs * 2, this.config.sync.pendingRetryMaxMs);
+      this.refreshImds('waiting', [...unknown, ...waiting.map((w) => w.mac)]);
+    }, delay);
+  }
+
+  private refreshImds(why: string, macs?: string[]): Promise<void> {
+    if (this.imdsBusy !== undefined) return this.imdsBusy;
+    this.log.debug({ action: 'imds' }, `reading IMDS (${why})`);
+    const read = macs === undefined ? this.reconciler.refreshImds() : this.reconciler.refreshMacs(macs);
+    this.imdsBusy = read.then(() => {
+      this.imdsBusy = undefined;
+      // Re-plan even on failure: the failure is reported in the status, and waiting ENIs get their retry.
+      this.trigger.request(['imds']);
+    });
+    return this.imdsBusy;
+  }
+
+  /** Secondary-IP changes send no kernel event: IMDS is re-read on a jittered interval. */
+  private scheduleRefresh(): void {
+    const { refreshIntervalMs, refreshJitter } = this.config.imds;
+    const delay = refreshIntervalMs * (1 + refreshJitter * (2 * Math.random() - 1));
+    this.timer(delay, () => {
+      void this.refreshImds('periodic');
+      this.scheduleRefresh();
+    });
+  }
+
+  /** WATCHDOG=1 comes from the loop itself: a blocked loop stops the pings and systemd restarts us. */
+  private startWatchdog(): void {
+    const interval = this.supervisor.watchdogIntervalMs();
+    if (interval === undefined) return;
+    const ping = (): void => {
+      this.supervisor.watchdog();
+      this.timer(interval, ping);
+    };
+    ping();
+  }
+
+  private timer(ms: number, fn: () => void): void {
+    const t = setTimeout(() => {
+      this.timers.delete(t);
+      fn();
+    }, ms);
+    this.timers.add(t);
+  }
+}

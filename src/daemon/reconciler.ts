@@ -1,0 +1,224 @@
+// One reconciliation: read what changed in the kernel, build the desired state from the last good IMDS
+// snapshot, diff, apply. Also owns the IMDS snapshot and its refreshes. No timers here: src/daemon/daemon.ts
+// decides when things run.
+import type { Config } from '../config';
+import { buildDesired, linkForMac, retainAttached } from '../core/desired';
+import { diff } from '../core/diff';
+import { formatChange } from '../core/format';
+import type { Change, DesiredState, ImdsSnapshot, KernelLink, KernelState, PendingEni, Plan } from '../core/types';
+import type { ImdsReader } from '../imds/client';
+import { MACS_PATH, readEni, readSnapshot } from '../imds/snapshot';
+import { splitList } from '../imds/client';
+import { applyPlan } from '../kernel/apply';
+import type { Netlink } from '../kernel/netlink';
+import { readKernelState, type ObjectKind } from '../kernel/observe';
+import type { Logger } from '../log';
+import type { AddressLedger } from './ledger';
+
+export type Kind = ObjectKind;
+export const ALL_KINDS: ReadonlySet<Kind> = new Set<Kind>(['link', 'address', 'route', 'rule']);
+
+/** Link kinds that can carry an ENI: none (a real NIC: ena, ixgbevf) or veth (the simulated instance). */
+const ENI_LINK_KINDS = new Set([undefined, 'veth']);
+
+export interface ReconcilerDeps {
+  config: Config;
+  log: Logger;
+  nl: Netlink;
+  imds: ImdsReader;
+  ledger: AddressLedger;
+}
+
+export interface SyncReport {
+  at: Date;
+  durationMs: number;
+  /** False until IMDS answered once: without a snapshot nothing is planned, so nothing can be removed. */
+  haveSnapshot: boolean;
+  enis: number;
+  planned: number;
+  applied: number;
+  errors: string[];
+  conflicts: string[];
+  /** ENIs IMDS lists but that cannot be configured yet, and links that may be ENIs IMDS does not know yet. */
+  waiting: PendingEni[];
+  unknownMacs: string[];
+}
+
+export interface PlanResult {
+  plan: Plan;
+  conflicts: string[];
+  desired: DesiredState;
+  kernel: KernelState;
+}
+
+export class Reconciler {
+  snapshot: ImdsSnapshot | undefined;
+  lastImdsError: string | undefined;
+  lastImdsSuccess: Date | undefined;
+  lastReport: SyncReport | undefined;
+  private kernel: KernelState | undefined;
+
+  constructor(private readonly deps: ReconcilerDeps) {}
+
+  /** Reads the whole of IMDS. On failure the last good snapshot stays in force. */
+  async refreshImds(): Promise<boolean> {
+    try {
+      const next = await readSnapshot(this.deps.imds);
+      this.acceptSnapshot(next);
+      return true;
+    } catch (err) {
+      this.imdsFailed(err);
+      return false;
+    }
+  }
+
+  /**
+   * Reads only the listing and the given MACs: what a newly attached ENI needs, at a fraction of a full read.
+   * Falls back to a full read when there is no snapshot yet.
+   */
+  async refreshMacs(macs: string[]): Promise<boolean> {
+    const current = this.snapshot;
+    if (current === undefined) return this.refreshImds();
+    try {
+      const listed = new Set(splitList((await this.deps.imds.get(MACS_PATH)) ?? '').map((m) => m.replace(/\/$/, '').toLowerCase()));
+      const wanted = macs.filter((m) => listed.has(m));
+      const results = await Promise.all(wanted.map((mac) => readEni(this.deps.imds, mac, current.primaryMac)));
+      const done = new Set(wanted);
+      const next: ImdsSnapshot = {
+        primaryMac: current.primaryMac,
+        enis: [...current.enis.filter((e) => !done.has(e.mac)), ...results.flatMap((r) => (r.status === 'ready' ? [r.eni] : []))],
+        pending: [...current.pending.filter((p) => !done.has(p.mac)), ...results.flatMap((r) => (r.status === 'pending' ? [r.pending] : []))],
+      };
+      this.acceptSnapshot(next);
+      return true;
+    } catch (err) {
+      this.imdsFailed(err);
+      return false;
+    }
+  }
+
+  private acceptSnapshot(next: ImdsSnapshot): void {
+    const merged = retainAttached(this.snapshot, next, this.kernel?.links ?? []);
+    for (const eni of merged.enis) {
+      if (!next.enis.includes(eni)) {
+        this.deps.log.warn({ eni: eni.interfaceId }, `IMDS no longer lists ${eni.interfaceId} but its link is still here: keeping its routing until the link goes`);
+      }
+    }
+    if (this.lastImdsError !== undefined) this.deps.log.info('IMDS answers again');
+    this.snapshot = merged;
+    this.lastImdsError = undefined;
+    this.lastImdsSuccess = new Date();
+  }
+
+  private imdsFailed(err: unknown): void {
+    const message = err instanceof Error ? err.message : String(err);
+    if (message !== this.lastImdsError) {
+      this.deps.log.warn({ err: message }, `IMDS read failed, keeping the last good state: ${message}`);
+    }
+    this.lastImdsError = message;
+  }
+
+  /** Reads the kinds of kernel objects that changed (all of them the first time). */
+  async observe(kinds: ReadonlySet<Kind>): Promise<KernelState> {
+    const ask = this.kernel === undefined ? ALL_KINDS : kinds;
+    this.kernel = await readKernelState(this.deps.nl, new Set(ask), this.kernel);
+    this.deps.ledger.prune(this.kernel);
+    return this.kernel;
+  }
+
+  /** The plan for the current kernel state; without an IMDS snapshot there is nothing to plan. */
+  planFor(kernel: KernelState): PlanResult | undefined {
+    if (this.snapshot === undefined) return undefined;
+    const desired = buildDesired(this.snapshot, kernel.links, this.deps.config);
+    const { plan, conflicts } = diff({
+      desired, observed: kernel, protocol: this.deps.config.protocol, ownedAddresses: this.deps.ledger.owned,
+    });
+    return { plan, conflicts, desired, kernel };
+  }
+
+  /** Links that look like ENIs (a NIC, no master) but that IMDS does not describe yet. */
+  unknownMacs(kernel: KernelState): string[] {
+    const known = new Set([...(this.snapshot?.enis ?? []).map((e) => e.mac), ...(this.snapshot?.pending ?? []).map((p) => p.mac)]);
+    return kernel.links
+      .filter((l) => ENI_LINK_KINDS.has(l.kind) && l.master === undefined && l.mac !== '' && l.mac !== '00:00:00:00:00:00')
+      .filter((l) => !known.has(l.mac))
+      .map((l) => l.mac);
+  }
+
+  async sync(kinds: ReadonlySet<Kind>): Promise<SyncReport> {
+    const started = performance.now();
+    const kernel = await this.observe(kinds);
+    const result = this.planFor(kernel);
+    const report: SyncReport = {
+      at: new Date(), durationMs: 0, haveSnapshot: result !== undefined, enis: result?.desired.enis.length ?? 0,
+      planned: result?.plan.length ?? 0, applied: 0, errors: [], conflicts: result?.conflicts ?? [],
+      waiting: this.snapshot === undefined ? [] : [...this.snapshot.pending, ...(result?.desired.skipped ?? [])],
+      unknownMacs: this.unknownMacs(kernel),
+    };
+    if (result !== undefined && result.plan.length > 0) {
+      const outcome = await applyPlan(this.deps.nl, result.plan);
+      const failed = new Set<Change>(outcome.failed.map((f) => f.change));
+      for (const change of result.plan) {
+        if (failed.has(change)) continue;
+        this.record(change, kernel);
+        this.deps.log.info(changeFields(change, result.desired), formatChange(change));
+      }
+      for (const f of outcome.failed) {
+        report.errors.push(`${formatChange(f.change)}: ${f.error.message}`);
+        this.deps.log.error({ ...changeFields(f.change, result.desired), err: f.error.message }, `failed: ${formatChange(f.change)}: ${f.error.message}`);
+      }
+      report.applied = outcome.applied;
+      this.saveLedger();
+      // What was written changes the kernel: read it fresh next time rather than trusting the plan.
+      this.kernel = undefined;
+    }
+    for (const c of report.conflicts) this.deps.log.warn(c);
+    report.durationMs = performance.now() - started;
+    this.lastReport = report;
+    return report;
+  }
+
+  private record(change: Change, kernel: KernelState): void {
+    if (change.op === 'add-address' || change.op === 'del-address') {
+      const mac = kernel.links.find((l) => l.index === change.address.ifindex)?.mac;
+      if (mac === undefined) return;
+      if (change.op === 'add-address') this.deps.ledger.add(mac, change.address.address);
+      else this.deps.ledger.delete(mac, change.address.address);
+    }
+  }
+
+  private saveLedger(): void {
+    try {
+      this.deps.ledger.save();
+    } catch (err) {
+      this.deps.log.error({ err: (err as Error).message }, `cannot save the address ledger: ${(err as Error).message}`);
+    }
+  }
+
+  /** Drops the cached kernel state: the next sync reads everything (after lost events, on SIGHUP). */
+  forget(): void {
+    this.kernel = undefined;
+  }
+
+  linkOf(mac: string): KernelLink | undefined {
+    return this.kernel === undefined ? undefined : linkForMac(this.kernel.links, mac);
+  }
+}
+
+/** Structured log fields an operator filters on (journald: ENI_ID, INTERFACE, TABLE, ACTION). */
+export function changeFields(change: Change, desired: DesiredState): Record<string, string | number> {
+  const fields: Record<string, string | number> = { action: change.op };
+  const ifindex = 'address' in change ? change.address.ifindex
+    : 'route' in change ? change.route.ifindex
+      : change.op === 'link-up' ? change.link.index : undefined;
+  const table = 'route' in change ? change.route.table : 'rule' in change ? change.rule.table : undefined;
+  const eni = desired.enis.find((e) => (ifindex !== undefined && e.link.index === ifindex) || (table !== undefined && e.table === table));
+  if (eni !== undefined) {
+    fields.eni = eni.eni.interfaceId;
+    fields.iface = eni.link.name;
+    if (eni.table !== undefined) fields.table = eni.table;
+  } else if (table !== undefined) {
+    fields.table = table;
+  }
+  return fields;
+}

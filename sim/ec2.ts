@@ -2,7 +2,7 @@
 // 169.254.169.254 inside the VPC namespace (reached through the instance's own routing, as on EC2), and
 // helpers that keep "what AWS assigned" (the source/destination check) and "what IMDS says" in step.
 // Used by the demo (sim/demo.ts), the end-to-end tests and the benchmarks.
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { nsArgv, nsRun, startProcess, type ManagedProcess, type RunResult } from './exec';
@@ -10,7 +10,9 @@ import { imdsControl, type ImdsControl } from './imds-control';
 import type { SimEni as ImdsEni, SimInstance as ImdsInstance } from './imds-server';
 import { createInstance, simMac, type CreateInstanceOptions, type SimInstance } from './topology';
 
-export const REPO_ROOT = path.resolve(__dirname, '..', '..');
+/** The repository root, from sim/ (tests, via vitest) or dist/sim/ (the built demo). */
+export const REPO_ROOT = [path.resolve(__dirname, '..'), path.resolve(__dirname, '..', '..')]
+  .find((dir) => existsSync(path.join(dir, 'package.json'))) ?? path.resolve(__dirname, '..');
 /** Built CLI (dist/src/cli.js) through bin/ec2netd: the same file the package installs. */
 export const EC2NETD_BIN = path.join(REPO_ROOT, 'bin', 'ec2netd');
 const IMDS_SERVER = path.join(REPO_ROOT, 'dist', 'sim', 'imds-server.js');

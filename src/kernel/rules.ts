@@ -168,15 +168,18 @@ function kernelWouldPick(msg: rt.RuleMessage, r: KernelRule): boolean {
 /**
  * `ip rule del` with every field: priority, table, protocol, selectors. A foreign rule with the same selectors but
  * another protocol never matches. Because left-out selectors are wildcards, the rule the kernel would pick (the
- * first match in kernel order) is looked up first: when it is not exactly `r`, nothing is deleted
- * (ENOENT when `r` is absent, ECONFLICT when another rule would be removed in its place). A rule added between
- * that dump and the delete could still be picked; the next sync would put it back.
+ * first match in kernel order) is looked up first. When `r` is not there, nothing is sent (ENOENT, as the
+ * kernel would say); when another rule would be removed in its place, nothing is sent either (ECONFLICT).
+ * A rule added between that dump and the delete could still be picked; the next sync would put it back.
  */
 export async function deleteRule(nl: Netlink, r: KernelRule): Promise<void> {
   const what = `delete rule ${describeRule(r)}`;
-  const first = (await dumpRuleMessages(nl, afOf(r.family))).find((m) => kernelWouldPick(m, r));
-  if (first === undefined) throw new KernelError('ENOENT', what);
-  const picked = ruleFromMessage(first);
+  const msgs = await dumpRuleMessages(nl, afOf(r.family));
+  if (!msgs.some((m) => { const p = ruleFromMessage(m); return p !== undefined && sameRule(p, r); })) {
+    throw new KernelError('ENOENT', what);
+  }
+  const first = msgs.find((m) => kernelWouldPick(m, r));
+  const picked = first === undefined ? undefined : ruleFromMessage(first);
   if (picked === undefined || !sameRule(picked, r)) {
     throw new KernelError('ECONFLICT', what, `the kernel would delete ${picked === undefined ? 'a rule with other selectors' : describeRule(picked)}`);
   }

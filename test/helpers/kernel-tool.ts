@@ -1,0 +1,225 @@
+// The kernel adapter, driven from the command line INSIDE a network namespace (a netlink socket belongs to the
+// namespace of the process that opens it):
+//
+//   ip netns exec NS node --import tsx test/helpers/kernel-tool.ts dump            KernelState JSON
+//   ip netns exec NS node --import tsx test/helpers/kernel-tool.ts apply           Plan JSON on stdin → result JSON
+//   ip netns exec NS node --import tsx test/helpers/kernel-tool.ts events MS       events as JSON lines for MS ms
+//   ip netns exec NS node --import tsx test/helpers/kernel-tool.ts time-dump N     dump timings (JSON)
+//   ip netns exec NS node --import tsx test/helpers/kernel-tool.ts latency N       event latency of N rule writes
+//
+// Host-side fixtures for the kernel tests (namespace creation and cleanup) live here too, so the test files
+// share them: createKernelNs().
+import { execFileSync } from 'node:child_process';
+import * as path from 'node:path';
+import type { Plan } from '../../src/core/types';
+import { applyPlan } from '../../src/kernel/apply';
+import { KernelEvents } from '../../src/kernel/events';
+import { openNetlink } from '../../src/kernel/netlink';
+import { readKernelState } from '../../src/kernel/observe';
+import { addRule, deleteRule } from '../../src/kernel/rules';
+
+export const KERNEL_TOOL = path.join(__dirname, 'kernel-tool.ts');
+
+// ---- commands (inside the namespace) ------------------------------------------------------------------
+
+async function readStdin(): Promise<string> {
+  const chunks: Buffer[] = [];
+  for await (const chunk of process.stdin) chunks.push(chunk as Buffer);
+  return Buffer.concat(chunks).toString('utf8');
+}
+
+async function dump(): Promise<void> {
+  const nl = openNetlink();
+  try {
+    process.stdout.write(`${JSON.stringify(await readKernelState(nl))}\n`);
+  } finally {
+    nl.close();
+  }
+}
+
+async function apply(): Promise<void> {
+  const plan = JSON.parse(await readStdin()) as Plan;
+  const nl = openNetlink();
+  try {
+    const result = await applyPlan(nl, plan);
+    const failed = result.failed.map((f) => ({ change: f.change, code: f.error.code, message: f.error.message }));
+    process.stdout.write(`${JSON.stringify({ applied: result.applied, failed })}\n`);
+  } finally {
+    nl.close();
+  }
+}
+
+async function events(ms: number): Promise<void> {
+  const t0 = performance.now();
+  const line = (o: Record<string, unknown>): void => {
+    process.stdout.write(`${JSON.stringify({ t: Math.round(performance.now() - t0), ...o })}\n`);
+  };
+  const ev = new KernelEvents({ backoffBaseMs: 50 });
+  ev.on('ready', (pid) => line({ event: 'ready', pid }));
+  ev.on('change', (kinds) => line({ event: 'change', kinds: [...kinds].sort() }));
+  ev.on('lost', (reason) => line({ event: 'lost', reason }));
+  await ev.start();
+  await new Promise((r) => setTimeout(r, ms));
+  await ev.stop();
+  line({ event: 'stopped' });
+}
+
+async function timeDump(n: number): Promise<void> {
+  const nl = openNetlink();
+  try {
+    const ms: number[] = [];
+    let sizes = {};
+    for (let i = 0; i < n; i++) {
+      const t = performance.now();
+      const s = await readKernelState(nl);
+      ms.push(performance.now() - t);
+      sizes = { links: s.links.length, addresses: s.addresses.length, routes: s.routes.length, rules: s.rules.length };
+    }
+    ms.sort((a, b) => a - b);
+    process.stdout.write(`${JSON.stringify({ sizes, medianMs: ms[Math.floor(n / 2)], maxMs: ms[n - 1] })}\n`);
+  } finally {
+    nl.close();
+  }
+}
+
+/** Kernel write (ack received) → 'change' emitted, for N rule adds and N deletes. */
+async function latency(n: number): Promise<void> {
+  const nl = openNetlink();
+  const ev = new KernelEvents();
+  const samples: number[] = [];
+  try {
+    await ev.start();
+    for (let i = 0; i < 2 * n; i++) {
+      const rule = { family: 4 as const, priority: 30000, table: 10001, protocol: 236, src: '10.99.0.1/32', action: 1 };
+      const seen = new Promise<number>((resolve) => {
+        const on = (kinds: Set<string>): void => {
+          if (!kinds.has('rule')) return;
+          ev.off('change', on);
+          resolve(performance.now());
+        };
+        ev.on('change', on);
+      });
+      const t = performance.now();
+      await (i % 2 === 0 ? addRule(nl, rule) : deleteRule(nl, rule));
+      samples.push((await seen) - t);
+    }
+  } finally {
+    await ev.stop();
+    nl.close();
+  }
+  samples.sort((a, b) => a - b);
+  const at = (q: number): number => Number((samples[Math.min(samples.length - 1, Math.floor(q * samples.length))] ?? NaN).toFixed(3));
+  process.stdout.write(`${JSON.stringify({ n: samples.length, p50Ms: at(0.5), p90Ms: at(0.9), maxMs: at(1) })}\n`);
+}
+
+async function main(argv: string[]): Promise<void> {
+  const [cmd, arg] = argv;
+  switch (cmd) {
+    case 'dump': return dump();
+    case 'apply': return apply();
+    case 'events': return events(Number(arg ?? 1000));
+    case 'time-dump': return timeDump(Number(arg ?? 20));
+    case 'latency': return latency(Number(arg ?? 50));
+    default:
+      process.stderr.write('usage: kernel-tool.ts dump | apply < plan.json | events MS | time-dump N | latency N\n');
+      process.exitCode = 2;
+  }
+}
+
+if (process.argv[1] !== undefined && path.resolve(process.argv[1]) === KERNEL_TOOL) {
+  main(process.argv.slice(2)).catch((err: unknown) => {
+    process.stderr.write(`${(err as Error).stack ?? String(err)}\n`);
+    process.exitCode = 1;
+  });
+}
+
+// ---- host-side fixture: one namespace per test file ---------------------------------------------------------
+
+function ip(args: string[]): string {
+  return execFileSync('ip', args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+}
+
+function pidAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/** Kills what runs in `ns` (by pid) and deletes it; silent when it is gone already. */
+function destroyNs(ns: string): void {
+  try {
+    for (const pid of ip(['netns', 'pids', ns]).split(/\s+/).filter((s) => /^\d+$/.test(s)).map(Number)) {
+      if (pid !== process.pid) {
+        try {
+          process.kill(pid, 'SIGKILL');
+        } catch {
+          // gone
+        }
+      }
+    }
+  } catch {
+    // namespace gone
+  }
+  try {
+    ip(['netns', 'del', ns]);
+  } catch {
+    // gone
+  }
+}
+
+const live = new Set<string>();
+let exitHook = false;
+
+export interface KernelNs {
+  ns: string;
+  /** `ip -n NS args...`, stdout. */
+  ip(args: string[]): string;
+  destroy(): void;
+}
+
+/**
+ * Creates namespace `${base}-${pid}` with lo up and veth pairs v0/v0p (02:00:00:00:00:10 / :11) and v1/v1p
+ * (:20 / :21), all up. Stale namespaces `${base}-<dead pid>` of crashed runs are deleted first. Cleanup on
+ * destroy(), and on process exit as a safety net.
+ */
+export function createKernelNs(base: string): KernelNs {
+  if (!/^[a-z]{1,6}$/.test(base)) throw new Error(`bad namespace base ${base}`);
+  const stale = new RegExp(`^${base}-(\\d+)$`);
+  for (const line of ip(['netns', 'list']).split('\n')) {
+    const name = line.split(' ')[0] ?? '';
+    const m = stale.exec(name);
+    if (m?.[1] !== undefined && !pidAlive(Number(m[1]))) destroyNs(name);
+  }
+  const ns = `${base}-${process.pid}`;
+  destroyNs(ns);
+  if (!exitHook) {
+    exitHook = true;
+    process.once('exit', () => { for (const n of live) destroyNs(n); });
+  }
+  live.add(ns);
+  ip(['netns', 'add', ns]);
+  const nsIp = (args: string[]): string => ip(['-n', ns, ...args]);
+  try {
+    nsIp(['link', 'set', 'lo', 'up']);
+    for (const [i, dev] of ['v0', 'v1'].entries()) {
+      nsIp(['link', 'add', dev, 'address', `02:00:00:00:00:${i + 1}0`, 'type', 'veth', 'peer', 'name', `${dev}p`, 'address', `02:00:00:00:00:${i + 1}1`]);
+      nsIp(['link', 'set', dev, 'up']);
+      nsIp(['link', 'set', `${dev}p`, 'up']);
+    }
+  } catch (err) {
+    destroyNs(ns);
+    live.delete(ns);
+    throw err;
+  }
+  return {
+    ns,
+    ip: nsIp,
+    destroy: () => {
+      destroyNs(ns);
+      live.delete(ns);
+    },
+  };
+}

@@ -47,17 +47,19 @@ export async function readSnapshot(client: ImdsReader, options: SnapshotOptions 
   const listPath = imdsPath(MACS_PATH);
   const listing = await ctx.get(MACS_PATH);
   if (listing === undefined) throw absent(listPath, 'the MAC listing');
-  const macs: string[] = [];
+  // Canonical MAC -> the spelling IMDS listed (used in request paths; IMDS lists lower case, but do not assume).
+  const macs = new Map<string, string>();
   for (const entry of capped(listPath, splitList(listing), ctx.maxList)) {
     if (!entry.endsWith('/')) throw new ImdsValidationError(listPath, 'listing entry is not a directory (`<mac>/`)', entry);
-    const mac = parseMac(listPath, entry.slice(0, -1));
-    if (!macs.includes(mac)) macs.push(mac);
+    const listed = entry.slice(0, -1);
+    const mac = parseMac(listPath, listed);
+    if (!macs.has(mac)) macs.set(mac, listed);
   }
-  if (!macs.includes(primaryMac)) {
+  if (!macs.has(primaryMac)) {
     throw new ImdsValidationError(listPath, `the primary MAC ${primaryMac} is not listed`, listing);
   }
 
-  const results = await Promise.all(macs.map((mac) => readEniWith(ctx, mac, mac === primaryMac)));
+  const results = await Promise.all([...macs].map(([mac, listed]) => readEniWith(ctx, mac, listed, mac === primaryMac)));
   const enis: EniInfo[] = [];
   const pending: PendingEni[] = [];
   for (const result of results) {
@@ -99,7 +101,7 @@ export async function readEni(
 ): Promise<ReadEniResult> {
   const canonical = normalizeMac(mac);
   if (canonical === undefined) throw new ImdsValidationError(imdsPath(MACS_PATH), 'not a MAC address', mac);
-  return readEniWith(context(client, options), canonical, canonical === normalizeMac(primaryMac));
+  return readEniWith(context(client, options), canonical, canonical, canonical === normalizeMac(primaryMac));
 }
 
 interface Context {
@@ -146,8 +148,9 @@ function context(client: ImdsReader, options: SnapshotOptions): Context {
   };
 }
 
-async function readEniWith(ctx: Context, mac: string, primary: boolean): Promise<ReadEniResult> {
-  const base = `${MACS_PATH}${mac}/`;
+/** `mac` is canonical (reported); `listed` is IMDS's spelling of it (requested). */
+async function readEniWith(ctx: Context, mac: string, listed: string, primary: boolean): Promise<ReadEniResult> {
+  const base = `${MACS_PATH}${listed}/`;
   const pathOf = (key: EniKey): string => imdsPath(base + key);
   const keys = [...REQUIRED_KEYS, ...OPTIONAL_KEYS];
   const bodies = await Promise.all(keys.map((key) => ctx.get(base + key)));

@@ -1,0 +1,338 @@
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { ImdsClient, type ImdsConfig, type ImdsReader } from '../../src/imds/client';
+import { ImdsError, ImdsValidationError, describeValue } from '../../src/imds/errors';
+import { readEni, readSnapshot } from '../../src/imds/snapshot';
+import { startImdsServer, type ImdsServer, type SimEni, type SimInstance } from '../../sim/imds-server';
+
+const MAC0 = '0e:aa:00:00:00:01';
+const MAC1 = '0e:aa:00:00:00:02';
+const MAC2 = '0e:aa:00:00:00:03';
+const macPath = (mac: string, key: string): string => `/latest/meta-data/network/interfaces/macs/${mac}/${key}`;
+
+function eni0(): SimEni {
+  return {
+    mac: MAC0, deviceNumber: 0, networkCard: 0, interfaceId: 'eni-0123456789abcdef0',
+    ipv4s: ['10.0.1.10', '10.0.1.11'], subnetIpv4Cidr: '10.0.1.0/24',
+    ipv6s: ['2600:1F18:0:1::0A'], subnetIpv6Cidrs: ['2600:1f18:0:1::/64'],
+    vpcIpv4Cidrs: ['10.0.0.0/16'], subnetId: 'subnet-1', vpcId: 'vpc-1',
+  };
+}
+function eni1(): SimEni {
+  return {
+    mac: MAC1, deviceNumber: 1, networkCard: 0, interfaceId: 'eni-0000000000000000a',
+    ipv4s: ['10.0.2.20'], ipv4Prefixes: ['10.0.2.32/28'], subnetIpv4Cidr: '10.0.2.0/24',
+  };
+}
+function eni2(): SimEni {
+  return {
+    mac: MAC2, deviceNumber: 1, networkCard: 1, interfaceId: 'eni-0000000000000000b',
+    ipv4s: ['10.0.3.30'], subnetIpv4Cidr: '10.0.3.0/24',
+    subnetIpv6Cidrs: ['2600:1f18:0:3::/64'], ipv6Prefixes: ['2600:1f18:0:3:1234::/80'],
+  };
+}
+function instance(...enis: SimEni[]): SimInstance {
+  return { primaryMac: MAC0, enis: enis.length > 0 ? enis : [eni0(), eni1(), eni2()] };
+}
+
+let sim: ImdsServer;
+beforeEach(async () => {
+  sim = await startImdsServer({ host: '127.0.0.1', port: 0, instance: instance() });
+});
+afterEach(async () => {
+  await sim.close();
+});
+
+function client(over: Partial<ImdsConfig> = {}): ImdsClient {
+  return new ImdsClient({
+    endpoint: sim.url, timeoutMs: 3000, tokenTtlSeconds: 60, attempts: 2,
+    backoffBaseMs: 1, backoffMaxMs: 2, maxBodyBytes: 64 * 1024, ...over,
+  }, { sleep: async () => undefined });
+}
+
+/** The snapshot of `enis` (primary first) must fail; returns the error. */
+async function snapshotError(enis: SimEni[], over: Partial<ImdsConfig> = {}): Promise<ImdsError> {
+  sim.setInstance(instance(...enis));
+  try {
+    await readSnapshot(client(over));
+  } catch (err) {
+    expect(err).toBeInstanceOf(ImdsError);
+    return err as ImdsError;
+  }
+  throw new Error('expected the snapshot to fail');
+}
+
+describe('readSnapshot', () => {
+  it('reads and canonicalizes three ENIs on two network cards', async () => {
+    const snap = await readSnapshot(client());
+    expect(snap).toEqual({
+      primaryMac: MAC0,
+      pending: [],
+      enis: [
+        {
+          mac: MAC0, deviceNumber: 0, networkCard: 0, interfaceId: 'eni-0123456789abcdef0',
+          ipv4s: ['10.0.1.10', '10.0.1.11'], ipv4Prefixes: [], ipv6s: ['2600:1f18:0:1::a'], ipv6Prefixes: [],
+          subnetIpv4Cidr: '10.0.1.0/24', subnetIpv6Cidrs: ['2600:1f18:0:1::/64'],
+        },
+        {
+          mac: MAC1, deviceNumber: 1, networkCard: 0, interfaceId: 'eni-0000000000000000a',
+          ipv4s: ['10.0.2.20'], ipv4Prefixes: ['10.0.2.32/28'], ipv6s: [], ipv6Prefixes: [],
+          subnetIpv4Cidr: '10.0.2.0/24', subnetIpv6Cidrs: [],
+        },
+        {
+          mac: MAC2, deviceNumber: 1, networkCard: 1, interfaceId: 'eni-0000000000000000b',
+          ipv4s: ['10.0.3.30'], ipv4Prefixes: [], ipv6s: [], ipv6Prefixes: ['2600:1f18:0:3:1234::/80'],
+          subnetIpv4Cidr: '10.0.3.0/24', subnetIpv6Cidrs: ['2600:1f18:0:3::/64'],
+        },
+      ],
+    });
+    // One token; 2 top-level GETs and 9 keys per ENI (network-card present, so no network-card-index).
+    expect(sim.stats().tokenPuts).toBe(1);
+    expect(sim.stats().requests).toBe(1 + 2 + 3 * 9);
+    expect(sim.stats().byPath[macPath(MAC0, 'network-card-index')]).toBeUndefined();
+  });
+
+  it('normalizes an unaligned prefix or subnet, upper-case MACs, and duplicate addresses', async () => {
+    sim.setInstance({
+      primaryMac: MAC0.toUpperCase(),
+      enis: [{ ...eni0(), mac: MAC0.toUpperCase(), subnetIpv4Cidr: '10.0.1.77/24', ipv4s: ['10.0.1.10', '10.0.1.10'], ipv4Prefixes: ['10.0.1.37/28'] }],
+    });
+    const snap = await readSnapshot(client());
+    expect(snap.primaryMac).toBe(MAC0);
+    expect(snap.enis[0]).toMatchObject({ mac: MAC0, subnetIpv4Cidr: '10.0.1.0/24', ipv4s: ['10.0.1.10'], ipv4Prefixes: ['10.0.1.32/28'] });
+  });
+
+  it('falls back to network-card-index, and to 0 when both are absent', async () => {
+    sim.setInstance(instance(eni0(), eni1(), { ...eni2(), hide: ['network-card'] }));
+    let snap = await readSnapshot(client());
+    expect(snap.enis.find((e) => e.mac === MAC2)?.networkCard).toBe(1);
+    expect(sim.stats().byPath[macPath(MAC2, 'network-card-index')]).toBe(1);
+
+    sim.setInstance(instance(eni0(), { ...eni1(), hide: ['network-card', 'network-card-index'] }));
+    snap = await readSnapshot(client());
+    expect(snap.enis.find((e) => e.mac === MAC1)?.networkCard).toBe(0);
+  });
+
+  it('holds back a non-primary ENI whose device-number reads 0 on card 0', async () => {
+    sim.setInstance(instance(eni0(), { ...eni1(), deviceNumber: 0 }, eni2()));
+    const snap = await readSnapshot(client());
+    expect(snap.pending).toEqual([{ mac: MAC1, reason: 'device-number reads 0 (IMDS not yet consistent)' }]);
+    expect(snap.enis.map((e) => e.mac)).toEqual([MAC0, MAC2]);
+  });
+
+  it('accepts device-number 0 on a network card other than 0', async () => {
+    sim.setInstance(instance(eni0(), { ...eni2(), deviceNumber: 0 }));
+    const snap = await readSnapshot(client());
+    expect(snap.pending).toEqual([]);
+    expect(snap.enis.find((e) => e.mac === MAC2)).toMatchObject({ networkCard: 1, deviceNumber: 0 });
+  });
+
+  it('holds back ENIs whose required keys are absent, naming the keys', async () => {
+    sim.setInstance(instance(eni0(), { ...eni1(), hide: ['interface-id'] }, { ...eni2(), hide: ['device-number', 'local-ipv4s'] }));
+    const snap = await readSnapshot(client());
+    expect(snap.enis.map((e) => e.mac)).toEqual([MAC0]);
+    expect(snap.pending).toEqual([
+      { mac: MAC1, reason: 'IMDS key absent: interface-id' },
+      { mac: MAC2, reason: 'IMDS keys absent: device-number, local-ipv4s' },
+    ]);
+  });
+
+  it('holds back an ENI with IPv6 addresses but no IPv6 subnet yet', async () => {
+    sim.setInstance(instance(eni0(), { ...eni1(), ipv6s: ['2600:1f18:0:2::5'] }));
+    const snap = await readSnapshot(client());
+    expect(snap.pending).toEqual([
+      { mac: MAC1, reason: 'IPv6 addresses listed but subnet-ipv6-cidr-blocks absent (IMDS not yet consistent)' },
+    ]);
+  });
+
+  it('holds back non-primary ENIs that claim the same card and device', async () => {
+    sim.setInstance(instance(eni0(), eni1(), { ...eni2(), networkCard: 0, deviceNumber: 1 }));
+    const snap = await readSnapshot(client());
+    expect(snap.enis.map((e) => e.mac)).toEqual([MAC0]);
+    expect(snap.pending.map((p) => p.mac)).toEqual([MAC1, MAC2]);
+    expect(snap.pending[0]?.reason).toBe(`network-card 0 device-number 1 is also claimed by ${MAC2} (IMDS not yet consistent)`);
+  });
+
+  it('treats optional keys that are absent as empty lists', async () => {
+    sim.setInstance(instance({ ...eni0(), ipv6s: [], subnetIpv6Cidrs: [] }));
+    const snap = await readSnapshot(client());
+    expect(snap.enis[0]).toMatchObject({ ipv4Prefixes: [], ipv6s: [], ipv6Prefixes: [], subnetIpv6Cidrs: [] });
+  });
+
+  it('fails when the primary MAC or the listing is absent, or the primary is not listed', async () => {
+    sim.setInstance({ primaryMac: MAC0, enis: [eni1()] });
+    await expect(readSnapshot(client())).rejects.toThrow(`the primary MAC ${MAC0} is not listed`);
+
+    sim.setInstance(instance());
+    sim.setFault({ mode: 'status', code: 404, pathRegex: '/macs/$' });
+    await expect(readSnapshot(client())).rejects.toThrow(
+      'IMDS GET /latest/meta-data/network/interfaces/macs/: the MAC listing is absent (HTTP 404)');
+  });
+
+  it('passes client errors through with their path', async () => {
+    sim.setFault({ mode: 'status', code: 500, pathRegex: 'local-ipv4s$' });
+    await expect(readSnapshot(client())).rejects.toThrow(
+      new RegExp(`^IMDS GET ${macPath('[0-9a-f:]+', 'local-ipv4s')}: HTTP 500 after 2 attempts$`));
+  });
+});
+
+describe('readSnapshot validation', () => {
+  const hostile: Array<[string, () => SimEni[], string, string]> = [
+    ['shell metacharacters in local-ipv4s', () => [{ ...eni0(), ipv4s: ['10.0.1.5; rm -rf /'] }],
+      macPath(MAC0, 'local-ipv4s'), 'not an IPv4 address: "10.0.1.5; rm -rf /"'],
+    ['an iptables option as interface-id', () => [{ ...eni0(), interfaceId: '-j ACCEPT' }],
+      macPath(MAC0, 'interface-id'), 'not an ENI id (eni-<hex>): "-j ACCEPT"'],
+    ['an iptables option as device-number', () => [eni0(), { ...eni1(), override: { 'device-number': '1 -j ACCEPT' } }],
+      macPath(MAC1, 'device-number'), 'not an integer from 0 to 255: "1 -j ACCEPT"'],
+    ['a device-number out of range', () => [eni0(), { ...eni1(), deviceNumber: 256 }],
+      macPath(MAC1, 'device-number'), 'not an integer from 0 to 255: "256"'],
+    ['a negative network-card', () => [eni0(), { ...eni1(), networkCard: -1 }],
+      macPath(MAC1, 'network-card'), 'not an integer from 0 to 255: "-1"'],
+    ['an IPv4 address outside the subnet', () => [{ ...eni0(), ipv4s: ['10.0.1.10', '10.0.9.5'] }],
+      macPath(MAC0, 'local-ipv4s'), 'address outside the subnet 10.0.1.0/24: "10.0.9.5"'],
+    ['an IPv4 prefix outside the subnet', () => [eni0(), { ...eni1(), ipv4Prefixes: ['10.0.9.0/28'] }],
+      macPath(MAC1, 'ipv4-prefix'), 'prefix outside the subnet 10.0.2.0/24: "10.0.9.0/28"'],
+    ['an IPv4 prefix larger than the subnet', () => [eni0(), { ...eni1(), ipv4Prefixes: ['10.0.0.0/16'] }],
+      macPath(MAC1, 'ipv4-prefix'), 'prefix outside the subnet 10.0.2.0/24: "10.0.0.0/16"'],
+    ['an IPv6 address outside the subnet', () => [{ ...eni0(), ipv6s: ['2600:1f18:0:9::1'] }],
+      macPath(MAC0, 'ipv6s'), 'address outside the subnet 2600:1f18:0:1::/64: "2600:1f18:0:9::1"'],
+    ['an IPv6 zone id', () => [{ ...eni0(), ipv6s: ['fe80::1%eth0'] }],
+      macPath(MAC0, 'ipv6s'), 'not an IPv6 address: "fe80::1%eth0"'],
+    ['an IPv6 address in the IPv4 list', () => [{ ...eni0(), ipv4s: ['2600:1f18:0:1::a'] }],
+      macPath(MAC0, 'local-ipv4s'), 'not an IPv4 address: "2600:1f18:0:1::a"'],
+    ['a /0 subnet', () => [{ ...eni0(), subnetIpv4Cidr: '0.0.0.0/0' }],
+      macPath(MAC0, 'subnet-ipv4-cidr-block'), 'subnet prefix length must be /16 to /28: "0.0.0.0/0"'],
+    ['a subnet with an iptables tail', () => [{ ...eni0(), subnetIpv4Cidr: '10.0.1.0/24 -j ACCEPT' }],
+      macPath(MAC0, 'subnet-ipv4-cidr-block'), 'not an IPv4 CIDR: "10.0.1.0/24 -j ACCEPT"'],
+    ['a bare address as subnet', () => [{ ...eni0(), subnetIpv4Cidr: '10.0.1.0' }],
+      macPath(MAC0, 'subnet-ipv4-cidr-block'), 'not an IPv4 CIDR: "10.0.1.0"'],
+    ['a newline forging a log line in interface-id', () => [{ ...eni0(), override: { 'interface-id': 'eni-1 \nlevel=info msg=ok' } }],
+      macPath(MAC0, 'interface-id'), 'not an ENI id (eni-<hex>): "eni-1 \\nlevel=info msg=ok"'],
+    ['a bad MAC in the listing', () => [eni0(), { ...eni1(), mac: '0e:aa:00:00:00:zz' }],
+      '/latest/meta-data/network/interfaces/macs/', 'not a MAC address: "0e:aa:00:00:00:zz"'],
+    ['shell in a listed MAC', () => [eni0(), { ...eni1(), mac: '$(reboot)' }],
+      '/latest/meta-data/network/interfaces/macs/', 'not a MAC address: "$(reboot)"'],
+  ];
+
+  it.each(hostile)('rejects %s, naming the path and the value', async (_name, enis, path, problem) => {
+    const err = await snapshotError(enis());
+    expect(err).toBeInstanceOf(ImdsValidationError);
+    expect(err.path).toBe(path);
+    expect(err.message).toBe(`IMDS ${path}: ${problem}`);
+    expect(err.message).not.toContain('\n');
+  });
+
+  it('rejects a bad primary MAC value', async () => {
+    sim.setInstance({ primaryMac: 'aa:bb; ip link del eth0', enis: [eni0()] });
+    await expect(readSnapshot(client())).rejects.toThrow('IMDS /latest/meta-data/mac: not a MAC address: "aa:bb; ip link del eth0"');
+  });
+
+  it('rejects a listing entry that is not a directory', async () => {
+    sim.setInstance(instance(eni0()));
+    sim.setFault({ mode: 'body', body: `${MAC0}/\n${MAC1}`, pathRegex: '/macs/$' });
+    await expect(readSnapshot(client())).rejects.toThrow(`listing entry is not a directory (\`<mac>/\`): "${MAC1}"`);
+  });
+
+  it('rejects a 1 MB body with the client\'s size error', async () => {
+    const err = await snapshotError([{ ...eni0(), override: { 'local-ipv4s': `10.0.1.10\n${'1'.repeat(1024 * 1024)}` } }]);
+    expect(err.kind).toBe('too-large');
+    expect(err.path).toBe(macPath(MAC0, 'local-ipv4s'));
+    expect(err.message).toBe(`IMDS GET ${macPath(MAC0, 'local-ipv4s')}: body larger than 65536 bytes (not retried)`);
+  });
+
+  it('rejects a 100k-line list: over the body cap, and over the list cap when the body cap allows it', async () => {
+    const lines = Array.from({ length: 100_000 }, (_, i) => `10.0.${Math.floor(i / 256) % 256}.${i % 256}`).join('\n');
+    const enis = (): SimEni[] => [{ ...eni0(), subnetIpv4Cidr: '10.0.0.0/16', override: { 'local-ipv4s': lines } }];
+    const capped = await snapshotError(enis());
+    expect(capped.kind).toBe('too-large');
+    expect(capped.path).toBe(macPath(MAC0, 'local-ipv4s'));
+
+    const listed = await snapshotError(enis(), { maxBodyBytes: 16 * 1024 * 1024 });
+    expect(listed).toBeInstanceOf(ImdsValidationError);
+    expect(listed.message).toBe(`IMDS ${macPath(MAC0, 'local-ipv4s')}: list has 100000 entries, more than 256: "10.0.0.0\\n10.0.0.1\\n10.0.0.2"`);
+  });
+
+  it('rejects a MAC listing longer than the cap', async () => {
+    const enis = Array.from({ length: 300 }, (_, i) => ({
+      ...eni1(), mac: `0e:bb:00:00:${(i >> 8).toString(16).padStart(2, '0')}:${(i & 255).toString(16).padStart(2, '0')}`,
+    }));
+    const err = await snapshotError([eni0(), ...enis]);
+    expect(err.message).toMatch(/^IMDS \/latest\/meta-data\/network\/interfaces\/macs\/: list has 301 entries, more than 256/);
+  });
+
+  it('truncates long values in messages', () => {
+    expect(describeValue('x'.repeat(100))).toBe(`"${'x'.repeat(64)}"... (100 characters)`);
+    expect(describeValue('a"b')).toBe('"a\\"b"');
+  });
+});
+
+describe('readSnapshot concurrency', () => {
+  /** A fake reader over the simulator's data, counting requests in flight. */
+  function counting(inner: ImdsReader): ImdsReader & { max: number; calls: number } {
+    let active = 0;
+    const reader = {
+      max: 0,
+      calls: 0,
+      async get(path: string): Promise<string | undefined> {
+        reader.calls++;
+        active++;
+        reader.max = Math.max(reader.max, active);
+        try {
+          await new Promise((resolve) => setTimeout(resolve, 2));
+          return await inner.get(path);
+        } finally {
+          active--;
+        }
+      },
+    };
+    return reader;
+  }
+
+  it('keeps at most 8 requests in flight by default, or the configured number', async () => {
+    const enis = [eni0(), ...Array.from({ length: 5 }, (_, i) => ({
+      ...eni1(), mac: `0e:cc:00:00:00:0${i}`, deviceNumber: i + 1,
+    }))];
+    sim.setInstance(instance(...enis));
+    const reader = counting(client());
+    const snap = await readSnapshot(reader);
+    expect(snap.enis).toHaveLength(6);
+    expect(reader.max).toBe(8);
+
+    const two = counting(client());
+    await readSnapshot(two, { concurrency: 2 });
+    expect(two.max).toBe(2);
+  });
+
+  it('sends no queued requests after the first failure', async () => {
+    const enis = [eni0(), ...Array.from({ length: 5 }, (_, i) => ({ ...eni1(), mac: `0e:cc:00:00:00:0${i}`, deviceNumber: i + 1 }))];
+    sim.setInstance(instance(...enis));
+    const inner = client();
+    const reader = counting({
+      get: (path) => (path.endsWith(`${MAC0}/device-number`) ? Promise.reject(new Error('boom')) : inner.get(path)),
+    });
+    await expect(readSnapshot(reader, { concurrency: 1 })).rejects.toThrow('boom');
+    // 2 top-level GETs, then MAC0's keys start with device-number: nothing after it.
+    expect(reader.calls).toBe(3);
+  });
+});
+
+describe('readEni', () => {
+  it('reads one ENI, pending until IMDS catches up', async () => {
+    sim.setInstance(instance(eni0(), { ...eni1(), hide: ['local-ipv4s'] }));
+    const first = await readEni(client(), MAC1.toUpperCase(), MAC0);
+    expect(first).toEqual({ status: 'pending', pending: { mac: MAC1, reason: 'IMDS key absent: local-ipv4s' } });
+
+    sim.setInstance(instance(eni0(), eni1()));
+    const second = await readEni(client(), MAC1, MAC0);
+    expect(second.status).toBe('ready');
+    expect(second.status === 'ready' ? second.eni.ipv4s : []).toEqual(['10.0.2.20']);
+  });
+
+  it('accepts device-number 0 for the primary MAC only', async () => {
+    expect((await readEni(client(), MAC0, MAC0)).status).toBe('ready');
+    expect((await readEni(client(), MAC0, MAC1)).status).toBe('pending');
+  });
+
+  it('rejects a MAC that is not one', async () => {
+    await expect(readEni(client(), '../../x', MAC0)).rejects.toThrow(ImdsValidationError);
+  });
+});

@@ -7,6 +7,7 @@ import { Daemon, noSupervisor } from './daemon/daemon';
 import { AddressLedger } from './daemon/ledger';
 import { ALL_KINDS, Reconciler } from './daemon/reconciler';
 import { ImdsClient } from './imds/client';
+import { IptablesAdapter } from './iptables/apply';
 import { applyPlan } from './kernel/apply';
 import { openNetlink } from './kernel/netlink';
 import { readKernelState } from './kernel/observe';
@@ -47,8 +48,9 @@ function toolsFor(options: Options) {
   const problem = ledger.load();
   if (problem !== undefined) options.log.warn(problem);
   const nl = openNetlink({ timeoutMs: config.sync.requestTimeoutMs });
-  const reconciler = new Reconciler({ config, log: options.log, nl, ledger, imds: new ImdsClient(config.imds) });
-  return { nl, ledger, reconciler };
+  const iptables = new IptablesAdapter(config);
+  const reconciler = new Reconciler({ config, log: options.log, nl, ledger, imds: new ImdsClient(config.imds), iptables });
+  return { nl, ledger, reconciler, iptables };
 }
 
 async function cmdRun(options: Options): Promise<number> {
@@ -84,34 +86,43 @@ async function cmdSync(options: Options): Promise<number> {
 }
 
 async function computePlan(options: Options) {
-  const { nl, reconciler } = toolsFor(options);
+  const { nl, reconciler, iptables } = toolsFor(options);
   try {
     const imdsOk = await reconciler.refreshImds();
     const kernel = await reconciler.observe(ALL_KINDS);
-    return { imdsOk, imdsError: reconciler.lastImdsError, result: reconciler.planFor(kernel), snapshot: reconciler.snapshot, kernel };
+    const result = reconciler.planFor(kernel);
+    const mangle = result === undefined ? undefined : await iptables.check(result.desired.mangle);
+    const iptablesDrift = mangle === undefined || mangle.drift.inSync ? [] : mangle.drift.reasons.map((r) => `iptables (${mangle.backend.name}): ${r}`);
+    return { imdsOk, imdsError: reconciler.lastImdsError, result, snapshot: reconciler.snapshot, kernel, iptablesDrift };
   } finally {
     nl.close();
   }
 }
 
 async function cmdPlan(options: Options): Promise<number> {
-  const { imdsError, result } = await computePlan(options);
+  const { imdsError, result, iptablesDrift } = await computePlan(options);
   if (result === undefined) {
     process.stderr.write(`ec2netd: IMDS is not answering, cannot plan: ${imdsError}\n`);
     return 1;
   }
+  const pending = result.plan.length + iptablesDrift.length;
   if (options.json) {
-    process.stdout.write(`${JSON.stringify({ changes: result.plan.map((c) => ({ op: c.op, command: formatChange(c), reason: c.reason })), conflicts: result.conflicts })}\n`);
+    process.stdout.write(`${JSON.stringify({
+      changes: result.plan.map((c) => ({ op: c.op, command: formatChange(c), reason: c.reason })),
+      iptables: iptablesDrift, conflicts: result.conflicts, problems: result.desired.problems,
+    })}\n`);
   } else {
     for (const c of result.plan) process.stdout.write(`${formatChange(c)}    # ${c.reason}\n`);
+    for (const d of iptablesDrift) process.stdout.write(`# ${d}: the chain would be rebuilt\n`);
     for (const c of result.conflicts) process.stdout.write(`# conflict: ${c}\n`);
-    if (result.plan.length === 0) process.stdout.write('# in sync: nothing to do\n');
+    for (const p of result.desired.problems) process.stdout.write(`# problem: ${p}\n`);
+    if (pending === 0) process.stdout.write('# in sync: nothing to do\n');
   }
-  return result.plan.length === 0 ? 0 : 2;
+  return pending === 0 ? 0 : 2;
 }
 
 async function cmdStatus(options: Options): Promise<number> {
-  const { imdsError, result, snapshot, kernel } = await computePlan(options);
+  const { imdsError, result, snapshot, kernel, iptablesDrift } = await computePlan(options);
   const owned = kernel.rules.filter((r) => r.protocol === options.config.protocol);
   const enis = (result?.desired.enis ?? []).map((d) => ({
     interfaceId: d.eni.interfaceId, mac: d.eni.mac, interface: d.link.name, primary: d.primary, table: d.table ?? null,
@@ -122,8 +133,10 @@ async function cmdStatus(options: Options): Promise<number> {
     imds: imdsError === undefined ? 'ok' : `failing: ${imdsError}`,
     enis,
     waiting: [...(snapshot?.pending ?? []), ...(result?.desired.skipped ?? [])],
-    drift: result === undefined ? null : result.plan.map(formatChange),
+    drift: result === undefined ? null : [...result.plan.map(formatChange), ...iptablesDrift],
     conflicts: result?.conflicts ?? [],
+    problems: result?.desired.problems ?? [],
+    containerMarks: result === undefined ? [] : result.desired.mangle.rules,
     ownedRules: owned.length,
     ownedRoutes: kernel.routes.filter((r) => r.protocol === options.config.protocol).length,
   };
@@ -138,6 +151,7 @@ async function cmdStatus(options: Options): Promise<number> {
     }
     for (const w of doc.waiting) out.push(`waiting: ${w.mac}: ${w.reason}`);
     for (const c of doc.conflicts) out.push(`conflict: ${c}`);
+    for (const p of doc.problems) out.push(`problem: ${p}`);
     out.push(doc.drift === null ? 'drift: unknown (no IMDS data)' : doc.drift.length === 0 ? 'drift: none' : `drift: ${doc.drift.length} pending changes`);
     for (const d of doc.drift ?? []) out.push(`  ${d}`);
     process.stdout.write(`${out.join('\n')}\n`);
@@ -146,8 +160,9 @@ async function cmdStatus(options: Options): Promise<number> {
 }
 
 async function cmdFlush(options: Options): Promise<number> {
-  const { nl, ledger } = toolsFor(options);
+  const { nl, ledger, iptables } = toolsFor(options);
   try {
+    if (await iptables.flush(options.config.iptables.chain)) process.stdout.write(`iptables: removed chain ${options.config.iptables.chain} and its jumps\n`);
     const kernel = await readKernelState(nl, new Set(ALL_KINDS));
     const p = options.config.protocol;
     const links = new Map(kernel.links.map((l) => [l.index, l]));

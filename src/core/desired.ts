@@ -1,8 +1,9 @@
 // Desired state: what the kernel should hold, given what IMDS says and which links exist. Pure.
 import type { Config } from '../config';
+import { buildContainerObjects, matchesBridgePattern, MarkSpaceError, type ContainerBridge } from './containers';
 import { canonicalAddress, networkOf, normalizeCidr, parseCidr, subnetGateway } from './ip';
 import type {
-  DesiredAddress, DesiredEni, DesiredState, EniInfo, ImdsSnapshot, KernelLink, KernelRoute, KernelRule, PendingEni,
+  DesiredAddress, DesiredEni, DesiredState, EniInfo, ImdsSnapshot, KernelLink, KernelRoute, KernelRule, KernelState, PendingEni,
 } from './types';
 
 export const RT_SCOPE_UNIVERSE = 0;
@@ -82,8 +83,22 @@ export function retainAttached(previous: ImdsSnapshot | undefined, next: ImdsSna
   return kept.length === 0 ? next : { ...next, enis: [...next.enis, ...kept] };
 }
 
-export function buildDesired(snapshot: ImdsSnapshot, links: KernelLink[], config: Config): DesiredState {
-  const state: DesiredState = { enis: [], skipped: [], linksUp: [], addresses: [], routes: [], rules: [] };
+/** Container bridges present in the kernel: links matching containers.bridgePatterns, with their IPv4 networks. */
+export function containerBridges(kernel: Pick<KernelState, 'links' | 'addresses'>, config: Config): ContainerBridge[] {
+  return kernel.links
+    .filter((l) => matchesBridgePattern(l.name, config.containers.bridgePatterns))
+    .map((l) => ({
+      name: l.name, ifindex: l.index,
+      subnets: kernel.addresses.filter((a) => a.ifindex === l.index && a.family === 4).map((a) => `${a.address}/${a.prefixLen}`),
+    }));
+}
+
+export function buildDesired(snapshot: ImdsSnapshot, kernel: Pick<KernelState, 'links' | 'addresses'>, config: Config): DesiredState {
+  const links = kernel.links;
+  const state: DesiredState = {
+    enis: [], skipped: [], linksUp: [], addresses: [], routes: [], rules: [], problems: [],
+    mangle: { chain: config.iptables.chain, mask: config.containers.markMask >>> 0, rules: [] },
+  };
   const tables = new Map<number, string>();
   const sorted = [...snapshot.enis].sort((a, b) => a.networkCard - b.networkCard || a.deviceNumber - b.deviceNumber);
   for (const eni of sorted) {
@@ -113,7 +128,24 @@ export function buildDesired(snapshot: ImdsSnapshot, links: KernelLink[], config
     state.routes.push(...eniRoutes(eni, link, table, config));
     state.rules.push(...eniRules(eni, table, config));
   }
+  addContainerObjects(state, kernel, config);
   return state;
+}
+
+function addContainerObjects(state: DesiredState, kernel: Pick<KernelState, 'links' | 'addresses'>, config: Config): void {
+  const secondaries = state.enis.flatMap((d) => (d.table === undefined ? [] : [{
+    mac: d.eni.mac, deviceNumber: d.eni.deviceNumber, networkCard: d.eni.networkCard, linkName: d.link.name, table: d.table,
+  }]));
+  try {
+    const objects = buildContainerObjects(secondaries, containerBridges(kernel, config), config);
+    state.routes.push(...objects.routes);
+    state.rules.push(...objects.rules);
+    state.mangle = objects.mangle;
+  } catch (err) {
+    // Source routing still works without marks: plan it, and report why containers are not covered.
+    if (!(err instanceof MarkSpaceError)) throw err;
+    state.problems.push(err.message);
+  }
 }
 
 /** Skipped and pending ENIs together, for logs and status. */

@@ -1,5 +1,6 @@
 // The data that flows through ec2netd: IMDS facts in, kernel objects out.
 // Everything here is plain data (no I/O), so the planner and the diff can be tested without a kernel.
+import type { MangleSpec } from './containers';
 
 export type Family = 4 | 6;
 
@@ -42,6 +43,8 @@ export interface KernelLink {
   up: boolean;
   /** rtnetlink kind (veth, bridge, ...) when the kernel reports one. */
   kind?: string;
+  /** ifindex of the bridge/bond this link is enslaved to (IFLA_MASTER): a container's veth, never an ENI. */
+  master?: number;
 }
 
 export interface KernelAddress {
@@ -112,6 +115,10 @@ export interface DesiredAddress {
 
 /** Everything ec2netd wants the kernel to hold. Routes and rules all carry the owner protocol. */
 export interface DesiredState {
+  /** Container marks: ec2netd's mangle chain (no rules = no chain wanted). */
+  mangle: MangleSpec;
+  /** Things that could not be planned (e.g. the mark space is too small), for logs and status. */
+  problems: string[];
   enis: DesiredEni[];
   /** ENIs known to IMDS that cannot be configured now, with the reason (no link yet, table clash, ...). */
   skipped: PendingEni[];

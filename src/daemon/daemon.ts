@@ -3,6 +3,7 @@
 import { createServer, type Server } from 'node:net';
 import type { Config } from '../config';
 import { ImdsClient } from '../imds/client';
+import { IptablesAdapter } from '../iptables/apply';
 import { KernelEvents } from '../kernel/events';
 import { openNetlink } from '../kernel/netlink';
 import type { Logger } from '../log';
@@ -79,6 +80,7 @@ export class Daemon {
     if (problem !== undefined) log.warn(problem);
     this.reconciler = new Reconciler({
       config, log, ledger, nl: openNetlink({ timeoutMs: config.sync.requestTimeoutMs }), imds: new ImdsClient(config.imds),
+      iptables: new IptablesAdapter(config),
     });
     this.trigger = new SyncTrigger<Work>((work) => this.runSync(work), config.sync.debounceMs);
     this.events = new KernelEvents();
@@ -139,7 +141,8 @@ export class Daemon {
   private async runSync(work: Set<Work>): Promise<void> {
     const kinds = new Set([...work].filter((w): w is Kind => w !== 'imds'));
     try {
-      const report = await this.reconciler.sync(kinds);
+      const checkIptables = work.has('imds') || work.has('link') || work.has('address');
+      const report = await this.reconciler.sync(kinds, checkIptables);
       const status = describeReport(report, this.reconciler.lastImdsError);
       if (!this.ready && report.haveSnapshot && report.errors.length === 0) this.markReady(status);
       else this.supervisor.status(status);

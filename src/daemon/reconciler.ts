@@ -9,6 +9,8 @@ import type { Change, DesiredState, ImdsSnapshot, KernelLink, KernelState, Pendi
 import type { ImdsReader } from '../imds/client';
 import { MACS_PATH, readEni, readSnapshot } from '../imds/snapshot';
 import { splitList } from '../imds/client';
+import type { IptablesAdapter } from '../iptables/apply';
+import { ensureContainerSysctls } from '../iptables/sysctl';
 import { applyPlan } from '../kernel/apply';
 import type { Netlink } from '../kernel/netlink';
 import { readKernelState, type ObjectKind } from '../kernel/observe';
@@ -27,6 +29,7 @@ export interface ReconcilerDeps {
   nl: Netlink;
   imds: ImdsReader;
   ledger: AddressLedger;
+  iptables: IptablesAdapter;
 }
 
 export interface SyncReport {
@@ -129,7 +132,7 @@ export class Reconciler {
   /** The plan for the current kernel state; without an IMDS snapshot there is nothing to plan. */
   planFor(kernel: KernelState): PlanResult | undefined {
     if (this.snapshot === undefined) return undefined;
-    const desired = buildDesired(this.snapshot, kernel.links, this.deps.config);
+    const desired = buildDesired(this.snapshot, kernel, this.deps.config);
     const { plan, conflicts } = diff({
       desired, observed: kernel, protocol: this.deps.config.protocol, ownedAddresses: this.deps.ledger.owned,
     });
@@ -145,7 +148,12 @@ export class Reconciler {
       .map((l) => l.mac);
   }
 
-  async sync(kinds: ReadonlySet<Kind>): Promise<SyncReport> {
+  /**
+   * `checkIptables`: also compare ec2netd's mangle chain with iptables-save. iptables changes send no
+   * rtnetlink event, so the daemon asks for it on link/address events (bridges and ENIs come and go),
+   * IMDS refreshes and full resyncs, and whenever the wanted chain changed.
+   */
+  async sync(kinds: ReadonlySet<Kind>, checkIptables = true): Promise<SyncReport> {
     const started = performance.now();
     const kernel = await this.observe(kinds);
     const result = this.planFor(kernel);
@@ -172,10 +180,37 @@ export class Reconciler {
       // What was written changes the kernel: read it fresh next time rather than trusting the plan.
       this.kernel = undefined;
     }
+    if (result !== undefined) {
+      await this.syncContainers(result.desired, checkIptables, report);
+      for (const p of result.desired.problems) if (!report.errors.includes(p)) report.errors.push(p);
+    }
     for (const c of report.conflicts) this.deps.log.warn(c);
     report.durationMs = performance.now() - started;
     this.lastReport = report;
     return report;
+  }
+
+  private lastMangle = '';
+
+  private async syncContainers(desired: DesiredState, check: boolean, report: SyncReport): Promise<void> {
+    const spec = JSON.stringify(desired.mangle);
+    if (!check && spec === this.lastMangle) return;
+    try {
+      if (desired.mangle.rules.length > 0) {
+        const sysctl = await ensureContainerSysctls(this.deps.config.containers);
+        if (sysctl.changed) this.deps.log.info({ action: 'sysctl' }, `net.ipv4.conf.all.src_valid_mark set to 1 (was ${sysctl.previous})`);
+      }
+      const result = await this.deps.iptables.sync(desired.mangle);
+      if (result.changed) {
+        report.applied += 1;
+        this.deps.log.info({ action: 'iptables', backend: result.backend.name }, `iptables mangle chain ${desired.mangle.chain} rebuilt (${result.backend.name}): ${result.reasons.join('; ')}`);
+      }
+      this.lastMangle = spec;
+    } catch (err) {
+      const message = `container marks (iptables): ${(err as Error).message}`;
+      report.errors.push(message);
+      this.deps.log.error({ action: 'iptables', err: (err as Error).message }, message);
+    }
   }
 
   private record(change: Change, kernel: KernelState): void {

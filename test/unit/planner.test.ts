@@ -27,6 +27,12 @@ const snapshot: ImdsSnapshot = {
 
 const empty: KernelState = { links: [eth0, eth1], addresses: [], routes: [], rules: [] };
 
+/** Removes the first match, as the kernel deletes one object per request; a miss is ENOENT (nothing happens). */
+function remove<T>(list: T[], match: (x: T) => boolean): void {
+  const i = list.findIndex(match);
+  if (i >= 0) list.splice(i, 1);
+}
+
 /** A model of the kernel good enough for the planner: applies a plan to a state. */
 function applyModel(state: KernelState, plan: Plan): KernelState {
   let { links, addresses, routes, rules } = structuredClone(state);
@@ -36,10 +42,10 @@ function applyModel(state: KernelState, plan: Plan): KernelState {
       case 'add-address': addresses.push({ ...c.address }); break;
       case 'del-address': addresses = addresses.filter((a) => addressKey(a) !== addressKey(c.address)); break;
       case 'add-route': routes.push(c.route); break;
-      case 'replace-route': routes = [...routes.filter((r) => r !== c.previous && routeKey(r) !== routeKey(c.previous)), c.route]; break;
-      case 'del-route': { const i = routes.findIndex((r) => routeKey(r) === routeKey(c.route) && r.protocol === c.route.protocol); routes.splice(i, 1); break; }
+      case 'replace-route': { remove(routes, (r) => routeKey(r) === routeKey(c.previous) && r.protocol === c.previous.protocol); routes.push(c.route); break; }
+      case 'del-route': remove(routes, (r) => routeKey(r) === routeKey(c.route) && r.protocol === c.route.protocol); break;
       case 'add-rule': rules.push(c.rule); break;
-      case 'del-rule': { const i = rules.findIndex((r) => ruleKey(r) === ruleKey(c.rule) && r.protocol === c.rule.protocol); rules.splice(i, 1); break; }
+      case 'del-rule': remove(rules, (r) => ruleKey(r) === ruleKey(c.rule) && r.protocol === c.rule.protocol); break;
     }
   }
   return { links, addresses, routes, rules };
@@ -47,7 +53,7 @@ function applyModel(state: KernelState, plan: Plan): KernelState {
 
 describe('buildDesired', () => {
   it('gives each secondary ENI a table, routes, source rules and its addresses; the primary only its secondary IPs', () => {
-    const d = buildDesired(snapshot, empty.links, config);
+    const d = buildDesired(snapshot, empty, config);
     expect(d.enis.map((e) => [e.link.name, e.table])).toEqual([['eth0', undefined], ['eth1', 10001]]);
     expect(d.linksUp).toEqual([eth1.index]);
     expect(d.addresses).toEqual([
@@ -66,20 +72,20 @@ describe('buildDesired', () => {
 
   it('uses 10000 + 100 * network-card + device-number, and honours /32 secondaries', () => {
     expect(tableFor({ networkCard: 1, deviceNumber: 2 }, config)).toBe(10102);
-    const d = buildDesired(snapshot, empty.links, { ...config, secondaryAddressPrefix: 'host' });
+    const d = buildDesired(snapshot, empty, { ...config, secondaryAddressPrefix: 'host' });
     expect(d.addresses.filter((a) => a.ifindex === 3).map((a) => a.prefixLen)).toEqual([24, 32]);
   });
 
   it('matches ENIs by MAC whatever the link is called, and ignores VLANs sharing the MAC', () => {
     const links: KernelLink[] = [eth0, { ...eth1, index: 9, name: 'ens6' }, { ...eth1, index: 12, name: 'ens6.5', kind: 'vlan' }];
-    const d = buildDesired(snapshot, links, config);
+    const d = buildDesired(snapshot, { links, addresses: [] }, config);
     expect(d.enis[1]?.link.name).toBe('ens6');
   });
 
   it('skips an ENI with no link, and never configures two ENIs into one table', () => {
     const clash = eni('02:00:00:00:00:30', 1, ['10.0.1.30']);
     const links = [...empty.links, { index: 4, name: 'eth2', mac: clash.mac, up: true }];
-    const d = buildDesired({ ...snapshot, enis: [...snapshot.enis, clash, eni('02:00:00:00:00:40', 3, ['10.0.1.40'])] }, links, config);
+    const d = buildDesired({ ...snapshot, enis: [...snapshot.enis, clash, eni('02:00:00:00:00:40', 3, ['10.0.1.40'])] }, { links, addresses: [] }, config);
     expect(d.enis.map((e) => e.eni.mac)).toEqual([eth0.mac, eth1.mac]);
     expect(d.skipped.map((s) => s.reason)).toEqual([
       expect.stringContaining('table 10001 is already used'), expect.stringContaining('no link with MAC 02:00:00:00:00:40'),
@@ -93,8 +99,32 @@ describe('buildDesired', () => {
   });
 });
 
+describe('buildDesired with container bridges', () => {
+  const docker0: KernelLink = { index: 7, name: 'docker0', mac: '02:42:00:00:00:01', up: true, kind: 'bridge' };
+  const kernel = { links: [...empty.links, docker0], addresses: [{ ifindex: 7, family: 4 as const, address: '172.17.0.1', prefixLen: 16 }] };
+
+  it('routes the bridge subnet in every ENI table, keeps it in main, and marks connections per secondary ENI', () => {
+    const d = buildDesired(snapshot, kernel, config);
+    expect(d.routes).toContainEqual({ family: 4, table: 10001, dst: '172.17.0.0/16', ifindex: 7, protocol: P, scope: 253, type: 1 });
+    expect(d.rules).toContainEqual({ family: 4, priority: 10050, table: 254, protocol: P, dst: '172.17.0.0/16', action: 1 });
+    expect(d.rules).toContainEqual({ family: 4, priority: 10200, table: 10001, protocol: P, fwmark: 0x100, fwmask: 0x1f00, action: 1 });
+    expect(d.mangle.rules.map((r) => `${r.kind} ${r.inIface}`)).toEqual(['set-mark eth1', 'restore-mark eth1', 'restore-mark docker0']);
+  });
+
+  it('plans source routing anyway when the mark mask is too small, and says why', () => {
+    const d = buildDesired(snapshot, kernel, { ...config, containers: { ...config.containers, markMask: 0x80000000 }, tablePerCard: 100 });
+    const wide = buildDesired({ ...snapshot, enis: [...snapshot.enis, eni('02:00:00:00:00:30', 3, ['10.0.1.30'])] },
+      { ...kernel, links: [...kernel.links, { index: 4, name: 'eth2', mac: '02:00:00:00:00:30', up: true }] },
+      { ...config, containers: { ...config.containers, markMask: 0x2 } });
+    expect(d.problems).toEqual([]);
+    expect(wide.problems).toEqual([expect.stringContaining('containers.markMask')]);
+    expect(wide.rules.filter((r) => r.src !== undefined)).toHaveLength(4);
+    expect(wide.mangle.rules).toEqual([]);
+  });
+});
+
 describe('diff', () => {
-  const desired = buildDesired(snapshot, empty.links, config);
+  const desired = buildDesired(snapshot, empty, config);
   const base = { desired, protocol: P, ownedAddresses: new Set<string>() };
 
   it('orders a plan make-before-break and renders it as ip commands', () => {
@@ -144,7 +174,7 @@ describe('diff', () => {
   it('cleans up everything of a detached ENI and nothing else', () => {
     const after = applyModel(empty, diff({ ...base, observed: empty }).plan);
     const gone: KernelState = { ...after, links: [eth0], addresses: after.addresses.filter((a) => a.ifindex !== 3), routes: [] };
-    const d = buildDesired(snapshot, gone.links, config);
+    const d = buildDesired(snapshot, gone, config);
     const { plan } = diff({ ...base, desired: d, observed: gone });
     expect(plan.map((c) => c.op)).toEqual(['del-rule', 'del-rule', 'del-rule']);
   });
@@ -173,7 +203,7 @@ describe('planner properties', () => {
         const links = enis.map((e, i) => ({ index: 10 + i, name: `eth${i}`, mac: e.info.mac, up: e.up }));
         const snap: ImdsSnapshot = { primaryMac: enis[0]!.info.mac, enis: enis.map((e) => e.info), pending: [] };
         const observed: KernelState = { links, addresses: [], rules, routes };
-        const desired = buildDesired(snap, links, config);
+        const desired = buildDesired(snap, observed, config);
         const input = { desired, protocol: P, ownedAddresses: new Set<string>() };
         const { plan } = diff({ ...input, observed });
         for (const c of plan) {

@@ -46,21 +46,24 @@ function isErrorLike(value: unknown): value is { message: string; stack?: unknow
   return typeof value === 'object' && value !== null && typeof (value as { message?: unknown }).message === 'string';
 }
 
-/** The human-readable line: the message, then `key=value` for each field, then `: <error message>`. */
+/**
+ * The human-readable line: the message, then `key=value` for each field, then `: <error message>`
+ * (`err` as an Error or a string; left out when the message already says it).
+ */
 export function humanMessage(entry: Record<string, unknown>): string {
   let text = typeof entry.msg === 'string' ? entry.msg : '';
   let error = '';
   for (const [key, value] of Object.entries(entry)) {
     if (PINO_KEYS.has(key) || value === undefined) continue;
-    if (key === 'err' && isErrorLike(value)) {
-      error = value.message;
+    if (key === 'err' && (isErrorLike(value) || typeof value === 'string')) {
+      error = typeof value === 'string' ? value : value.message;
       continue;
     }
     const quote = typeof value === 'string' && (value === '' || /[\s"]/.test(value));
     text += ` ${key}=${quote ? JSON.stringify(value) : valueText(value)}`;
   }
   text = text.trimStart();
-  return error === '' ? text : `${text}: ${error}`;
+  return error === '' || text.includes(error) ? text : `${text}: ${error}`;
 }
 
 /** Journal fields of one pino entry (parsed JSON line). */
@@ -73,6 +76,10 @@ export function journalFields(entry: Record<string, unknown>): Array<[string, st
   ];
   for (const [key, value] of Object.entries(entry)) {
     if (PINO_KEYS.has(key) || value === undefined || value === null) continue;
+    if (key === 'err' && typeof value === 'string') {
+      fields.push(['EC2NETD_ERR', value]);
+      continue;
+    }
     if (key === 'err' && isErrorLike(value)) {
       fields.push(['EC2NETD_ERR', value.message]);
       if (typeof value.stack === 'string') fields.push(['EC2NETD_ERR_STACK', value.stack]);

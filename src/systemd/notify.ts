@@ -23,6 +23,8 @@ export interface Notifier {
   watchdog(): void;
   /** STOPPING=1: shutdown started. */
   stopping(status?: string): void;
+  /** Half the watchdog period in ms (from WATCHDOG_USEC/WATCHDOG_PID), or undefined: no pings expected. */
+  watchdogIntervalMs(): number | undefined;
 }
 
 /**
@@ -115,10 +117,11 @@ export function createNotifier(options: NotifierOptions = {}): Notifier {
     warn(problem);
     return noopNotifier();
   }
+  const interval = watchdogIntervalMs(env);
   return fieldsNotifier((fields) => {
     const failure = sendDatagram(path, Buffer.from(formatNotify(fields)));
     if (failure !== undefined) warn(`sd_notify to ${path} failed: ${failure}`);
-  });
+  }, true, interval);
 }
 
 type Fields = Array<[string, string]>;
@@ -128,9 +131,10 @@ function withStatus(fields: Fields, status: string | undefined): Fields {
 }
 
 /** A Notifier that hands each message's fields to `send`. */
-export function fieldsNotifier(send: (fields: Fields) => void, enabled = true): Notifier {
+export function fieldsNotifier(send: (fields: Fields) => void, enabled = true, watchdogMs?: number): Notifier {
   return {
     enabled,
+    watchdogIntervalMs: () => watchdogMs,
     ready: (status) => send(withStatus([['READY', '1']], status)),
     status: (text) => send([['STATUS', text]]),
     reloading: (status) => send(withStatus([['RELOADING', '1'], ['MONOTONIC_USEC', monotonicUsec().toString()]], status)),
@@ -144,7 +148,7 @@ export function noopNotifier(): Notifier {
 }
 
 /** A fake for daemon tests: records every message as its `KEY=value` text. */
-export function recordingNotifier(): Notifier & { messages: string[] } {
+export function recordingNotifier(watchdogMs?: number): Notifier & { messages: string[] } {
   const messages: string[] = [];
-  return Object.assign(fieldsNotifier((fields) => messages.push(formatNotify(fields))), { messages });
+  return Object.assign(fieldsNotifier((fields) => messages.push(formatNotify(fields)), true, watchdogMs), { messages });
 }

@@ -67,6 +67,12 @@ describe('journald native protocol', () => {
     ]);
   });
 
+  it('appends a string err to MESSAGE unless the message already holds it', () => {
+    expect(journalFields({ level: 50, msg: 'IMDS failed: timeout', err: 'timeout' }).slice(0, 1)).toEqual([['MESSAGE', 'IMDS failed: timeout']]);
+    expect(journalFields({ level: 50, msg: 'IMDS failed', err: 'timeout' })).toContainEqual(['MESSAGE', 'IMDS failed: timeout']);
+    expect(journalFields({ level: 50, msg: 'IMDS failed', err: 'timeout' })).toContainEqual(['EC2NETD_ERR', 'timeout']);
+  });
+
   it('writes <N> lines for a journal stream', () => {
     expect(prefixedLine({ level: 50, msg: 'imds down', iface: 'eth1' })).toBe('<3>imds down iface=eth1\n');
   });

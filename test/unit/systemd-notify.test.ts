@@ -87,6 +87,11 @@ describe('sd_notify', () => {
     expect(warnings).toEqual([`sd_notify to ${join(dir, 'missing')} failed: send ENOENT`]);
   });
 
+  it('carries the watchdog interval of its environment', () => {
+    expect(createNotifier({ env: { NOTIFY_SOCKET: path, WATCHDOG_USEC: '4000000' } }).watchdogIntervalMs()).toBe(2000);
+    expect(createNotifier({ env: { NOTIFY_SOCKET: path } }).watchdogIntervalMs()).toBeUndefined();
+  });
+
   it('records messages in the fake', () => {
     const n = recordingNotifier();
     n.ready('ok');

@@ -119,6 +119,9 @@ function overlay(base: Record<string, unknown>, patch: Record<string, unknown>, 
     if (isObject(current)) {
       if (!isObject(value)) throw new ConfigError(`setting "${where}" must be an object`);
       overlay(current, value, where);
+    } else if (typeof current === 'number' && typeof value === 'string' && /^0x[0-9a-f]{1,8}$/i.test(value)) {
+      // JSON has no hex literals; masks and marks read better as "0x1f00".
+      base[key] = parseInt(value, 16);
     } else if (typeof current !== typeof value) {
       throw new ConfigError(`setting "${where}" must be a ${typeof current}, got ${JSON.stringify(value)}`);
     } else {

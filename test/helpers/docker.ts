@@ -264,7 +264,8 @@ export async function startDocker(ns: string, opts: DockerOptions = {}): Promise
     pid: () => readPid(pidfile) ?? proc?.pid ?? -1,
     docker,
     async runContainer(o) {
-      const args = ['run', '-d', '--name', o.name, '--stop-timeout', '1'];
+      // --init: tini as PID 1 forwards SIGTERM, so stops and dockerd restarts do not wait for the stop timeout.
+      const args = ['run', '-d', '--init', '--name', o.name, '--stop-timeout', '1'];
       for (const p of o.publish ?? []) args.push('-p', p);
       if (o.network !== undefined) args.push('--network', o.network);
       if (o.restart !== undefined) args.push('--restart', o.restart);

@@ -62,6 +62,13 @@ export interface Config {
     chain: string;
   };
   log: { level: 'trace' | 'debug' | 'info' | 'warn' | 'error' };
+  /** Other managers of the same sources and tables (amazon-ec2-net-utils, cloud-init/netplan...): docs/coexistence.md. */
+  coexistence: {
+    /** refuse: leave their ENIs alone; adopt: take over their leftovers once they stopped; coexist: add alongside. */
+    policy: 'refuse' | 'adopt' | 'coexist';
+    /** Filesystem root under which their files and units are looked for (a host mounted at /host, tests). */
+    root: string;
+  };
 }
 
 export const DEFAULT_CONFIG_PATH = '/etc/ec2netd/config.json';
@@ -97,6 +104,7 @@ export function defaultConfig(env: NodeJS.ProcessEnv = process.env): Config {
     containers: { enabled: true, bridgePatterns: ['docker0', 'br-*'], markMask: 0x1f00, manageSysctls: true },
     iptables: { backend: 'auto', chain: 'EC2NETD' },
     log: { level: 'info' },
+    coexistence: { policy: 'refuse', root: '/' },
   };
 }
 
@@ -167,6 +175,8 @@ export function validateConfig(c: Config): Config {
   check(/^[A-Z][A-Z0-9_-]{0,27}$/.test(c.iptables.chain), 'setting "iptables.chain" must be an upper-case chain name of at most 28 characters');
   check(isInt(c.sync.readyTimeoutMs, 0, 600_000), 'setting "sync.readyTimeoutMs" must be from 0 to 600000');
   check(['trace', 'debug', 'info', 'warn', 'error'].includes(c.log.level), 'setting "log.level" must be trace, debug, info, warn or error');
+  check(['refuse', 'adopt', 'coexist'].includes(c.coexistence.policy), 'setting "coexistence.policy" must be refuse, adopt or coexist');
+  check(c.coexistence.root.startsWith('/'), 'setting "coexistence.root" must be an absolute path');
   return c;
 }
 

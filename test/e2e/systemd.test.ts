@@ -1,0 +1,226 @@
+// ec2netd as a real systemd service: the .deb installed in a bookworm container whose PID 1 is systemd
+// (systemd-nspawn, test/helpers/nspawn.ts), joined to the network namespace of a simulated EC2 instance
+// (sim/ec2.ts) with the IMDS simulator answering on 169.254.169.254.
+//
+// Part 1 needs only the package: a probe unit whose main process uses src/systemd (sd_notify and
+// journald logging) proves READY / STATUS / RELOADING / WATCHDOG from the main PID and the structured
+// journal fields. Part 2 drives the daemon itself through systemctl.
+import { mkdtempSync, readFileSync, rmSync, writeFileSync, copyFileSync, existsSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { run } from '../../sim/exec';
+import { startSimulatedEc2, type SimulatedEc2 } from '../../sim/ec2';
+import { bootContainer, buildDeb, ensureRootfs, type Container } from '../helpers/nspawn';
+
+const REPO = path.resolve(__dirname, '..', '..');
+const SHARE = '/opt/ec2netd-test';
+// The daemon can only be tested once `ec2netd run` talks to systemd (src/cli.ts passes a notifier).
+const daemonNotifies = readFileSync(path.join(REPO, 'src', 'cli.ts'), 'utf8').includes('createNotifier');
+
+const PROBE = `'use strict';
+// Test probe: a notify service whose main process is node, using ec2netd's systemd modules.
+const { createNotifier } = require('/usr/lib/ec2netd/dist/src/systemd/notify.js');
+const { createLogger } = require('/usr/lib/ec2netd/dist/src/log.js');
+const log = createLogger('debug');
+const n = createNotifier({ onWarning: (m) => log.warn(m) });
+log.info({ eni: 'eni-0probe', iface: 'eth9', table: 10009, action: 'probe' }, 'probe started');
+log.warn({ eni: 'eni-0probe' }, 'probe warning\\nsecond line');
+log.debug('probe debug');
+const every = n.watchdogIntervalMs();
+if (every !== undefined) setInterval(() => n.watchdog(), every);
+setTimeout(() => n.ready('probe ready'), 300);
+process.on('SIGHUP', () => { n.reloading('probe reloading'); setTimeout(() => n.ready('probe reloaded'), 200); });
+process.on('SIGTERM', () => { n.stopping('probe stopping'); process.exit(0); });
+`;
+
+const PROBE_UNIT = `[Unit]
+Description=ec2netd notify probe
+[Service]
+Type=notify
+NotifyAccess=main
+ExecStart=/usr/bin/node ${SHARE}/probe.js
+ExecReload=/bin/kill -HUP $MAINPID
+WatchdogSec=2s
+Restart=on-failure
+RestartSec=200ms
+`;
+
+// Short watchdog for the test; everything else as packaged.
+const DAEMON_DROPIN = `[Service]
+WatchdogSec=3s
+RestartSec=500ms
+`;
+
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+let sim: SimulatedEc2 | undefined;
+let box: Container | undefined;
+let share: string | undefined;
+const timings: Record<string, number> = {};
+
+function c(): Container {
+  if (box === undefined) throw new Error('no container');
+  return box;
+}
+
+async function show(unit: string): Promise<Record<string, string>> {
+  const out = await c().check(['systemctl', 'show', unit, '-p', 'ActiveState,SubState,StatusText,MainPID,NRestarts,Result']);
+  return Object.fromEntries(out.trim().split('\n').map((l) => [l.slice(0, l.indexOf('=')), l.slice(l.indexOf('=') + 1)]));
+}
+
+async function until<T>(what: string, fn: () => Promise<T | undefined>, timeoutMs: number): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const v = await fn();
+    if (v !== undefined) return v;
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    await sleep(100);
+  }
+}
+
+async function journal(args: string[]): Promise<Array<Record<string, string>>> {
+  const out = await c().check(['journalctl', '--no-pager', '-o', 'json', ...args]);
+  return out.trim().split('\n').filter((l) => l !== '').map((l) => JSON.parse(l) as Record<string, string>);
+}
+
+/** `ip rule` of the instance (the container shares its network namespace). */
+async function rules(): Promise<string> {
+  return (await run(['ip', '-n', sim?.net.ns.host ?? '', 'rule', 'show'])).stdout;
+}
+
+beforeAll(async () => {
+  let t = Date.now();
+  const rootfs = await ensureRootfs();
+  timings.rootfsMs = Date.now() - t;
+  if (!existsSync(path.join(REPO, 'dist', 'sim', 'imds-server.js'))) await run(['npx', 'tsc', '-p', 'tsconfig.json'], { cwd: REPO, timeoutMs: 120_000 });
+  t = Date.now();
+  const deb = await buildDeb();
+  timings.debMs = Date.now() - t;
+  share = mkdtempSync(path.join(tmpdir(), 'ec2netd-e2e-systemd-'));
+  copyFileSync(deb, path.join(share, 'ec2netd.deb'));
+  writeFileSync(path.join(share, 'probe.js'), PROBE);
+  sim = await startSimulatedEc2({
+    prefix: 'e2esd',
+    enis: [
+      { name: 'eth0', ipv4s: ['10.0.1.10'], deviceNumber: 0 },
+      { name: 'eth1', ipv4s: ['10.0.1.20', '10.0.1.21'], deviceNumber: 1 },
+    ],
+  });
+  t = Date.now();
+  box = await bootContainer({ name: 'ec2netd-e2e', rootfs, netns: sim.net.ns.host, binds: [[share, SHARE]] });
+  timings.bootMs = Date.now() - t;
+}, 600_000);
+
+afterAll(async () => {
+  // Each step on its own: a failure in one must not leave the others behind.
+  await box?.stop().catch(() => undefined);
+  await sim?.destroy().catch(() => undefined);
+  if (share !== undefined) rmSync(share, { recursive: true, force: true });
+  console.log(`systemd e2e timings: ${JSON.stringify(timings)}`);
+}, 60_000);
+
+describe('src/systemd in a notify unit under real systemd', () => {
+  it('installs the package', async () => {
+    // The package's postinst enables and starts ec2netd: keep it from starting until part 2.
+    await c().check(['sh', '-c', 'mkdir -p /etc/systemd/system/ec2netd.service.d && cat >/etc/systemd/system/ec2netd.service.d/test.conf'], { input: DAEMON_DROPIN });
+    await c().check(['sh', '-c', 'printf "#!/bin/sh\\nexit 101\\n" >/usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d']);
+    await c().check(['dpkg', '-i', `${SHARE}/ec2netd.deb`], { timeoutMs: 60_000 });
+    await c().check(['rm', '/usr/sbin/policy-rc.d']);
+    expect((await c().exec(['systemctl', 'is-enabled', 'ec2netd'])).stdout.trim()).toBe('enabled');
+    expect(await c().check(['node', '-v'])).toMatch(/^v2\d\./);
+  });
+
+  it('start returns after READY=1 and STATUS shows', async () => {
+    await c().check(['sh', '-c', 'cat >/etc/systemd/system/probe.service && systemctl daemon-reload'], { input: PROBE_UNIT });
+    const t = Date.now();
+    await c().check(['systemctl', 'start', 'probe'], { timeoutMs: 20_000 });
+    expect(Date.now() - t).toBeGreaterThanOrEqual(300);
+    expect(await show('probe')).toMatchObject({ ActiveState: 'active', SubState: 'running', StatusText: 'probe ready' });
+    expect((await c().check(['systemctl', 'status', 'probe', '--no-pager'])).split('\n')).toContain('     Status: "probe ready"');
+  });
+
+  it('reload goes through RELOADING=1 back to READY=1', async () => {
+    await c().check(['systemctl', 'reload', 'probe'], { timeoutMs: 20_000 });
+    await until('probe reloaded', async () => ((await show('probe')).StatusText === 'probe reloaded' ? true : undefined), 5000);
+    expect((await show('probe')).ActiveState).toBe('active');
+  });
+
+  it('watchdog pings keep it alive; a stopped process is killed and restarted', async () => {
+    const before = await show('probe');
+    await sleep(3000); // > WatchdogSec=2s
+    expect(await show('probe')).toMatchObject({ ActiveState: 'active', MainPID: before.MainPID });
+    await c().check(['kill', '-STOP', before.MainPID ?? '']);
+    const after = await until('a restarted probe', async () => {
+      const s = await show('probe');
+      return s.MainPID !== before.MainPID && s.MainPID !== '0' && s.SubState === 'running' ? s : undefined;
+    }, 15_000);
+    expect(Number(after.NRestarts)).toBeGreaterThanOrEqual(1);
+    const messages = (await journal(['-u', 'probe'])).map((e) => e.MESSAGE);
+    expect(messages.some((m) => /Watchdog timeout/.test(m ?? ''))).toBe(true);
+  });
+
+  it('journald gets structured fields with priorities', async () => {
+    const entries = await journal(['-u', 'probe', 'SYSLOG_IDENTIFIER=ec2netd']);
+    const started = entries.find((e) => e.MESSAGE?.startsWith('probe started'));
+    expect(started).toMatchObject({ PRIORITY: '6', ENI_ID: 'eni-0probe', INTERFACE: 'eth9', TABLE: '10009', ACTION: 'probe' });
+    expect(entries.find((e) => e.MESSAGE?.startsWith('probe warning'))).toMatchObject({ PRIORITY: '4', MESSAGE: 'probe warning\nsecond line eni=eni-0probe' });
+    expect(entries.find((e) => e.MESSAGE === 'probe debug')).toMatchObject({ PRIORITY: '7' });
+    const warnings = await journal(['-u', 'probe', '-p', 'warning', 'SYSLOG_IDENTIFIER=ec2netd']);
+    expect(warnings.length).toBeGreaterThan(0);
+    for (const e of warnings) expect(Number(e.PRIORITY)).toBeLessThanOrEqual(4);
+    await c().check(['systemctl', 'stop', 'probe']);
+  });
+});
+
+describe.skipIf(!daemonNotifies)('ec2netd.service (skipped until src/cli.ts passes createNotifier() to the daemon)', () => {
+  it('systemctl start returns after the routing is in place', async () => {
+    const t = Date.now();
+    await c().check(['systemctl', 'start', 'ec2netd'], { timeoutMs: 60_000 });
+    timings.startMs = Date.now() - t;
+    const s = await show('ec2netd');
+    expect(s).toMatchObject({ ActiveState: 'active', SubState: 'running' });
+    expect(s.StatusText).toMatch(/2 ENIs configured/);
+    const r = await rules();
+    expect(r).toMatch(/from 10\.0\.1\.20 lookup 10001/);
+    expect(r).toMatch(/from 10\.0\.1\.21 lookup 10001/);
+    expect(await c().check(['systemctl', 'status', 'ec2netd', '--no-pager'])).toMatch(/Status: ".*ENIs configured/);
+  });
+
+  it('reload re-reads IMDS: a newly assigned secondary IP gets its rule', async () => {
+    await sim?.assignIp('eth1', '10.0.1.22');
+    await c().check(['systemctl', 'reload', 'ec2netd'], { timeoutMs: 30_000 });
+    await until('the rule of 10.0.1.22', async () => (/from 10\.0\.1\.22 lookup 10001/.test(await rules()) ? true : undefined), 10_000);
+    expect((await show('ec2netd')).ActiveState).toBe('active');
+  });
+
+  it('the watchdog restarts a stalled daemon, which converges again', async () => {
+    const before = await show('ec2netd');
+    await sleep(4000); // > WatchdogSec=3s: the loop's pings keep it alive
+    expect((await show('ec2netd')).MainPID).toBe(before.MainPID);
+    await c().check(['kill', '-STOP', before.MainPID ?? '']);
+    const after = await until('a restarted ec2netd', async () => {
+      const s = await show('ec2netd');
+      return s.MainPID !== before.MainPID && s.MainPID !== '0' && s.SubState === 'running' ? s : undefined;
+    }, 30_000);
+    expect(after.StatusText).toMatch(/ENIs configured/);
+    const messages = (await journal(['-u', 'ec2netd'])).map((e) => e.MESSAGE ?? '');
+    expect(messages.some((m) => m.includes('Watchdog timeout'))).toBe(true);
+  });
+
+  it('the journal has structured fields, and -p warning holds only problems', async () => {
+    const entries = await journal(['-u', 'ec2netd', 'SYSLOG_IDENTIFIER=ec2netd']);
+    expect(entries.length).toBeGreaterThan(0);
+    for (const e of entries) expect(e.PRIORITY).toMatch(/^[2-7]$/);
+    expect(entries.some((e) => /^eni-[0-9a-f]+$/.test(e.ENI_ID ?? ''))).toBe(true);
+    for (const e of await journal(['-u', 'ec2netd', '-p', 'warning'])) expect(Number(e.PRIORITY)).toBeLessThanOrEqual(4);
+  });
+
+  it('systemctl stop leaves the routing in place', async () => {
+    await c().check(['systemctl', 'stop', 'ec2netd'], { timeoutMs: 30_000 });
+    expect((await show('ec2netd')).ActiveState).toBe('inactive');
+    const r = await rules();
+    expect(r).toMatch(/from 10\.0\.1\.20 lookup 10001/);
+    expect(r).toMatch(/from 10\.0\.1\.22 lookup 10001/);
+  });
+});

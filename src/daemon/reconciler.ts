@@ -2,6 +2,7 @@
 // snapshot, diff, apply. Also owns the IMDS snapshot and its refreshes. No timers here: src/daemon/daemon.ts
 // decides when things run.
 import type { Config } from '../config';
+import { resolveCoexistence, withAdoption } from '../core/coexistence';
 import { buildDesired, linkForMac, retainAttached } from '../core/desired';
 import { diff } from '../core/diff';
 import { formatChange } from '../core/format';
@@ -12,6 +13,7 @@ import { splitList } from '../imds/client';
 import type { IptablesAdapter } from '../iptables/apply';
 import { ensureContainerSysctls } from '../iptables/sysctl';
 import { applyPlan } from '../kernel/apply';
+import { cachedManagers } from '../kernel/foreign';
 import type { Netlink } from '../kernel/netlink';
 import { readKernelState, type ObjectKind } from '../kernel/observe';
 import type { Logger } from '../log';
@@ -132,11 +134,16 @@ export class Reconciler {
   /** The plan for the current kernel state; without an IMDS snapshot there is nothing to plan. */
   planFor(kernel: KernelState): PlanResult | undefined {
     if (this.snapshot === undefined) return undefined;
-    const desired = buildDesired(this.snapshot, kernel, this.deps.config);
-    const { plan, conflicts } = diff({
-      desired, observed: kernel, protocol: this.deps.config.protocol, ownedAddresses: this.deps.ledger.owned,
+    const { config } = this.deps;
+    // Other managers of the same sources/tables: coexistence.policy decides (docs/coexistence.md).
+    const coexist = resolveCoexistence({
+      snapshot: this.snapshot, kernel, config, managers: cachedManagers(config.coexistence.root), build: (s) => buildDesired(s, kernel, config),
     });
-    return { plan, conflicts, desired, kernel };
+    const { desired } = coexist;
+    const { plan, conflicts } = diff({
+      desired, observed: coexist.observed, protocol: config.protocol, ownedAddresses: this.deps.ledger.owned,
+    });
+    return { plan: withAdoption(plan, coexist), conflicts: [...coexist.notes, ...conflicts], desired, kernel };
   }
 
   /** Links that look like ENIs (a NIC, no master) but that IMDS does not describe yet. */

@@ -3,7 +3,7 @@ import { parseArgs } from 'node:util';
 import { ConfigError, loadConfig, type Config } from './config';
 import { formatChange, formatRule } from './core/format';
 import type { Plan } from './core/types';
-import { Daemon, noSupervisor } from './daemon/daemon';
+import { Daemon } from './daemon/daemon';
 import { AddressLedger } from './daemon/ledger';
 import { ALL_KINDS, Reconciler } from './daemon/reconciler';
 import { ImdsClient } from './imds/client';
@@ -12,6 +12,7 @@ import { applyPlan } from './kernel/apply';
 import { openNetlink } from './kernel/netlink';
 import { readKernelState } from './kernel/observe';
 import { createLogger, silentLogger, type Logger } from './log';
+import { createNotifier } from './systemd/notify';
 
 
 const VERSION: string = (require('../../package.json') as { version: string }).version;
@@ -54,7 +55,8 @@ function toolsFor(options: Options) {
 }
 
 async function cmdRun(options: Options): Promise<number> {
-  const daemon = new Daemon(options.config, options.log, noSupervisor);
+  const notifier = createNotifier({ onWarning: (message) => options.log.warn(message) });
+  const daemon = new Daemon(options.config, options.log, notifier);
   await daemon.start();
   return new Promise<number>((resolve) => {
     let reloading = Promise.resolve();

@@ -7,25 +7,10 @@ import { IptablesAdapter } from '../iptables/apply';
 import { KernelEvents } from '../kernel/events';
 import { openNetlink } from '../kernel/netlink';
 import type { Logger } from '../log';
+import { noopNotifier, type Notifier } from '../systemd/notify';
 import { AddressLedger } from './ledger';
 import { ALL_KINDS, Reconciler, type Kind, type SyncReport } from './reconciler';
 import { SyncTrigger } from './trigger';
-
-/** What the daemon tells its supervisor (systemd's sd_notify; a no-op elsewhere). */
-export interface Supervisor {
-  ready(status: string): void;
-  status(status: string): void;
-  reloading(): void;
-  stopping(): void;
-  watchdog(): void;
-  /** Half the watchdog period in ms, or undefined when no watchdog is configured. */
-  watchdogIntervalMs(): number | undefined;
-}
-
-export const noSupervisor: Supervisor = {
-  ready: () => undefined, status: () => undefined, reloading: () => undefined, stopping: () => undefined,
-  watchdog: () => undefined, watchdogIntervalMs: () => undefined,
-};
 
 /** Trigger keys: kernel object kinds, plus 'imds' for "the snapshot changed, re-plan". */
 type Work = Kind | 'imds';
@@ -73,7 +58,7 @@ export class Daemon {
   constructor(
     private readonly config: Config,
     private readonly log: Logger,
-    private readonly supervisor: Supervisor = noSupervisor,
+    private readonly supervisor: Notifier = noopNotifier(),
   ) {
     const ledger = new AddressLedger(config.stateDir);
     const problem = ledger.load();

@@ -1,27 +1,13 @@
 // End to end with real Docker: `ec2netd run` on a simulated instance (strict rp_filter, source/destination
 // check) makes a port published by a container answer through the secondary ENI it was reached on, keeps
 // doing so when networks come and go and dockerd restarts, and keeps another tool's 0x4000 mark bits.
-//
-// Skipped until the reconciler plans the container objects (src/core/containers.ts) and syncs the chain
-// (src/iptables/apply.ts): the by-hand proof of the same path is test/integration/docker-path.test.ts.
-import { readFileSync } from 'node:fs';
-import path from 'node:path';
+// The by-hand proof of the same path, piece by piece, is test/integration/docker-path.test.ts.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { ManagedProcess } from '../../sim/exec';
 import { CommandError, nsArgv, run } from '../../sim/exec';
 import { startDocker } from '../helpers/docker';
 import type { DockerDaemon } from '../helpers/docker';
-import { repoRoot } from '../helpers/netns';
 import { eventually, ownedRules, routes, useSimulatedEc2 } from '../helpers/sim';
-
-const reconcilerSource = ((): string => {
-  try {
-    return readFileSync(path.join(repoRoot, 'src', 'daemon', 'reconciler.ts'), 'utf8');
-  } catch {
-    return '';
-  }
-})();
-const integrated = /core\/containers/.test(reconcilerSource) && /iptables\//.test(reconcilerSource);
 
 let nextPort = 45000;
 async function httpGet(clientNs: string, ip: string, port: number, timeoutMs = 1500): Promise<string | undefined> {
@@ -38,7 +24,7 @@ async function httpGet(clientNs: string, ip: string, port: number, timeoutMs = 1
   }
 }
 
-describe.skipIf(!integrated)('ec2netd with real Docker', () => {
+describe('ec2netd with real Docker', () => {
   const sim = useSimulatedEc2('e2edock', {
     hostSysctls: { 'net.ipv4.conf.all.rp_filter': '1', 'net.ipv4.conf.default.rp_filter': '1' },
     enis: [
@@ -73,8 +59,9 @@ describe.skipIf(!integrated)('ec2netd with real Docker', () => {
 
   it('converges: container objects in place, the port answers through eth1 and eth0', async () => {
     daemon = sim().startDaemon();
-    await eventually('fwmark rule', async () => (await ownedRules(sim())).some((r) => r.includes('fwmark 0x100/0x1f00 lookup 10001')), 15_000);
-    expect(await ownedRules(sim())).toEqual(expect.arrayContaining(['10050 from all to 172.17.0.0/16 lookup main']));
+    await eventually('fwmark rule', async () => (await ownedRules(sim())).some((r) => r.includes('fwmark 0x100 lookup 10001')), 15_000);
+    expect((await sim().net.exec('host', ['ip', 'rule', 'show', 'pref', '10200'])).stdout).toContain('fwmark 0x100/0x1f00 lookup 10001 proto 236');
+    expect((await sim().net.exec('host', ['ip', 'rule', 'show', 'pref', '10050'])).stdout).toContain('to 172.17.0.0/16 lookup main proto 236');
     expect(await routes(sim(), 10001)).toEqual(expect.arrayContaining([expect.objectContaining({ dst: '172.17.0.0/16', dev: 'docker0', protocol: '236' })]));
     expect((await sim().net.exec('host', ['sysctl', '-n', 'net.ipv4.conf.all.src_valid_mark'])).stdout.trim()).toBe('1');
     expect((await mangle())[0]).toBe('-A PREROUTING -j EC2NETD');
@@ -91,7 +78,7 @@ describe.skipIf(!integrated)('ec2netd with real Docker', () => {
     await dockerd.docker(['rm', '-f', 'web2']);
     await dockerd.networkRemove('appnet');
     await eventually('appnet gone', async () => !(await mangle()).some((l) => l.includes(net.bridge)), 15_000);
-    expect(await ownedRules(sim())).not.toEqual(expect.arrayContaining(['10050 from all to 172.30.0.0/24 lookup main']));
+    await eventually('appnet rule gone', async () => !(await sim().net.exec('host', ['ip', 'rule', 'show', 'pref', '10050'])).stdout.includes('172.30.0.0/24'), 15_000);
   });
 
   it('a dockerd restart keeps the published port answering through eth1', async () => {

@@ -32,6 +32,11 @@ export interface Config {
   };
   /** Prefix length of secondary private IPv4s on an ENI: the subnet's, or 32. */
   secondaryAddressPrefix: 'subnet' | 'host';
+  /**
+   * Also put every address of each delegated IPv4 prefix (ipv4-prefix, /28) on its ENI as a /32. Off by default:
+   * prefixes are normally handed to containers (CNI), whose addresses must not be the host's (docs/ipv6.md).
+   */
+  ipv4PrefixAddresses: boolean;
   /** Where ec2netd remembers which addresses it added (tmpfs: addresses do not survive a reboot either). */
   stateDir: string;
   sync: {
@@ -99,6 +104,7 @@ export function defaultConfig(env: NodeJS.ProcessEnv = process.env): Config {
     protocol: 236,
     priorities: { toContainers: 10050, fromAddress: 10100, fwmark: 10200 },
     secondaryAddressPrefix: 'subnet',
+    ipv4PrefixAddresses: false,
     stateDir: '/run/ec2netd',
     sync: { debounceMs: 5, requestTimeoutMs: 2000, pendingRetryBaseMs: 200, pendingRetryMaxMs: 10_000, readyTimeoutMs: 20_000 },
     containers: { enabled: true, bridgePatterns: ['docker0', 'br-*'], markMask: 0x1f00, manageSysctls: true },
@@ -163,6 +169,7 @@ export function validateConfig(c: Config): Config {
     check(isInt(value, 1, 32765), `setting "priorities.${name}" must be from 1 to 32765 (ahead of the main table's rule)`);
   }
   check(['subnet', 'host'].includes(c.secondaryAddressPrefix), 'setting "secondaryAddressPrefix" must be "subnet" or "host"');
+  check(typeof c.ipv4PrefixAddresses === 'boolean', 'setting "ipv4PrefixAddresses" must be true or false');
   check(c.stateDir.startsWith('/'), 'setting "stateDir" must be an absolute path');
   check(isInt(c.sync.debounceMs, 0, 10_000), 'setting "sync.debounceMs" must be from 0 to 10000');
   check(isInt(c.sync.requestTimeoutMs, 10, 60_000), 'setting "sync.requestTimeoutMs" must be from 10 to 60000');

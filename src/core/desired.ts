@@ -1,7 +1,7 @@
 // Desired state: what the kernel should hold, given what IMDS says and which links exist. Pure.
 import type { Config } from '../config';
-import { buildContainerObjects, matchesBridgePattern, MarkSpaceError, type ContainerBridge } from './containers';
-import { canonicalAddress, networkOf, normalizeCidr, parseCidr, subnetGateway } from './ip';
+import { bridgeSubnets, buildContainerObjects, matchesBridgePattern, MarkSpaceError, type ContainerBridge } from './containers';
+import { canonicalAddress, intToIpv4, ipv4ToInt, ipv6ToBigInt, isIPv6, networkOf, normalizeCidr, parseCidr, subnetGateway } from './ip';
 import type {
   DesiredAddress, DesiredEni, DesiredState, EniInfo, ImdsSnapshot, KernelLink, KernelRoute, KernelRule, KernelState, PendingEni,
 } from './types';
@@ -10,6 +10,7 @@ export const RT_SCOPE_UNIVERSE = 0;
 export const RT_SCOPE_LINK = 253;
 export const RTN_UNICAST = 1;
 export const FR_ACT_TO_TBL = 1;
+export const RT_TABLE_MAIN = 254;
 
 /** Link kinds that share an ENI's MAC without being the ENI itself (VLANs, bridges, bonds, macvlans). */
 const STACKED_KINDS = new Set(['vlan', 'macvlan', 'macvtap', 'ipvlan', 'ipvtap', 'bridge', 'bond', 'team']);
@@ -32,7 +33,7 @@ function eniAddresses(eni: EniInfo, link: KernelLink, primary: boolean, config: 
   const prefix = subnetPrefix(eni);
   // The primary ENI's own address belongs to DHCP; ec2netd only adds its secondaries.
   const ips = primary ? eni.ipv4s.slice(1) : eni.ipv4s;
-  return ips.map((ip) => {
+  const v4: DesiredAddress[] = ips.map((ip) => {
     const isFirst = !primary && ip === eni.ipv4s[0];
     return {
       ifindex: link.index,
@@ -44,6 +45,32 @@ function eniAddresses(eni: EniInfo, link: KernelLink, primary: boolean, config: 
       noPrefixRoute: !primary,
     };
   });
+  const taken = new Set(v4.map((a) => a.address));
+  if (!primary) taken.add(canonicalAddress(eni.ipv4s[0] ?? ''));
+  // Delegated IPv4 prefixes as host addresses: opt-in (docs/ipv6.md, "IPv4 prefix delegation"). Every address of
+  // the prefix as a /32: a /32 has no connected route, so neither main nor the ENI table changes.
+  const prefixHosts: DesiredAddress[] = !config.ipv4PrefixAddresses ? [] : eni.ipv4Prefixes
+    .flatMap((p) => prefixAddresses(p))
+    .filter((address) => !taken.has(address))
+    .map((address) => ({ ifindex: link.index, family: 4, address, prefixLen: 32, noPrefixRoute: true }));
+  // IPv6: what DHCPv6 hands out on EC2, a /128 (the /64 is on-link through the router advertisement), without the
+  // kernel's /128 prefix route, and without DAD (docs/ipv6.md). On every ENI, the primary included: IMDS does not
+  // say which of the ENI's IPv6s DHCPv6 assigns, and one already on the link (any length) is not added again.
+  const v6: DesiredAddress[] = eni.ipv6s.map((ip) => ({
+    ifindex: link.index, family: 6, address: canonicalAddress(ip), prefixLen: 128, noPrefixRoute: true, noDad: true,
+  }));
+  return [...v4, ...prefixHosts, ...v6];
+}
+
+/** Largest IPv4 prefix whose addresses are put on the ENI one by one (EC2 delegates /28s: 16 addresses). */
+export const MAX_PREFIX_HOSTS = 16;
+
+/** Every address of an IPv4 prefix of at most MAX_PREFIX_HOSTS addresses, else none. */
+export function prefixAddresses(prefix: string): string[] {
+  const cidr = parseCidr(prefix);
+  if (cidr === undefined || cidr.family !== 4 || cidr.prefixLen < 32 - Math.log2(MAX_PREFIX_HOSTS)) return [];
+  const base = ipv4ToInt(networkOf(cidr).split('/')[0] ?? '0.0.0.0');
+  return Array.from({ length: 2 ** (32 - cidr.prefixLen) }, (_, i) => intToIpv4(base + i));
 }
 
 function eniRoutes(eni: EniInfo, link: KernelLink, table: number, config: Config): KernelRoute[] {
@@ -62,14 +89,57 @@ function eniRoutes(eni: EniInfo, link: KernelLink, table: number, config: Config
   ];
 }
 
+/** True for fe80::/10. */
+export function isLinkLocal6(address: string): boolean {
+  return isIPv6(address) && ipv6ToBigInt(address) >> 118n === 0x3fan;
+}
+
+/**
+ * The IPv6 router of a link, as the kernel learned it from router advertisements: a default route via a
+ * link-local gateway on that link, not ec2netd's (docs/ipv6.md). On EC2 the VPC router's link-local address is
+ * derived from its MAC and is not in IMDS, so the RA is the only source; the main table's route is preferred (a
+ * plain kernel puts it there), then any other table (systemd-networkd with `[IPv6AcceptRA] RouteTable=`).
+ */
+export function learnedIpv6Router(routes: readonly KernelRoute[], ifindex: number, protocol: number): string | undefined {
+  const candidates = routes
+    .filter((r) => r.family === 6 && r.dst === '::/0' && r.ifindex === ifindex && r.protocol !== protocol &&
+      r.type === RTN_UNICAST && r.gateway !== undefined && isLinkLocal6(r.gateway))
+    .sort((a, b) => Number(b.table === RT_TABLE_MAIN) - Number(a.table === RT_TABLE_MAIN) ||
+      (a.metric ?? 1024) - (b.metric ?? 1024) || (a.gateway ?? '').localeCompare(b.gateway ?? ''));
+  return candidates[0]?.gateway;
+}
+
+/** IPv6 routes of an ENI table: each subnet IPv6 CIDR on-link, and the default route via the learned router. */
+function eniRoutes6(eni: EniInfo, link: KernelLink, table: number, router: string | undefined, config: Config): KernelRoute[] {
+  if (eni.ipv6s.length === 0 && eni.ipv6Prefixes.length === 0) return [];
+  // No metric (the kernel's 1024) and no prefsrc: IPv6 routes have no scope, and a prefsrc would have to be a
+  // configured, non-tentative address at the time of the add.
+  const routes: KernelRoute[] = eni.subnetIpv6Cidrs.map((cidr) => ({
+    family: 6, table, dst: normalizeCidr(cidr) ?? cidr, ifindex: link.index,
+    protocol: config.protocol, scope: RT_SCOPE_UNIVERSE, type: RTN_UNICAST,
+  }));
+  if (router !== undefined) {
+    routes.push({
+      family: 6, table, dst: '::/0', gateway: router, ifindex: link.index,
+      protocol: config.protocol, scope: RT_SCOPE_UNIVERSE, type: RTN_UNICAST,
+    });
+  }
+  return routes;
+}
+
 function eniRules(eni: EniInfo, table: number, config: Config): KernelRule[] {
   const sources = [
     ...eni.ipv4s.map((ip) => `${canonicalAddress(ip)}/32`),
     ...eni.ipv4Prefixes.map((p) => normalizeCidr(p)).filter((p): p is string => p !== undefined),
   ];
-  return [...new Set(sources)].map((src) => ({
-    family: 4, priority: config.priorities.fromAddress, table, protocol: config.protocol, src, action: FR_ACT_TO_TBL,
-  }));
+  const sources6 = [
+    ...eni.ipv6s.map((ip) => `${canonicalAddress(ip)}/128`),
+    ...eni.ipv6Prefixes.map((p) => normalizeCidr(p)).filter((p): p is string => p !== undefined),
+  ];
+  const rule = (family: 4 | 6, src: string): KernelRule => ({
+    family, priority: config.priorities.fromAddress, table, protocol: config.protocol, src, action: FR_ACT_TO_TBL,
+  });
+  return [...[...new Set(sources)].map((src) => rule(4, src)), ...[...new Set(sources6)].map((src) => rule(6, src))];
 }
 
 /**
@@ -93,7 +163,13 @@ export function containerBridges(kernel: Pick<KernelState, 'links' | 'addresses'
     }));
 }
 
-export function buildDesired(snapshot: ImdsSnapshot, kernel: Pick<KernelState, 'links' | 'addresses'>, config: Config): DesiredState {
+/**
+ * `kernel.routes` is where the IPv6 routers are learned (see learnedIpv6Router); without it, no ENI table gets an
+ * IPv6 default route.
+ */
+export function buildDesired(
+  snapshot: ImdsSnapshot, kernel: Pick<KernelState, 'links' | 'addresses'> & Partial<Pick<KernelState, 'routes'>>, config: Config,
+): DesiredState {
   const links = kernel.links;
   const state: DesiredState = {
     enis: [], skipped: [], linksUp: [], addresses: [], routes: [], rules: [], problems: [],
@@ -126,6 +202,12 @@ export function buildDesired(snapshot: ImdsSnapshot, kernel: Pick<KernelState, '
     state.linksUp.push(link.index);
     state.addresses.push(...eniAddresses(eni, link, false, config));
     state.routes.push(...eniRoutes(eni, link, table, config));
+    const router = learnedIpv6Router(kernel.routes ?? [], link.index, config.protocol);
+    state.routes.push(...eniRoutes6(eni, link, table, router, config));
+    if (router === undefined && (eni.ipv6s.length > 0 || eni.ipv6Prefixes.length > 0) && link.up) {
+      state.problems.push(`${link.name} (${eni.interfaceId}): no IPv6 router learned on ${link.name} yet (no router-advertised ` +
+        `default route via fe80::/10): table ${table} has no IPv6 default route`);
+    }
     state.rules.push(...eniRules(eni, table, config));
   }
   addContainerObjects(state, kernel, config);
@@ -136,15 +218,18 @@ function addContainerObjects(state: DesiredState, kernel: Pick<KernelState, 'lin
   const secondaries = state.enis.flatMap((d) => (d.table === undefined ? [] : [{
     mac: d.eni.mac, deviceNumber: d.eni.deviceNumber, networkCard: d.eni.networkCard, linkName: d.link.name, table: d.table,
   }]));
+  const bridges = containerBridges(kernel, config);
   try {
-    const objects = buildContainerObjects(secondaries, containerBridges(kernel, config), config);
+    const objects = buildContainerObjects(secondaries, bridges, config);
     state.routes.push(...objects.routes);
     state.rules.push(...objects.rules);
     state.mangle = objects.mangle;
   } catch (err) {
     // Source routing still works without marks: plan it, and report why containers are not covered.
     if (!(err instanceof MarkSpaceError)) throw err;
-    state.problems.push(err.message);
+    // With no container network there is nothing to mark: an ENI on network card 1 (slot 100+) not fitting the
+    // default mask is then no problem (it would otherwise be reported, and hold back READY, on every multi-card host).
+    if (bridgeSubnets(bridges).length > 0) state.problems.push(err.message);
   }
 }
 

@@ -3,14 +3,33 @@
 import { canonicalAddress } from './ip';
 import type { Change, DesiredAddress, DesiredState, KernelAddress, KernelLink, KernelRoute, KernelRule, KernelState, Plan } from './types';
 
-/** What the kernel's own duplicate check sees as "the same route" (IPv4: table, dst, tos, metric). */
-export function routeSlot(r: KernelRoute): string {
-  return `${r.family}|${r.table}|${r.dst}|${r.metric ?? 0}`;
+/**
+ * The metric the kernel gives a route added without one, and reports back: IPv4 0 (no attribute in the dump),
+ * IPv6 1024 (IP6_RT_PRIO_USER, always in the dump). A desired IPv6 route without a metric and the kernel's copy of
+ * it must land in the same slot, or every sync would plan it again.
+ */
+export function effectiveMetric(r: Pick<KernelRoute, 'family' | 'metric'>): number {
+  return r.metric ?? (r.family === 6 ? 1024 : 0);
 }
 
-/** Full identity of a route: a different value in any field means the route must change. */
+/**
+ * What the kernel's own duplicate check (NLM_F_EXCL) sees as "the same route": table, dst and metric (IPv4 also
+ * tos, which ec2netd never sets; IPv6 also the source prefix, which it never sets either: such routes are not
+ * read in, see src/kernel/routes.ts). IPv6 differs in the default metric (see effectiveMetric) and in what an add
+ * without NLM_F_EXCL does with a gateway route whose slot is taken (it joins it as an ECMP sibling): ec2netd
+ * always adds with NLM_F_EXCL and replaces in place, so it never creates siblings.
+ */
+export function routeSlot(r: KernelRoute): string {
+  return `${r.family}|${r.table}|${r.dst}|${effectiveMetric(r)}`;
+}
+
+/**
+ * Full identity of a route: a different value in any field means the route must change. IPv6 has no route scope:
+ * the kernel ignores rtm_scope on add and reports RT_SCOPE_UNIVERSE for every IPv6 route, so it is not compared.
+ */
 export function routeKey(r: KernelRoute): string {
-  return `${routeSlot(r)}|${r.gateway ?? ''}|${r.ifindex ?? ''}|${r.prefsrc ?? ''}|${r.scope}|${r.type}`;
+  const scope = r.family === 6 ? 0 : r.scope;
+  return `${routeSlot(r)}|${r.gateway ?? ''}|${r.ifindex ?? ''}|${r.prefsrc ?? ''}|${scope}|${r.type}`;
 }
 
 /** What the kernel compares for a rule (FRA_PROTOCOL is not part of it: a foreign twin makes ours EEXIST). */

@@ -33,7 +33,7 @@ export function formatChange(c: Change): string {
     case 'link-up':
       return `ip link set dev ${c.link.name} up`;
     case 'add-address':
-      return `${fam(c.address.family)} address add ${c.address.address}/${c.address.prefixLen} dev ${c.linkName}${c.address.noPrefixRoute ? ' noprefixroute' : ''}`;
+      return `${fam(c.address.family)} address add ${c.address.address}/${c.address.prefixLen} dev ${c.linkName}${c.address.noPrefixRoute ? ' noprefixroute' : ''}${c.address.noDad === true ? ' nodad' : ''}`;
     case 'del-address':
       return `${fam(c.address.family)} address del ${c.address.address}/${c.address.prefixLen} dev ${c.linkName}`;
     case 'add-route':

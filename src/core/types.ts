@@ -111,6 +111,8 @@ export interface DesiredAddress {
   address: string;
   prefixLen: number;
   noPrefixRoute: boolean;
+  /** IFA_F_NODAD: usable at once, no duplicate address detection (IPv6 only; docs/ipv6.md). */
+  noDad?: boolean;
 }
 
 /** Everything ec2netd wants the kernel to hold. Routes and rules all carry the owner protocol. */

@@ -31,13 +31,18 @@ export async function dumpAddresses(nl: Netlink): Promise<KernelAddress[]> {
 
 export function describeAddress(a: KernelAddress | DesiredAddress, linkName?: string): string {
   const dev = linkName === undefined ? `ifindex ${a.ifindex}` : `dev ${linkName}`;
-  return `${a.address}/${a.prefixLen} ${dev}${a.noPrefixRoute === true ? ' noprefixroute' : ''}`;
+  const nodad = 'noDad' in a && a.noDad === true ? ' nodad' : '';
+  return `${a.address}/${a.prefixLen} ${dev}${a.noPrefixRoute === true ? ' noprefixroute' : ''}${nodad}`;
 }
 
 function request(a: KernelAddress | DesiredAddress): { data: rt.Address; attrs: rt.AddressAttrs } {
   const bytes = ipToBuffer(a.address);
   const attrs: rt.AddressAttrs = { local: bytes, address: bytes };
-  if (a.noPrefixRoute === true) attrs.flags = { noprefixroute: true };
+  if (a.noPrefixRoute === true || ('noDad' in a && a.noDad === true)) {
+    attrs.flags = {};
+    if (a.noPrefixRoute === true) attrs.flags.noprefixroute = true;
+    if ('noDad' in a && a.noDad === true) attrs.flags.nodad = true;
+  }
   return { data: { family: afOf(a.family), prefixlen: a.prefixLen, index: a.ifindex, scope: 0 }, attrs };
 }
 

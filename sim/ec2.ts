@@ -95,6 +95,8 @@ export async function startSimulatedEc2(opts: SimulatedEc2Options): Promise<Simu
     const configPath = path.join(workDir, 'config.json');
     writeFileSync(configPath, JSON.stringify({
       stateDir: path.join(workDir, 'state'),
+      // The simulated ENIs are veth pairs (the kernel has no other way to put a NIC in a namespace).
+      eniLinkKinds: ['physical', 'veth'],
       imds: { endpoint: `http://${net.imdsIp}`, refreshIntervalMs: 60_000, timeoutMs: 1000 },
       ...opts.config,
     }, null, 2));

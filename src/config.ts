@@ -30,6 +30,13 @@ export interface Config {
     /** `fwmark V/M lookup T` (connection marks for replies from containers). */
     fwmark: number;
   };
+  /**
+   * rtnetlink kinds of links that may be ENIs IMDS has not described yet (a new one makes ec2netd ask IMDS).
+   * "physical" is a NIC with no kind (ena, ixgbevf: what EC2 attaches). Other kinds (veth, bridges, tunnels)
+   * come and go with containers and are not worth an IMDS request; the simulated instance adds "veth".
+   * ENIs IMDS does describe are matched by MAC whatever the link's kind.
+   */
+  eniLinkKinds: string[];
   /** Prefix length of secondary private IPv4s on an ENI: the subnet's, or 32. */
   secondaryAddressPrefix: 'subnet' | 'host';
   /**
@@ -103,6 +110,7 @@ export function defaultConfig(env: NodeJS.ProcessEnv = process.env): Config {
     tablePerCard: 100,
     protocol: 236,
     priorities: { toContainers: 10050, fromAddress: 10100, fwmark: 10200 },
+    eniLinkKinds: ['physical'],
     secondaryAddressPrefix: 'subnet',
     ipv4PrefixAddresses: false,
     stateDir: '/run/ec2netd',
@@ -168,6 +176,8 @@ export function validateConfig(c: Config): Config {
   for (const [name, value] of Object.entries(c.priorities)) {
     check(isInt(value, 1, 32765), `setting "priorities.${name}" must be from 1 to 32765 (ahead of the main table's rule)`);
   }
+  check(Array.isArray(c.eniLinkKinds) && c.eniLinkKinds.every((k) => typeof k === 'string' && /^[a-z0-9_-]{1,32}$/.test(k)),
+    'setting "eniLinkKinds" must be a list of link kinds ("physical", "veth", ...)');
   check(['subnet', 'host'].includes(c.secondaryAddressPrefix), 'setting "secondaryAddressPrefix" must be "subnet" or "host"');
   check(typeof c.ipv4PrefixAddresses === 'boolean', 'setting "ipv4PrefixAddresses" must be true or false');
   check(c.stateDir.startsWith('/'), 'setting "stateDir" must be an absolute path');

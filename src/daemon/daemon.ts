@@ -52,6 +52,8 @@ export class Daemon {
   private pendingDelayMs: number;
   private pendingTimer: NodeJS.Timeout | undefined;
   private readonly unknownAttempts = new Map<string, number>();
+  /** What is awaited is logged once per reason, not on every retry. */
+  private readonly loggedWaits = new Set<string>();
   private ready = false;
   private stopped = false;
 
@@ -155,12 +157,18 @@ export class Daemon {
     const waiting = report.waiting.filter((w) => !w.reason.startsWith('no link'));
     if (unknown.length === 0 && waiting.length === 0) {
       this.pendingDelayMs = this.config.sync.pendingRetryBaseMs;
+      this.loggedWaits.clear();
       return;
     }
     if (this.pendingTimer !== undefined || this.imdsBusy !== undefined) return;
     const firstTry = unknown.some((m) => !this.unknownAttempts.has(m));
     const delay = firstTry ? 0 : this.pendingDelayMs;
-    for (const w of waiting) this.log.info({ action: 'wait' }, `waiting for IMDS: ${w.mac}: ${w.reason}`);
+    for (const w of waiting) {
+      const line = `waiting for IMDS: ${w.mac}: ${w.reason}`;
+      if (this.loggedWaits.has(line)) continue;
+      this.loggedWaits.add(line);
+      this.log.info({ action: 'wait' }, line);
+    }
     this.pendingTimer = setTimeout(() => {
       this.pendingTimer = undefined;
       for (const m of unknown) this.unknownAttempts.set(m, (this.unknownAttempts.get(m) ?? 0) + 1);

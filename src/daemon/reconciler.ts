@@ -22,9 +22,6 @@ import type { AddressLedger } from './ledger';
 export type Kind = ObjectKind;
 export const ALL_KINDS: ReadonlySet<Kind> = new Set<Kind>(['link', 'address', 'route', 'rule']);
 
-/** Link kinds that can carry an ENI: none (a real NIC: ena, ixgbevf) or veth (the simulated instance). */
-const ENI_LINK_KINDS = new Set([undefined, 'veth']);
-
 export interface ReconcilerDeps {
   config: Config;
   log: Logger;
@@ -146,11 +143,12 @@ export class Reconciler {
     return { plan: withAdoption(plan, coexist), conflicts: [...coexist.notes, ...conflicts], desired, kernel };
   }
 
-  /** Links that look like ENIs (a NIC, no master) but that IMDS does not describe yet. */
+  /** Links that look like ENIs (a kind of eniLinkKinds, not enslaved) but that IMDS does not describe yet. */
   unknownMacs(kernel: KernelState): string[] {
     const known = new Set([...(this.snapshot?.enis ?? []).map((e) => e.mac), ...(this.snapshot?.pending ?? []).map((p) => p.mac)]);
+    const kinds = new Set(this.deps.config.eniLinkKinds);
     return kernel.links
-      .filter((l) => ENI_LINK_KINDS.has(l.kind) && l.master === undefined && l.mac !== '' && l.mac !== '00:00:00:00:00:00')
+      .filter((l) => kinds.has(l.kind ?? 'physical') && l.master === undefined && l.mac !== '' && l.mac !== '00:00:00:00:00:00')
       .filter((l) => !known.has(l.mac))
       .map((l) => l.mac);
   }

@@ -3,6 +3,7 @@ import { parseArgs } from 'node:util';
 import { ConfigError, loadConfig, type Config } from './config';
 import { formatChange, formatRule } from './core/format';
 import type { Plan } from './core/types';
+import { renderReport, runDoctor } from './doctor';
 import { Daemon } from './daemon/daemon';
 import { AddressLedger } from './daemon/ledger';
 import { ALL_KINDS, Reconciler } from './daemon/reconciler';
@@ -28,6 +29,7 @@ Commands:
   plan      print the changes a sync would make, as ip commands (exit 0 in sync, 2 pending changes)
   status    ENIs, tables, rules and drift (--json for machines)
   flush     remove every route, rule and address ec2netd owns, and nothing else
+  doctor    check what breaks multi-ENI routing, read only (exit 0 ok, 1 warnings, 2 errors; docs/doctor.md)
 
 Options:
   -c, --config FILE     config file (default /etc/ec2netd/config.json; see docs/configuration.md)
@@ -190,8 +192,14 @@ async function cmdFlush(options: Options): Promise<number> {
   }
 }
 
+async function cmdDoctor(options: Options): Promise<number> {
+  const report = await runDoctor(options.config);
+  process.stdout.write(`${renderReport(report, options.json)}\n`);
+  return report.exitCode;
+}
+
 const COMMANDS: Record<string, (o: Options) => Promise<number>> = {
-  run: cmdRun, sync: cmdSync, plan: cmdPlan, status: cmdStatus, flush: cmdFlush,
+  run: cmdRun, sync: cmdSync, plan: cmdPlan, status: cmdStatus, flush: cmdFlush, doctor: cmdDoctor,
 };
 
 export async function cli(argv: string[]): Promise<number> {

@@ -33,7 +33,7 @@ Commands:
 
 Options:
   -c, --config FILE     config file (default /etc/ec2netd/config.json; see docs/configuration.md)
-      --json            machine-readable output (status, plan)
+      --json            machine-readable output (status, plan, doctor)
       --log-level LEVEL trace, debug, info, warn, error
   -h, --help            this help
   -V, --version         print the version

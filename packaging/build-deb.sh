@@ -22,8 +22,9 @@ out="$repo/dist/ec2netd_${version}_${arch}.deb"
 
 stage=$(mktemp -d /tmp/ec2netd-deb.XXXXXX)
 trap 'rm -rf "$stage"' EXIT
-# A private tsc output: no stale files from the shared dist/, and no interference with its users.
-npx tsc -p tsconfig.json --outDir "$stage/build"
+# A private tsc output of src/ only (what the package ships): no stale files from the shared dist/,
+# no interference with its users, no dependency on sim/ or bench/.
+npx tsc -p packaging/tsconfig.json --outDir "$stage/build"
 lib="$stage/usr/lib/ec2netd"
 mkdir -p "$lib/bin" "$stage/usr/bin" "$stage/lib/systemd/system" "$stage/usr/lib/systemd/networkd.conf.d" \
   "$stage/etc/ec2netd" "$stage/usr/share/doc/ec2netd" "$stage/DEBIAN"
@@ -32,7 +33,6 @@ mkdir -p "$lib/bin" "$stage/usr/bin" "$stage/lib/systemd/system" "$stage/usr/lib
 mkdir -p "$lib/dist"
 mv "$stage/build/src" "$lib/dist/src"
 rm -rf "$stage/build"
-find "$lib/dist" -name '*.map' -delete
 cp bin/ec2netd "$lib/bin/ec2netd"
 cp package.json "$lib/package.json"
 

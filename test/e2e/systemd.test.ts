@@ -131,6 +131,13 @@ describe('src/systemd in a notify unit under real systemd', () => {
     expect(await c().check(['node', '-v'])).toMatch(/^v2\d\./);
   });
 
+  it('the unit is sandboxed: systemd-analyze security exposure stays low', async () => {
+    const out = await c().check(['systemd-analyze', 'security', '--no-pager', 'ec2netd.service']);
+    const score = Number(/Overall exposure level for ec2netd\.service: ([0-9.]+)/.exec(out)?.[1]);
+    timings.exposure = score;
+    expect(score).toBeLessThanOrEqual(2.5); // docs/operations.md records the current value
+  });
+
   it('start returns after READY=1 and STATUS shows', async () => {
     await c().check(['sh', '-c', 'cat >/etc/systemd/system/probe.service && systemctl daemon-reload'], { input: PROBE_UNIT });
     const t = Date.now();

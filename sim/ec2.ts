@@ -5,6 +5,7 @@
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
+import { familyOf } from '../src/core/ip';
 import { nsArgv, nsRun, startProcess, type ManagedProcess, type RunResult } from './exec';
 import { imdsControl, type ImdsControl } from './imds-control';
 import type { SimEni as ImdsEni, SimInstance as ImdsInstance } from './imds-server';
@@ -25,6 +26,10 @@ export interface SimEniInput {
   deviceNumber: number;
   networkCard?: number;
   ipv4Prefixes?: string[];
+  /** IPv6s (the instance needs `subnet6`); IMDS lists them under ipv6s, and the fabric allows and delivers them. */
+  ipv6s?: string[];
+  /** Delegated IPv6 prefixes (ipv6-prefix), routed by the VPC to the ENI's first IPv6. */
+  ipv6Prefixes?: string[];
   mac?: string;
 }
 
@@ -39,7 +44,7 @@ export interface SimulatedEc2 {
   attachEni(eni: SimEniInput, opts?: { imdsFirst?: boolean; linkUp?: boolean }): Promise<void>;
   /** AWS detaches an ENI: the link disappears and IMDS stops listing it. */
   detachEni(name: string): Promise<void>;
-  /** AWS assigns a secondary private IPv4 to an ENI (no event reaches the instance). */
+  /** AWS assigns a secondary private IPv4 or an IPv6 to an ENI (no event reaches the instance). */
   assignIp(name: string, ip: string): Promise<void>;
   unassignIp(name: string, ip: string): Promise<void>;
   /** Updates one ENI's IMDS entry (hide keys, override values...). */
@@ -61,13 +66,20 @@ function macOf(eni: SimEniInput): string {
   return eni.mac ?? simMac(0x100 + (eni.networkCard ?? 0) * 0x40 + eni.deviceNumber);
 }
 
-function imdsEni(eni: SimEniInput, subnet: string): ImdsEni {
+function imdsEni(eni: SimEniInput, subnet: string, subnet6: string | undefined): ImdsEni {
   return {
     mac: macOf(eni), deviceNumber: eni.deviceNumber, networkCard: eni.networkCard ?? 0,
     interfaceId: `eni-${(0x0a000000 + (eni.networkCard ?? 0) * 0x100 + eni.deviceNumber).toString(16).padStart(17, '0')}`,
     ipv4s: eni.ipv4s, ipv4Prefixes: eni.ipv4Prefixes ?? [], subnetIpv4Cidr: subnet, vpcIpv4Cidrs: ['10.0.0.0/16'],
+    // A dual-stack subnet's IPv6 CIDR is listed for every ENI in it, with or without IPv6 addresses.
+    ipv6s: eni.ipv6s ?? [], ipv6Prefixes: eni.ipv6Prefixes ?? [], subnetIpv6Cidrs: subnet6 === undefined ? [] : [subnet6],
     subnetId: 'subnet-0123456789abcdef0', vpcId: 'vpc-0123456789abcdef0',
   };
+}
+
+/** The fabric's side of an ENI's delegated prefixes (source check and delivery). */
+async function assignPrefixes(net: SimInstance, eni: SimEniInput): Promise<void> {
+  for (const prefix of [...(eni.ipv4Prefixes ?? []), ...(eni.ipv6Prefixes ?? [])]) await net.assignPrefix(eni.name, prefix);
 }
 
 export async function startSimulatedEc2(opts: SimulatedEc2Options): Promise<SimulatedEc2> {
@@ -76,12 +88,16 @@ export async function startSimulatedEc2(opts: SimulatedEc2Options): Promise<Simu
   if (primary === undefined) throw new Error('a simulated instance needs at least one ENI');
   const net = await createInstance({
     ...opts,
-    enis: opts.enis.map((e, i) => ({ name: e.name, mac: macOf(e), ipv4s: e.ipv4s, deviceNumber: e.deviceNumber, configure: i === 0 })),
+    enis: opts.enis.map((e, i) => ({
+      name: e.name, mac: macOf(e), ipv4s: e.ipv4s, ipv6s: e.ipv6s ?? [], deviceNumber: e.deviceNumber, configure: i === 0,
+    })),
   });
   const processes = new Set<ManagedProcess>();
   try {
     const subnet = `${net.subnet}`;
-    let state: ImdsInstance = { primaryMac: macOf(primary), enis: opts.enis.map((e) => imdsEni(e, subnet)) };
+    const subnet6 = net.subnet6;
+    for (const e of opts.enis) await assignPrefixes(net, e);
+    let state: ImdsInstance = { primaryMac: macOf(primary), enis: opts.enis.map((e) => imdsEni(e, subnet, subnet6)) };
     const instanceFile = path.join(workDir, 'imds-instance.json');
     writeFileSync(instanceFile, JSON.stringify(state));
     const controlPath = path.join(workDir, 'imds.sock');
@@ -115,9 +131,12 @@ export async function startSimulatedEc2(opts: SimulatedEc2Options): Promise<Simu
       imdsState: () => structuredClone(state),
       async attachEni(eni, o = {}) {
         names.set(eni.name, macOf(eni));
-        const listInImds = () => update((s) => ({ ...s, enis: [...s.enis, imdsEni(eni, subnet)] }));
+        const listInImds = () => update((s) => ({ ...s, enis: [...s.enis, imdsEni(eni, subnet, subnet6)] }));
         if (o.imdsFirst === true) await listInImds();
-        await net.attachEni({ name: eni.name, mac: macOf(eni), ipv4s: eni.ipv4s, deviceNumber: eni.deviceNumber, configure: false, up: o.linkUp ?? false });
+        await net.attachEni({
+          name: eni.name, mac: macOf(eni), ipv4s: eni.ipv4s, ipv6s: eni.ipv6s ?? [], deviceNumber: eni.deviceNumber, configure: false, up: o.linkUp ?? false,
+        });
+        await assignPrefixes(net, eni);
         if (o.imdsFirst !== true) await listInImds();
       },
       async detachEni(name) {
@@ -127,10 +146,12 @@ export async function startSimulatedEc2(opts: SimulatedEc2Options): Promise<Simu
       },
       async assignIp(name, ip) {
         await net.assignIp(name, ip);
-        await patchEni(name, (e) => ({ ...e, ipv4s: [...e.ipv4s, ip] }));
+        await patchEni(name, (e) => (familyOf(ip) === 6 ? { ...e, ipv6s: [...(e.ipv6s ?? []), ip] } : { ...e, ipv4s: [...e.ipv4s, ip] }));
       },
       async unassignIp(name, ip) {
-        await patchEni(name, (e) => ({ ...e, ipv4s: e.ipv4s.filter((x) => x !== ip) }));
+        await patchEni(name, (e) => (familyOf(ip) === 6
+          ? { ...e, ipv6s: (e.ipv6s ?? []).filter((x) => x !== ip) }
+          : { ...e, ipv4s: e.ipv4s.filter((x) => x !== ip) }));
         await net.unassignIp(name, ip);
       },
       patchImdsEni: (name, patch) => patchEni(name, (e) => ({ ...e, ...patch })),

@@ -1,5 +1,6 @@
 // Packet-level checks between the simulator's namespaces: a TCP server that answers a fixed string,
-// and a client probe with a bounded timeout.
+// and a client probe with a bounded timeout. IPv4 (socat TCP4) and IPv6 (TCP6, addresses in brackets).
+import { canonicalAddress } from '../src/core/ip';
 import { familyOf } from '../src/core/ip';
 import { CommandError, nsArgv, run, startProcess } from './exec';
 import type { ManagedProcess } from './exec';
@@ -21,6 +22,11 @@ export interface StartTcpServerOptions {
   readyTimeoutMs?: number;
 }
 
+/** `a.b.c.d:p` or `[x::y]:p`. */
+function hostPort(ip: string, port: number): string {
+  return familyOf(ip) === 6 ? `[${ip}]:${port}` : `${ip}:${port}`;
+}
+
 function checkPort(port: number): void {
   if (!Number.isInteger(port) || port < 1 || port > 65535) throw new Error(`bad port ${port}`);
 }
@@ -30,18 +36,20 @@ function checkPort(port: number): void {
  * Resolves once the socket listens (checked with `ss -N ns`); rejects with socat's stderr if it exits first.
  */
 export async function startTcpServer(ns: string, ip: string, port: number, opts: StartTcpServerOptions = {}): Promise<TcpServer> {
-  if (familyOf(ip) !== 4) throw new Error(`startTcpServer: IPv4 only for now, got ${ip}`);
+  const family = familyOf(ip);
+  if (family === undefined) throw new Error(`startTcpServer: not an address: ${ip}`);
   checkPort(port);
-  const answer = opts.answer ?? `ok-${ip}`;
+  const answer = opts.answer ?? `ok-${family === 6 ? canonicalAddress(ip).replace(/:/g, '.') : ip}`;
   // EXEC: splits on spaces, runs no shell; the answer is restricted so socat's address syntax cannot bite.
   if (!/^[A-Za-z0-9._-]+$/.test(answer)) throw new Error(`answer ${JSON.stringify(answer)}: use [A-Za-z0-9._-]`);
-  const proc = startProcess(nsArgv(ns, ['socat', `TCP4-LISTEN:${port},bind=${ip},fork,reuseaddr`, `EXEC:/bin/echo ${answer}`]));
+  const listen = family === 6 ? `TCP6-LISTEN:${port},bind=[${ip}],ipv6only=1,fork,reuseaddr` : `TCP4-LISTEN:${port},bind=${ip},fork,reuseaddr`;
+  const proc = startProcess(nsArgv(ns, ['socat', listen, `EXEC:/bin/echo ${answer}`]));
   const deadline = Date.now() + (opts.readyTimeoutMs ?? 3000);
   for (;;) {
     if (proc.hasExited()) {
       throw new Error(`socat server ${ip}:${port} in ${ns} exited: ${proc.output().stderr.trim()}`);
     }
-    const { stdout } = await run(['ss', '-N', ns, '-H', '-l', '-t', '-n', `src ${ip}:${port}`]);
+    const { stdout } = await run(['ss', '-N', ns, '-H', '-l', '-t', '-n', `src ${hostPort(ip, port)}`]);
     if (stdout.trim() !== '') break;
     if (Date.now() > deadline) {
       await proc.stop();
@@ -75,7 +83,8 @@ export interface TcpProbeResult {
 
 /** One TCP connection attempt from `clientNs` to dstIp:port; never throws for network failures. */
 export async function tcpProbe(clientNs: string, dstIp: string, port: number, opts: TcpProbeOptions = {}): Promise<TcpProbeResult> {
-  if (familyOf(dstIp) !== 4) throw new Error(`tcpProbe: IPv4 only for now, got ${dstIp}`);
+  const family = familyOf(dstIp);
+  if (family === undefined) throw new Error(`tcpProbe: not an address: ${dstIp}`);
   checkPort(port);
   const timeoutMs = opts.timeoutMs ?? 2000;
   const seconds = (timeoutMs / 1000).toFixed(3);
@@ -85,10 +94,11 @@ export async function tcpProbe(clientNs: string, dstIp: string, port: number, op
     addrOpts.push(`sourceport=${opts.srcPort}`, 'reuseaddr');
   }
   if (opts.srcIp !== undefined) {
-    if (familyOf(opts.srcIp) !== 4) throw new Error(`bad srcIp ${opts.srcIp}`);
-    addrOpts.push(`bind=${opts.srcIp}`);
+    if (familyOf(opts.srcIp) !== family) throw new Error(`bad srcIp ${opts.srcIp} for ${dstIp}`);
+    addrOpts.push(family === 6 ? `bind=[${opts.srcIp}]` : `bind=${opts.srcIp}`);
   }
-  const argv = nsArgv(clientNs, ['socat', '-T', seconds, '-u', `TCP4:${dstIp}:${port},${addrOpts.join(',')}`, 'STDOUT']);
+  const target = family === 6 ? `TCP6:[${dstIp}]:${port}` : `TCP4:${dstIp}:${port}`;
+  const argv = nsArgv(clientNs, ['socat', '-T', seconds, '-u', `${target},${addrOpts.join(',')}`, 'STDOUT']);
   const started = Date.now();
   try {
     // The outer bound leaves socat room to report its own timeout first.

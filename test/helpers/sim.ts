@@ -62,6 +62,30 @@ export async function addresses(sim: SimulatedEc2, dev: string): Promise<string[
   return links.flatMap((l) => l.addr_info.filter((a) => a.family === 'inet').map((a) => `${a.local}/${a.prefixlen}`)).sort();
 }
 
+/** IPv6 rules ec2netd owns, as `pref from src lookup table` strings, sorted. */
+export async function ownedRules6(sim: SimulatedEc2): Promise<string[]> {
+  return (await ipJson<IpRule[]>(sim.net.ns.host, ['-6', 'rule', 'show'])).filter((r) => r.protocol === '236')
+    .map((r) => `${r.priority} from ${r.src ?? 'all'}${r.srclen !== undefined ? `/${r.srclen}` : ''} lookup ${r.table}`)
+    .sort();
+}
+
+/** IPv6 routes of a table; a table that does not exist (yet) is empty. */
+export async function routes6(sim: SimulatedEc2, table: string | number): Promise<Array<IpRoute & { metric?: number }>> {
+  try {
+    return await ipJson<Array<IpRoute & { metric?: number }>>(sim.net.ns.host, ['-6', 'route', 'show', 'table', String(table)]);
+  } catch (err) {
+    if (err instanceof Error && /FIB table does not exist/.test(err.message)) return [];
+    throw err;
+  }
+}
+
+/** Global IPv6 addresses of a link as `addr/len`, sorted (link-local ones left out). */
+export async function addresses6(sim: SimulatedEc2, dev: string): Promise<string[]> {
+  const links = await ipJson<Array<{ addr_info: Array<{ local: string; prefixlen: number; family: string; scope: string }> }>>(
+    sim.net.ns.host, ['-6', 'address', 'show', 'dev', dev]);
+  return links.flatMap((l) => l.addr_info.filter((a) => a.family === 'inet6' && a.scope === 'global').map((a) => `${a.local}/${a.prefixlen}`)).sort();
+}
+
 /** Polls `check` until it returns true; throws with the last value described by `what`. */
 export async function eventually(what: string, check: () => Promise<boolean>, timeoutMs = 10_000): Promise<void> {
   const deadline = Date.now() + timeoutMs;

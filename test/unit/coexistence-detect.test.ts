@@ -89,5 +89,4 @@ describe('cachedManagers', () => {
     expect(cachedManagers(root, 1000, 500)).toBe(first);
     expect(cachedManagers(root, 1000, 1500)[0]?.active).toBe(true);
   });
-
 });

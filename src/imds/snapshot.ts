@@ -59,11 +59,14 @@ export async function readSnapshot(client: ImdsReader, options: SnapshotOptions 
     throw new ImdsValidationError(listPath, `the primary MAC ${primaryMac} is not listed`, listing);
   }
 
-  const results = await Promise.all([...macs].map(([mac, listed]) => readEniWith(ctx, mac, listed, mac === primaryMac)));
+  const reads = await Promise.all([...macs].map(([mac, listed]) => readEniWith(ctx, mac, listed, mac === primaryMac)));
+  // An instance either serves network-card for its ENIs or (single-card types, older IMDS) for none of them.
+  const cardServed = reads.some((r) => r.cardServed);
   const enis: EniInfo[] = [];
   const pending: PendingEni[] = [];
-  for (const result of results) {
-    if (result.status === 'ready') enis.push(result.eni);
+  for (const { result, cardServed: own } of reads) {
+    if (result.status === 'ready' && !own && cardServed && result.eni.mac !== primaryMac) pending.push(cardLagging(result.eni.mac));
+    else if (result.status === 'ready') enis.push(result.eni);
     else pending.push(result.pending);
   }
   // Two ENIs on one (network-card, device-number) would share a routing table: IMDS is mid-change (a detached
@@ -101,7 +104,24 @@ export async function readEni(
 ): Promise<ReadEniResult> {
   const canonical = normalizeMac(mac);
   if (canonical === undefined) throw new ImdsValidationError(imdsPath(MACS_PATH), 'not a MAC address', mac);
-  return readEniWith(context(client, options), canonical, canonical, canonical === normalizeMac(primaryMac));
+  const ctx = context(client, options);
+  const primary = canonical === normalizeMac(primaryMac);
+  const { result, cardServed } = await readEniWith(ctx, canonical, canonical, primary);
+  if (result.status !== 'ready' || cardServed || primary) return result;
+  // network-card absent: trusted as 0 only when the instance serves it for no ENI. One more GET tells: the
+  // primary ENI's entry (it is always listed, and always on card 0).
+  const base = `${MACS_PATH}${normalizeMac(primaryMac) ?? primaryMac}/`;
+  const served = (await ctx.get(`${base}network-card`)) !== undefined || (await ctx.get(`${base}network-card-index`)) !== undefined;
+  return served ? { status: 'pending', pending: cardLagging(canonical) } : result;
+}
+
+/**
+ * A non-primary ENI without network-card on an instance that serves the key for other ENIs: IMDS has not caught up
+ * after the attach (docs/ec2-networking.md §3). Reading it as card 0 would configure a guess (card 0's table range,
+ * and container mark slots), so it waits like any incomplete ENI.
+ */
+function cardLagging(mac: string): PendingEni {
+  return { mac, reason: 'network-card absent while this instance reports it for other ENIs (IMDS not yet consistent)' };
 }
 
 interface Context {
@@ -148,8 +168,11 @@ function context(client: ImdsReader, options: SnapshotOptions): Context {
   };
 }
 
-/** `mac` is canonical (reported); `listed` is IMDS's spelling of it (requested). */
-async function readEniWith(ctx: Context, mac: string, listed: string, primary: boolean): Promise<ReadEniResult> {
+/** `mac` is canonical (reported); `listed` is IMDS's spelling of it (requested). `cardServed`: network-card (or
+ * network-card-index) was there. */
+async function readEniWith(
+  ctx: Context, mac: string, listed: string, primary: boolean,
+): Promise<{ result: ReadEniResult; cardServed: boolean }> {
   const base = `${MACS_PATH}${listed}/`;
   const pathOf = (key: EniKey): string => imdsPath(base + key);
   const keys = [...REQUIRED_KEYS, ...OPTIONAL_KEYS];
@@ -174,11 +197,10 @@ async function readEniWith(ctx: Context, mac: string, listed: string, primary: b
   const deviceBody = value('device-number');
   const deviceNumber = deviceBody === undefined ? undefined : parseIndex(pathOf('device-number'), deviceBody);
   const cardBody = value(cardKey);
-  // Absent network-card ⇒ 0. On single-card instances IMDS may not serve the key at all; on multi-card
-  // instances a non-primary ENI on card > 0 that reads absent for a moment would be planned on card 0's table
-  // range until the next refresh corrects it (tables are keyed by card and device, so no other ENI's table is
-  // touched unless device numbers also collide, which readSnapshot's clash check holds back).
+  // Absent network-card ⇒ 0 here. On single-card instances IMDS may not serve the key at all; an instance that
+  // serves it for other ENIs is lagging for this one: readSnapshot and readEni hold such an ENI back (cardLagging).
   const networkCard = cardBody === undefined ? 0 : parseIndex(pathOf(cardKey), cardBody);
+  const cardServed = cardBody !== undefined;
   const idBody = value('interface-id');
   const interfaceId = idBody === undefined ? undefined : parseInterfaceId(pathOf('interface-id'), idBody);
   const subnetBody = value('subnet-ipv4-cidr-block');
@@ -195,7 +217,7 @@ async function readEniWith(ctx: Context, mac: string, listed: string, primary: b
 
   // 2. Complete?
   const missing = REQUIRED_KEYS.filter((key) => key === 'local-ipv4s' ? ipv4s === undefined : value(key) === undefined);
-  const pending = (reason: string): ReadEniResult => ({ status: 'pending', pending: { mac, reason } });
+  const pending = (reason: string): { result: ReadEniResult; cardServed: boolean } => ({ result: { status: 'pending', pending: { mac, reason } }, cardServed });
   if (missing.length > 0) return pending(`IMDS key${missing.length > 1 ? 's' : ''} absent: ${missing.join(', ')}`);
   // Right after an attach a non-primary MAC can read device-number 0: card 0 / device 0 is the primary's slot, so
   // that reading is not yet true. (On network cards > 0, device 0 is a legitimate slot and is accepted.)
@@ -208,18 +230,21 @@ async function readEniWith(ctx: Context, mac: string, listed: string, primary: b
     return pending('incomplete');
   }
   return {
-    status: 'ready',
-    eni: {
-      mac,
-      deviceNumber,
-      networkCard,
-      interfaceId,
-      ipv4s: unique(ipv4s),
-      ipv4Prefixes: unique(ipv4Prefixes),
-      ipv6s: unique(ipv6s),
-      ipv6Prefixes: unique(ipv6Prefixes),
-      subnetIpv4Cidr: networkOf(subnet4),
-      subnetIpv6Cidrs: unique(subnets6.map(networkOf)),
+    cardServed,
+    result: {
+      status: 'ready',
+      eni: {
+        mac,
+        deviceNumber,
+        networkCard,
+        interfaceId,
+        ipv4s: unique(ipv4s),
+        ipv4Prefixes: unique(ipv4Prefixes),
+        ipv6s: unique(ipv6s),
+        ipv6Prefixes: unique(ipv6Prefixes),
+        subnetIpv4Cidr: networkOf(subnet4),
+        subnetIpv6Cidrs: unique(subnets6.map(networkOf)),
+      },
     },
   };
 }

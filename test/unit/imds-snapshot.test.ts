@@ -101,15 +101,38 @@ describe('readSnapshot', () => {
     expect(snap.enis[0]).toMatchObject({ mac: MAC0, subnetIpv4Cidr: '10.0.1.0/24', ipv4s: ['10.0.1.10'], ipv4Prefixes: ['10.0.1.32/28'] });
   });
 
-  it('falls back to network-card-index, and to 0 when both are absent', async () => {
+  it('falls back to network-card-index, and to 0 when the instance serves neither for any ENI', async () => {
     sim.setInstance(instance(eni0(), eni1(), { ...eni2(), hide: ['network-card'] }));
     let snap = await readSnapshot(client());
     expect(snap.enis.find((e) => e.mac === MAC2)?.networkCard).toBe(1);
     expect(sim.stats().byPath[macPath(MAC2, 'network-card-index')]).toBe(1);
 
-    sim.setInstance(instance(eni0(), { ...eni1(), hide: ['network-card', 'network-card-index'] }));
+    const noCards = ['network-card', 'network-card-index'];
+    sim.setInstance(instance({ ...eni0(), hide: noCards }, { ...eni1(), hide: noCards }));
     snap = await readSnapshot(client());
     expect(snap.enis.find((e) => e.mac === MAC1)?.networkCard).toBe(0);
+    expect(snap.pending).toEqual([]);
+    const one = await readEni(client(), MAC1, MAC0);
+    expect(one.status === 'ready' && one.eni.networkCard).toBe(0);
+  });
+
+  it('holds back an ENI without network-card while the instance reports it for others: never a guessed card 0', async () => {
+    const noCards = ['network-card', 'network-card-index'];
+    sim.setInstance(instance(eni0(), eni1(), { ...eni2(), hide: noCards }));
+    const snap = await readSnapshot(client());
+    expect(snap.enis.map((e) => e.mac)).toEqual([MAC0, MAC1]);
+    const reason = 'network-card absent while this instance reports it for other ENIs (IMDS not yet consistent)';
+    expect(snap.pending).toEqual([{ mac: MAC2, reason }]);
+    // The single-ENI retry asks the primary's entry whether the instance serves the key.
+    sim.resetStats();
+    expect(await readEni(client(), MAC2, MAC0)).toEqual({ status: 'pending', pending: { mac: MAC2, reason } });
+    expect(sim.stats().byPath[macPath(MAC0, 'network-card')]).toBe(1);
+    // The primary itself is card 0 whatever IMDS says about the key.
+    sim.setInstance(instance({ ...eni0(), hide: noCards }, eni1(), eni2()));
+    expect((await readSnapshot(client())).enis.map((e) => e.mac)).toEqual([MAC0, MAC1, MAC2]);
+    // Once IMDS serves it, the ENI is ready on its card.
+    sim.setInstance(instance(eni0(), eni1(), eni2()));
+    expect(await readEni(client(), MAC2, MAC0)).toMatchObject({ status: 'ready', eni: { networkCard: 1 } });
   });
 
   it('holds back a non-primary ENI whose device-number reads 0 on card 0', async () => {

@@ -11,7 +11,6 @@ import { desiredFromKernel } from '../../src/doctor/collect';
 import type { DoctorFacts, Finding } from '../../src/doctor/types';
 
 const config = defaultConfig({});
-const P = config.protocol;
 const eth0: KernelLink = { index: 2, name: 'eth0', mac: '02:00:00:00:00:10', up: true };
 const eth1: KernelLink = { index: 3, name: 'eth1', mac: '02:00:00:00:00:20', up: true };
 const docker0: KernelLink = { index: 9, name: 'docker0', mac: '02:42:00:00:00:01', up: true, kind: 'bridge' };

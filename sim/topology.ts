@@ -54,8 +54,11 @@ export interface SimEniSpec {
 export interface CreateInstanceOptions {
   /** Namespace name prefix: `${prefix}-vpc`, `${prefix}-host`, `${prefix}-cli`. [A-Za-z0-9-], ≤ 40 chars. */
   prefix: string;
-  /** The ENIs' subnet. Only this one for now (the client subnet and IMDS address are fixed around it). */
-  subnet?: '10.0.1.0/24';
+  /**
+   * The ENIs' subnet (the client subnet and IMDS address are fixed around it). 10.0.0.0/16 (the whole VPC CIDR of
+   * sim/ec2.ts) is for instances with more than 254 addresses, e.g. 15 ENIs × 50 IPv4s.
+   */
+  subnet?: '10.0.1.0/24' | '10.0.0.0/16';
   /**
    * IPv6 subnet of the ENIs (a /64, e.g. 2600:1f18:aaaa:bb01::/64): enables IPv6 in the VPC, the client and the
    * source/destination check (see the header). Without it the instance is IPv4-only.

@@ -4,6 +4,7 @@ import { createServer, type Server } from 'node:net';
 import type { Config } from '../config';
 import { ImdsClient } from '../imds/client';
 import { IptablesAdapter } from '../iptables/apply';
+import { NetfilterEvents } from '../iptables/monitor';
 import { KernelEvents } from '../kernel/events';
 import { openNetlink } from '../kernel/netlink';
 import type { Logger } from '../log';
@@ -12,8 +13,8 @@ import { AddressLedger } from './ledger';
 import { ALL_KINDS, Reconciler, type Kind, type SyncReport } from './reconciler';
 import { SyncTrigger } from './trigger';
 
-/** Trigger keys: kernel object kinds, plus 'imds' for "the snapshot changed, re-plan". */
-type Work = Kind | 'imds';
+/** Trigger keys: kernel object kinds, 'imds' ("the snapshot changed, re-plan"), 'iptables' (check the chain). */
+type Work = Kind | 'imds' | 'iptables';
 
 /**
  * One daemon per network namespace: an abstract unix socket is scoped to the namespace and released by the
@@ -46,6 +47,7 @@ export class Daemon {
   readonly reconciler: Reconciler;
   private readonly trigger: SyncTrigger<Work>;
   private readonly events: KernelEvents;
+  private readonly netfilter: NetfilterEvents | undefined;
   private readonly timers = new Set<NodeJS.Timeout>();
   private lock: Server | undefined;
   private imdsBusy: Promise<void> | undefined;
@@ -71,6 +73,7 @@ export class Daemon {
     });
     this.trigger = new SyncTrigger<Work>((work) => this.runSync(work), config.sync.debounceMs);
     this.events = new KernelEvents();
+    this.netfilter = config.containers.enabled ? new NetfilterEvents() : undefined;
     this.pendingDelayMs = config.sync.pendingRetryBaseMs;
   }
 
@@ -83,6 +86,7 @@ export class Daemon {
       this.trigger.request(ALL_KINDS);
     });
     await this.events.start();
+    await this.watchNetfilter();
     // Events first, then the first read: a change made between the two is seen either way.
     this.trigger.request(ALL_KINDS);
     this.refreshImds('startup');
@@ -116,6 +120,7 @@ export class Daemon {
     if (this.pendingTimer !== undefined) clearTimeout(this.pendingTimer);
     this.trigger.stop();
     await this.events.stop();
+    await this.netfilter?.stop();
     this.lock?.close();
     this.log.info({ action: 'stop' }, 'ec2netd stopped; routing left in place');
   }
@@ -126,9 +131,9 @@ export class Daemon {
   }
 
   private async runSync(work: Set<Work>): Promise<void> {
-    const kinds = new Set([...work].filter((w): w is Kind => w !== 'imds'));
+    const kinds = new Set([...work].filter((w): w is Kind => w !== 'imds' && w !== 'iptables'));
     try {
-      const checkIptables = work.has('imds') || work.has('link') || work.has('address');
+      const checkIptables = work.has('imds') || work.has('iptables') || work.has('link') || work.has('address');
       const report = await this.reconciler.sync(kinds, checkIptables);
       const status = describeReport(report, this.reconciler.lastImdsError);
       if (!this.ready && report.haveSnapshot && report.errors.length === 0) this.markReady(status);
@@ -139,6 +144,22 @@ export class Daemon {
       this.log.error({ err: (err as Error).message }, `sync failed: ${(err as Error).message}`);
       this.reconciler.forget();
       this.timer(this.config.sync.pendingRetryBaseMs, () => this.trigger.request(ALL_KINDS));
+    }
+  }
+
+  /**
+   * Someone else editing the mangle table (a firewall reload, `iptables -t mangle -F`) is seen at once when
+   * `nft monitor` runs; without it (no nft, legacy backend) the periodic refresh finds the drift.
+   */
+  private async watchNetfilter(): Promise<void> {
+    const watcher = this.netfilter;
+    if (watcher === undefined) return;
+    watcher.on('change', () => this.trigger.request(['iptables']));
+    watcher.on('lost', () => this.trigger.request(['iptables']));
+    try {
+      await watcher.start();
+    } catch (err) {
+      this.log.info({ err: (err as Error).message }, `no nftables events (${(err as Error).message}): iptables drift is checked on link changes and every IMDS refresh`);
     }
   }
 

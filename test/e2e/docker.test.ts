@@ -86,6 +86,15 @@ describe('ec2netd with real Docker', () => {
     await eventually('appnet rule gone', async () => !(await sim().net.exec('host', ['ip', 'rule', 'show', 'pref', '10050'])).stdout.includes('172.30.0.0/24'), 15_000);
   });
 
+  it('someone flushing the chain or deleting the jump is repaired at once (nftables events, not the 60 s refresh)', async () => {
+    const before = await mangle();
+    await sim().net.exec('host', ['iptables', '-t', 'mangle', '-F', 'EC2NETD']);
+    await eventually('chain refilled', async () => JSON.stringify(await mangle()) === JSON.stringify(before), 10_000);
+    await sim().net.exec('host', ['iptables', '-t', 'mangle', '-D', 'PREROUTING', '-j', 'EC2NETD']);
+    await eventually('jump back first', async () => JSON.stringify(await mangle()) === JSON.stringify(before), 10_000);
+    expect(daemon.output().stdout).toContain('iptables mangle chain EC2NETD rebuilt');
+  });
+
   it('a dockerd restart keeps the published port answering through eth1', async () => {
     await dockerd.restart();
     expect(await reach('10.0.1.20', 8080, 'hello from web')).toBe(true);

@@ -41,7 +41,7 @@ export interface SimulatedEc2 {
   /** What IMDS currently serves (change it through the methods below, or imds.setInstance). */
   imdsState(): ImdsInstance;
   /** AWS attaches an ENI: the link appears in the instance (down, as on EC2) and IMDS lists it. */
-  attachEni(eni: SimEniInput, opts?: { imdsFirst?: boolean; linkUp?: boolean }): Promise<void>;
+  attachEni(eni: SimEniInput, opts?: { imdsFirst?: boolean; linkUp?: boolean; imds?: Partial<ImdsEni> }): Promise<void>;
   /** AWS detaches an ENI: the link disappears and IMDS stops listing it. */
   detachEni(name: string): Promise<void>;
   /** AWS assigns a secondary private IPv4 or an IPv6 to an ENI (no event reaches the instance). */
@@ -131,7 +131,8 @@ export async function startSimulatedEc2(opts: SimulatedEc2Options): Promise<Simu
       imdsState: () => structuredClone(state),
       async attachEni(eni, o = {}) {
         names.set(eni.name, macOf(eni));
-        const listInImds = () => update((s) => ({ ...s, enis: [...s.enis, imdsEni(eni, subnet, subnet6)] }));
+        // `imds`: how IMDS describes the ENI when it first lists it (hide keys, override values: eventual consistency).
+        const listInImds = () => update((s) => ({ ...s, enis: [...s.enis, { ...imdsEni(eni, subnet, subnet6), ...o.imds }] }));
         if (o.imdsFirst === true) await listInImds();
         await net.attachEni({
           name: eni.name, mac: macOf(eni), ipv4s: eni.ipv4s, ipv6s: eni.ipv6s ?? [], deviceNumber: eni.deviceNumber, configure: false, up: o.linkUp ?? false,

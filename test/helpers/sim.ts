@@ -53,8 +53,14 @@ export async function ownedRules(sim: SimulatedEc2): Promise<string[]> {
     .sort();
 }
 
+/** IPv4 routes of a table; a table that does not exist (yet) is empty. */
 export async function routes(sim: SimulatedEc2, table: string | number): Promise<IpRoute[]> {
-  return ipJson<IpRoute[]>(sim.net.ns.host, ['route', 'show', 'table', String(table)]);
+  try {
+    return await ipJson<IpRoute[]>(sim.net.ns.host, ['route', 'show', 'table', String(table)]);
+  } catch (err) {
+    if (err instanceof Error && /FIB table does not exist/.test(err.message)) return [];
+    throw err;
+  }
 }
 
 export async function addresses(sim: SimulatedEc2, dev: string): Promise<string[]> {

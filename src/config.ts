@@ -115,7 +115,7 @@ export function defaultConfig(env: NodeJS.ProcessEnv = process.env): Config {
     ipv4PrefixAddresses: false,
     stateDir: '/run/ec2netd',
     sync: { debounceMs: 5, requestTimeoutMs: 2000, pendingRetryBaseMs: 200, pendingRetryMaxMs: 10_000, readyTimeoutMs: 20_000 },
-    containers: { enabled: true, bridgePatterns: ['docker0', 'br-*'], markMask: 0x1f00, manageSysctls: true },
+    containers: { enabled: true, bridgePatterns: ['docker0', 'br-*'], markMask: 0x1f7f, manageSysctls: true },
     iptables: { backend: 'auto', chain: 'EC2NETD' },
     log: { level: 'info' },
     coexistence: { policy: 'refuse', root: '/' },

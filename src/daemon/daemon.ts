@@ -37,6 +37,7 @@ export function describeReport(r: SyncReport | undefined, imdsError: string | un
   const parts = [r.haveSnapshot ? `${r.enis} ENIs configured` : 'waiting for the first IMDS answer'];
   if (r.waiting.length + r.unknownMacs.length > 0) parts.push(`${r.waiting.length + r.unknownMacs.length} waiting for IMDS`);
   if (r.errors.length > 0) parts.push(`${r.errors.length} errors`);
+  if (r.problems.length > 0) parts.push(`${r.problems.length} problems (ec2netd status)`);
   if (r.conflicts.length > 0) parts.push(`${r.conflicts.length} conflicts`);
   if (imdsError !== undefined) parts.push('IMDS failing, last good state kept');
   parts.push(`last sync ${r.at.toISOString()}`);

@@ -39,7 +39,10 @@ export interface SyncReport {
   enis: number;
   planned: number;
   applied: number;
+  /** Kernel or iptables writes that failed: the sync did not converge. */
   errors: string[];
+  /** What could not be planned (a too-small mark mask, no IPv6 router yet): reported, never blocking. */
+  problems: string[];
   conflicts: string[];
   /** ENIs IMDS lists but that cannot be configured yet, and links that may be ENIs IMDS does not know yet. */
   waiting: PendingEni[];
@@ -164,7 +167,7 @@ export class Reconciler {
     const result = this.planFor(kernel);
     const report: SyncReport = {
       at: new Date(), durationMs: 0, haveSnapshot: result !== undefined, enis: result?.desired.enis.length ?? 0,
-      planned: result?.plan.length ?? 0, applied: 0, errors: [], conflicts: result?.conflicts ?? [],
+      planned: result?.plan.length ?? 0, applied: 0, errors: [], problems: result?.desired.problems ?? [], conflicts: result?.conflicts ?? [],
       waiting: this.snapshot === undefined ? [] : [...this.snapshot.pending, ...(result?.desired.skipped ?? [])],
       unknownMacs: this.unknownMacs(kernel),
     };
@@ -187,15 +190,18 @@ export class Reconciler {
     }
     if (result !== undefined) {
       await this.syncContainers(result.desired, checkIptables, report);
-      for (const p of result.desired.problems) if (!report.errors.includes(p)) report.errors.push(p);
     }
-    for (const c of report.conflicts) this.deps.log.warn(c);
+    // Conflicts and problems persist until their cause goes: logged when they appear, not on every sync.
+    const notes = [...report.conflicts.map((c) => ['conflict', c]), ...report.problems.map((p) => ['problem', p])];
+    for (const [action, text] of notes) if (!this.lastNotes.has(`${action}:${text}`)) this.deps.log.warn({ action }, text ?? '');
+    this.lastNotes = new Set(notes.map(([action, text]) => `${action}:${text}`));
     report.durationMs = performance.now() - started;
     this.lastReport = report;
     return report;
   }
 
   private lastMangle = '';
+  private lastNotes = new Set<string>();
 
   private async syncContainers(desired: DesiredState, check: boolean, report: SyncReport): Promise<void> {
     const spec = JSON.stringify(desired.mangle);

@@ -60,12 +60,12 @@ describe('ec2netd with real Docker', () => {
   it('converges: container objects in place, the port answers through eth1 and eth0', async () => {
     daemon = sim().startDaemon();
     const daemonLog = (): string => { const o = daemon.output(); return `${o.stdout.slice(-4000)}\n${o.stderr.slice(-2000)}`; };
-    await eventually('fwmark rule', async () => (await ownedRules(sim())).some((r) => r.includes('fwmark 0x100 lookup 10001')), 15_000)
+    await eventually('fwmark rule', async () => (await ownedRules(sim())).some((r) => r.includes('fwmark 0x1 lookup 10001')), 15_000)
       .catch((err: Error) => { throw new Error(`${err.message}\ndaemon output:\n${daemonLog()}`); });
     // The chain is synced after the kernel plan of the same run.
     await eventually('jump to EC2NETD', async () => (await mangle())[0] === '-A PREROUTING -j EC2NETD', 15_000)
       .catch((err: Error) => { throw new Error(`${err.message}\ndaemon output:\n${daemonLog()}`); });
-    expect((await sim().net.exec('host', ['ip', 'rule', 'show', 'pref', '10200'])).stdout).toContain('fwmark 0x100/0x1f00 lookup 10001 proto 236');
+    expect((await sim().net.exec('host', ['ip', 'rule', 'show', 'pref', '10200'])).stdout).toContain('fwmark 0x1/0x1f7f lookup 10001 proto 236');
     expect((await sim().net.exec('host', ['ip', 'rule', 'show', 'pref', '10050'])).stdout).toContain('to 172.17.0.0/16 lookup main proto 236');
     expect(await routes(sim(), 10001)).toEqual(expect.arrayContaining([expect.objectContaining({ dst: '172.17.0.0/16', dev: 'docker0', protocol: '236' })]));
     expect((await sim().net.exec('host', ['sysctl', '-n', 'net.ipv4.conf.all.src_valid_mark'])).stdout.trim()).toBe('1');

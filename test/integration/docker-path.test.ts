@@ -173,7 +173,7 @@ describe('Docker published ports answer through the ENI they arrived on', () => 
     expect(objects.subnets).toEqual(['172.17.0.0/16']);
     expect(objects.rules.map((r) => ruleCmd('add', r))).toEqual([
       'rule add to 172.17.0.0/16 lookup main pref 10050 proto 236',
-      'rule add fwmark 0x100/0x1f00 lookup 10001 pref 10200 proto 236',
+      'rule add fwmark 0x1/0x1f7f lookup 10001 pref 10200 proto 236',
     ]);
   });
 
@@ -242,16 +242,16 @@ describe('Docker published ports answer through the ENI they arrived on', () => 
     // connection-mark bit set ahead of ec2netd's jump (drift, left in place until the next sync).
     await nsRun(host, ['iptables', '-t', 'raw', '-A', 'PREROUTING', '-j', 'MARK', '--set-xmark', '0x4000/0x4000']);
     await nsRun(host, ['iptables', '-t', 'mangle', '-I', 'PREROUTING', '1', '-j', 'CONNMARK', '--set-xmark', '0x4000/0x4000']);
-    await nsRun(host, ['iptables', '-t', 'mangle', '-A', 'FORWARD', '-i', 'docker0', '-m', 'mark', '--mark', '0x4100/0x5f00']);
+    await nsRun(host, ['iptables', '-t', 'mangle', '-A', 'FORWARD', '-i', 'docker0', '-m', 'mark', '--mark', '0x4001/0x5f7f']);
     await nsRun(host, ['conntrack', '-F']).catch(() => undefined);
     expect((await probe('strict+svm, full, foreign 0x4000 bits, via eth1', ETH1_IP, 8080)).ok).toBe(true);
     const ct = (await nsRun(host, ['conntrack', '-L', '-p', 'tcp', '--orig-port-dst', '8080'])).stdout;
-    expect(ct).toMatch(/mark=16640/); // 0x4100: ec2netd's 0x100 for eth1 + the foreign 0x4000
+    expect(ct).toMatch(/mark=16385/); // 0x4001: ec2netd's 0x1 for eth1 + the foreign 0x4000
     const fwd = (await nsRun(host, ['iptables-save', '-c', '-t', 'mangle'])).stdout;
-    const replies = Number(/^\[(\d+):\d+\] -A FORWARD -i docker0 -m mark --mark 0x4100\/0x5f00$/m.exec(fwd)?.[1] ?? 0);
-    expect(replies, fwd).toBeGreaterThan(0); // the container's replies carried mark 0x4100 (both bits)
+    const replies = Number(/^\[(\d+):\d+\] -A FORWARD -i docker0 -m mark --mark 0x4001\/0x5f7f$/m.exec(fwd)?.[1] ?? 0);
+    expect(replies, fwd).toBeGreaterThan(0); // the container's replies carried mark 0x4001 (both bits)
     await nsRun(host, ['iptables', '-t', 'raw', '-D', 'PREROUTING', '-j', 'MARK', '--set-xmark', '0x4000/0x4000']);
-    await nsRun(host, ['iptables', '-t', 'mangle', '-D', 'FORWARD', '-i', 'docker0', '-m', 'mark', '--mark', '0x4100/0x5f00']);
+    await nsRun(host, ['iptables', '-t', 'mangle', '-D', 'FORWARD', '-i', 'docker0', '-m', 'mark', '--mark', '0x4001/0x5f7f']);
     const res = await iptables.sync(objects.mangle);
     expect(res.reasons).toEqual(['the jump to EC2NETD is rule 2 of PREROUTING, not the first']);
     await nsRun(host, ['iptables', '-t', 'mangle', '-D', 'PREROUTING', '-j', 'CONNMARK', '--set-xmark', '0x4000/0x4000']);

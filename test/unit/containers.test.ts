@@ -48,10 +48,10 @@ describe('mark layout', () => {
     );
   });
 
-  it('gives the slot = table offset, so device 3 is mark 0x300 with the default mask', () => {
+  it('gives the slot = table offset, so device 3 is mark 0x3 with the default mask 0x1f7f', () => {
     const { marks, unmarked } = assignMarks([eni(1), eni(3), eni(2)], config);
     expect(marks.map((m) => [m.linkName, m.slot, m.value, m.table])).toEqual([
-      ['eth1', 1, 0x100, 10001], ['eth2', 2, 0x200, 10002], ['eth3', 3, 0x300, 10003],
+      ['eth1', 1, 0x1, 10001], ['eth2', 2, 0x2, 10002], ['eth3', 3, 0x3, 10003],
     ]);
     expect(unmarked).toEqual([]);
   });
@@ -77,9 +77,13 @@ describe('mark layout', () => {
       expect((err as Error).message).toMatch(/0x3/);
       expect((err as Error).message).toMatch(/slot 4/);
     }
-    // A second network card needs slot 100+: 7 bits.
-    expect(() => assignMarks([eni(0, 1)], config)).toThrow(/containers\.markMask/);
+    // A second network card needs slot 100+: 7 bits, which 0x1f00 lacks and the default 0x1f7f (12 bits) has.
+    expect(() => assignMarks([eni(0, 1)], withMask(0x1f00))).toThrow(/containers\.markMask/);
+    expect(assignMarks([eni(0, 1)], config).marks[0]?.value).toBe(spreadSlot(100, 0x1f7f));
     expect(assignMarks([eni(0, 1)], withMask(0x7f00)).marks[0]?.value).toBe(spreadSlot(100, 0x7f00));
+    // The default covers every table offset up to 4095 (network cards 0-40).
+    expect(assignMarks([eni(95, 40)], config).marks[0]?.value).toBe(spreadSlot(4095, 0x1f7f));
+    expect(() => assignMarks([eni(96, 40)], config)).toThrow(/containers\.markMask/);
     // Non-contiguous masks work the same way.
     expect(assignMarks([eni(3)], withMask(0x5)).marks[0]?.value).toBe(0x5);
     expect(assignMarks([eni(2)], withMask(0x5)).marks[0]?.value).toBe(0x4);
@@ -129,19 +133,19 @@ describe('buildContainerObjects', () => {
     expect(o.rules).toEqual([
       { family: 4, priority: 10050, table: 254, protocol: 236, dst: '172.17.0.0/16', action: 1 },
       { family: 4, priority: 10050, table: 254, protocol: 236, dst: '172.18.0.0/16', action: 1 },
-      { family: 4, priority: 10200, table: 10001, protocol: 236, fwmark: 0x100, fwmask: 0x1f00, action: 1 },
-      { family: 4, priority: 10200, table: 10002, protocol: 236, fwmark: 0x200, fwmask: 0x1f00, action: 1 },
+      { family: 4, priority: 10200, table: 10001, protocol: 236, fwmark: 0x1, fwmask: 0x1f7f, action: 1 },
+      { family: 4, priority: 10200, table: 10002, protocol: 236, fwmark: 0x2, fwmask: 0x1f7f, action: 1 },
     ]);
     expect(o.mangle).toEqual({
       chain: 'EC2NETD',
-      mask: 0x1f00,
+      mask: 0x1f7f,
       rules: [
-        { kind: 'set-mark', inIface: 'eth1', value: 0x100, mask: 0x1f00 },
-        { kind: 'restore-mark', inIface: 'eth1', mask: 0x1f00 },
-        { kind: 'set-mark', inIface: 'eth2', value: 0x200, mask: 0x1f00 },
-        { kind: 'restore-mark', inIface: 'eth2', mask: 0x1f00 },
-        { kind: 'restore-mark', inIface: 'br-0123456789ab', mask: 0x1f00 },
-        { kind: 'restore-mark', inIface: 'docker0', mask: 0x1f00 },
+        { kind: 'set-mark', inIface: 'eth1', value: 0x1, mask: 0x1f7f },
+        { kind: 'restore-mark', inIface: 'eth1', mask: 0x1f7f },
+        { kind: 'set-mark', inIface: 'eth2', value: 0x2, mask: 0x1f7f },
+        { kind: 'restore-mark', inIface: 'eth2', mask: 0x1f7f },
+        { kind: 'restore-mark', inIface: 'br-0123456789ab', mask: 0x1f7f },
+        { kind: 'restore-mark', inIface: 'docker0', mask: 0x1f7f },
       ],
     });
   });

@@ -261,13 +261,14 @@ describe('several network cards', () => {
     }
   });
 
-  it('container marks use the same (card, device) slots: card 1 needs a mask of 7 bits, and says so only with a container network', () => {
+  it('container marks use the same (card, device) slots: card 1 needs 7 mask bits (the default has 12), and a narrow mask says so only with a container network', () => {
     const { snapshot, kernel } = bigInstance();
     const docker: KernelLink = { index: 90, name: 'docker0', mac: '02:42:00:00:00:01', up: true, kind: 'bridge' };
     const withDocker: KernelState = { ...kernel, links: [...kernel.links, docker], addresses: [{ ifindex: 90, family: 4, address: '172.17.0.1', prefixLen: 16 }] };
-    expect(buildDesired(snapshot, withDocker, config).problems).toEqual([expect.stringContaining('needs slot 100 (7 bits)')]);
-    const wide: Config = { ...config, containers: { ...config.containers, markMask: 0x7f00 } };
-    const d = buildDesired(snapshot, withDocker, wide);
+    const narrow: Config = { ...config, containers: { ...config.containers, markMask: 0x1f00 } };
+    expect(buildDesired(snapshot, withDocker, narrow).problems).toEqual([expect.stringContaining('needs slot 100 (7 bits)')]);
+    expect(buildDesired(snapshot, kernel, narrow).problems).toEqual([]);
+    const d = buildDesired(snapshot, withDocker, config);
     expect(d.problems).toEqual([]);
     const marks = d.rules.filter((r) => r.fwmark !== undefined).map((r) => r.fwmark);
     expect(marks).toHaveLength(29);

@@ -107,7 +107,7 @@ describe('buildDesired with container bridges', () => {
     const d = buildDesired(snapshot, kernel, config);
     expect(d.routes).toContainEqual({ family: 4, table: 10001, dst: '172.17.0.0/16', ifindex: 7, protocol: P, scope: 253, type: 1 });
     expect(d.rules).toContainEqual({ family: 4, priority: 10050, table: 254, protocol: P, dst: '172.17.0.0/16', action: 1 });
-    expect(d.rules).toContainEqual({ family: 4, priority: 10200, table: 10001, protocol: P, fwmark: 0x100, fwmask: 0x1f00, action: 1 });
+    expect(d.rules).toContainEqual({ family: 4, priority: 10200, table: 10001, protocol: P, fwmark: 0x1, fwmask: 0x1f7f, action: 1 });
     expect(d.mangle.rules.map((r) => `${r.kind} ${r.inIface}`)).toEqual(['set-mark eth1', 'restore-mark eth1', 'restore-mark docker0']);
   });
 

@@ -172,12 +172,17 @@ export class Reconciler {
       unknownMacs: this.unknownMacs(kernel),
     };
     if (result !== undefined && result.plan.length > 0) {
+      // Write-ahead: addresses about to be added are in the ledger on disk first, so a crash (kill -9)
+      // between the add and the save can never leave an address ec2netd added but does not know it owns.
+      // An entry whose add never happened is pruned at the next observe (the address is not there).
+      const adds = result.plan.filter((c) => c.op === 'add-address');
+      for (const change of adds) this.record(change, kernel, true);
+      if (adds.length > 0) this.saveLedger();
       const outcome = await applyPlan(this.deps.nl, result.plan);
       const failed = new Set<Change>(outcome.failed.map((f) => f.change));
       for (const change of result.plan) {
-        if (failed.has(change)) continue;
-        this.record(change, kernel);
-        this.deps.log.info(changeFields(change, result.desired), formatChange(change));
+        this.record(change, kernel, !failed.has(change));
+        if (!failed.has(change)) this.deps.log.info(changeFields(change, result.desired), formatChange(change));
       }
       for (const f of outcome.failed) {
         report.errors.push(`${formatChange(f.change)}: ${f.error.message}`);
@@ -224,13 +229,14 @@ export class Reconciler {
     }
   }
 
-  private record(change: Change, kernel: KernelState): void {
-    if (change.op === 'add-address' || change.op === 'del-address') {
-      const mac = kernel.links.find((l) => l.index === change.address.ifindex)?.mac;
-      if (mac === undefined) return;
-      if (change.op === 'add-address') this.deps.ledger.add(mac, change.address.address);
-      else this.deps.ledger.delete(mac, change.address.address);
-    }
+  /** Keeps the ledger in step with an address change: an added address is owned, a removed one is not. */
+  private record(change: Change, kernel: KernelState, done: boolean): void {
+    if (change.op !== 'add-address' && change.op !== 'del-address') return;
+    const mac = kernel.links.find((l) => l.index === change.address.ifindex)?.mac;
+    if (mac === undefined) return;
+    const owned = change.op === 'add-address' ? done : !done;
+    if (owned) this.deps.ledger.add(mac, change.address.address);
+    else this.deps.ledger.delete(mac, change.address.address);
   }
 
   private saveLedger(): void {

@@ -69,9 +69,9 @@ async function main(): Promise<void> {
 
     heading('Start ec2netd run (reads IMDS, subscribes to rtnetlink, reconciles)');
     const daemon = sim.startDaemon(['--log-level', 'info']);
-    const ms = await waitFor(async () => (await hasRule(sim, '10.0.1.21')) || daemon.hasExited(), 15_000);
+    const ms = await waitFor(async () => daemon.output().stdout.includes('"action":"ready"') || daemon.hasExited(), 15_000);
     if (daemon.hasExited()) throw new Error(`ec2netd exited: ${daemon.output().stderr}${daemon.output().stdout}`);
-    say(`  converged ${ms} ms after start; what it logged:`);
+    say(`  ready ${ms} ms after start (node's own start-up included); what it logged:`);
     for (const line of daemon.output().stdout.trim().split('\n')) {
       try { say(`    ${(JSON.parse(line) as { msg: string }).msg}`); } catch { say(`    ${line}`); }
     }
@@ -88,7 +88,8 @@ async function main(): Promise<void> {
     const attached = Date.now();
     await sim.attachEni({ name: 'eth2', ipv4s: ['10.0.1.30'], deviceNumber: 2 });
     await waitFor(() => hasRule(sim, '10.0.1.30'), 10_000);
-    say(`  eth2 configured ${Date.now() - attached} ms after the attach (table 10002)`);
+    say(`  eth2 configured ${Date.now() - attached} ms after the attach (table 10002): the link appears first, IMDS lists`);
+    say('  the ENI a little later, as on EC2, and ec2netd asks again with backoff until it does');
     await probe(sim, '10.0.1.30', 40006);
 
     heading('ec2netd status');

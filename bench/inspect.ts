@@ -212,15 +212,21 @@ export function childPids(pid: number): number[] {
   return out;
 }
 
-/** The daemon's `ip monitor` child (the event watcher), if one runs. */
-export function watcherPid(daemonPid: number): number | undefined {
-  return childPids(daemonPid).find((p) => {
+/** The daemon's long-running children (`ip monitor`, `nft monitor`), by command name. */
+export function monitorChildren(daemonPid: number): Array<{ pid: number; comm: string }> {
+  return childPids(daemonPid).flatMap((pid) => {
     try {
-      return readFileSync(`/proc/${p}/comm`, 'utf8').trim() === 'ip';
+      const comm = readFileSync(`/proc/${pid}/comm`, 'utf8').trim();
+      return comm === 'ip' || comm === 'nft' ? [{ pid, comm }] : [];
     } catch {
-      return false;
+      return [];
     }
   });
+}
+
+/** The daemon's `ip monitor` child (the event watcher), if one runs. */
+export function watcherPid(daemonPid: number): number | undefined {
+  return monitorChildren(daemonPid).find((c) => c.comm === 'ip')?.pid;
 }
 
 // ---- small statistics ----------------------------------------------------------------------------------------

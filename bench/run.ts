@@ -1,0 +1,380 @@
+// ec2netd benchmarks on a simulated EC2 instance (sim/ec2.ts), each figure beside a baseline measured in the same
+// run on the same machine. Needs root (network namespaces). Run: `npm run bench` (builds, then
+// `node dist/bench/run.js`). BENCH_RUNS=N sets the repetitions of the latency figures (default 10).
+//
+// Figures (docs/performance.md explains each and what limits it):
+//   new ENI     its link appears (IMDS already answering) → the last of its objects is in place, from the kernel's
+//               own event timestamps (an `ip monitor` of ours); baseline: `ip -batch` creating the same objects
+//   repair      a deleted owned rule → back; baseline: one `ip rule add`
+//   full sync   15 ENIs × 50 IPv4s from empty, `ec2netd sync` and the daemon; baseline: one `ip -batch` of the
+//               same objects (the commands `ec2netd plan` prints)
+//   no-op       kernel writes of a SIGHUP resync and of `ec2netd sync` when converged (counted by ip monitor)
+//   storms      CPU of the daemon (and its children) for 5000 address changes and for 300 links created+deleted
+//   memory      VmRSS / VmHWM of the daemon and of its `ip monitor` child
+//   idle        context switches in 10 s idle; baseline: an idle node process
+import { performance } from 'node:perf_hooks';
+import { startSimulatedEc2, type SimulatedEc2 } from '../sim/ec2';
+import { run, startProcess, type ManagedProcess } from '../sim/exec';
+import { kernelSnapshot, median, percentile, procStat, startMonitor, waitQuiet, monitorChildren, type MonitorLine } from './inspect';
+import { execFileSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import os from 'node:os';
+
+const RUNS = Number(process.env.BENCH_RUNS ?? 10);
+const ENIS = 15;
+const IPS_PER_ENI = 50;
+
+interface Row {
+  figure: string;
+  value: string;
+  baseline: string;
+  ratio?: string;
+  target?: string;
+  met?: boolean;
+}
+const rows: Row[] = [];
+const ms = (v: number): string => `${v.toFixed(1)} ms`;
+const sleep = (t: number): Promise<void> => new Promise((r) => setTimeout(r, t));
+const eniIps = (k: number, n: number): string[] => Array.from({ length: n }, (_, i) => `10.0.${k}.${10 + i}`);
+
+async function until(what: string, check: () => boolean | Promise<boolean>, timeoutMs = 30_000): Promise<void> {
+  const end = Date.now() + timeoutMs;
+  while (!(await check())) {
+    if (Date.now() > end) throw new Error(`bench: not reached within ${timeoutMs} ms: ${what}`);
+    await sleep(5);
+  }
+}
+
+async function timed(fn: () => Promise<unknown>): Promise<number> {
+  const t = performance.now();
+  await fn();
+  return performance.now() - t;
+}
+
+async function converged(sim: SimulatedEc2, timeoutMs = 60_000): Promise<void> {
+  await until('ec2netd plan exits 0', async () => (await sim.ec2netd(['plan'])).code === 0, timeoutMs);
+}
+
+function batch(ns: string, lines: string[]): Promise<unknown> {
+  return run(['ip', '-n', ns, '-batch', '-'], { input: `${lines.join('\n')}\n`, timeoutMs: 60_000 });
+}
+
+/**
+ * The objects ec2netd creates for a secondary ENI, as `ip -batch` lines. Protocol 237, not ec2netd's 236: the
+ * daemon runs meanwhile and would remove objects marked as its own that it does not want.
+ */
+function eniBatch(dev: string, ips: string[], table: number): string[] {
+  return [
+    `link set ${dev} up`,
+    ...ips.map((ip) => `address add ${ip}/16 dev ${dev} noprefixroute`),
+    `route add 10.0.0.0/16 dev ${dev} src ${ips[0] ?? ''} table ${table} proto 237 scope link`,
+    `route add default via 10.0.0.1 dev ${dev} table ${table} proto 237`,
+    ...ips.map((ip) => `rule add from ${ip} lookup ${table} pref 10100 proto 237`),
+  ];
+}
+
+/** 1. A new ENI: link appears → its last rule is in place. */
+async function newEni(sim: SimulatedEc2): Promise<void> {
+  const host = sim.net.ns.host;
+  const ips = eniIps(1, 3);
+  const latencies: number[] = [];
+  for (let i = 0; i < RUNS; i++) {
+    const mon = await startMonitor(host);
+    try {
+      await sim.attachEni({ name: 'eth1', ipv4s: ips, deviceNumber: 1 }, { imdsFirst: true });
+      const ruleLine = (ip: string) => (l: MonitorLine) => l.text.startsWith('[RULE]') && !l.text.includes('Deleted') && l.text.includes(`from ${ip} lookup 10001`);
+      await until('the new ENI\'s rules', () => ips.every((ip) => mon.lines().some(ruleLine(ip))));
+      const lines = mon.lines();
+      const appear = lines.find((l) => /^\[LINK\]\d+: eth1[@:]/.test(l.text));
+      const done = Math.max(...ips.map((ip) => lines.find(ruleLine(ip))?.t ?? NaN));
+      if (appear === undefined) throw new Error('bench: the link event of eth1 was not seen');
+      latencies.push(done - appear.t);
+      await sim.detachEni('eth1');
+      await until('the ENI\'s rules removed', () => ips.every((ip) => mon.lines().some((l) => l.text.startsWith('[RULE]Deleted') && l.text.includes(`from ${ip} lookup 10001`))));
+      await waitQuiet(mon, 100, 2000);
+    } finally {
+      await mon.stop();
+    }
+  }
+  // Baseline: the same objects with one ip -batch, on a spare veth.
+  await batch(host, ['link add bl0 type veth peer name bl0p', 'link set bl0p up']);
+  const base: number[] = [];
+  for (let i = 0; i < RUNS; i++) {
+    base.push(await timed(() => batch(host, eniBatch('bl0', eniIps(200, 3), 20_000))));
+    await batch(host, ['link set bl0 down', 'address flush dev bl0', 'route flush table 20000', ...eniIps(200, 3).map((ip) => `rule del from ${ip} lookup 20000 pref 10100`)]);
+  }
+  await batch(host, ['link del bl0']);
+  const m = median(latencies);
+  rows.push({
+    figure: `new ENI (3 IPv4s): link event → objects in place, median / p90 of ${RUNS}`,
+    value: `${ms(m)} / ${ms(percentile(latencies, 90))}`, baseline: `ip -batch: ${ms(median(base))}`, ratio: `${(m / median(base)).toFixed(1)}×`,
+  });
+}
+
+/** 2. Repair of a deleted owned rule. */
+async function repair(sim: SimulatedEc2): Promise<void> {
+  const host = sim.net.ns.host;
+  await sim.attachEni({ name: 'eth1', ipv4s: eniIps(1, 3), deviceNumber: 1 }, { imdsFirst: true });
+  await converged(sim);
+  const mon = await startMonitor(host);
+  const times: number[] = [];
+  try {
+    for (let i = 0; i < 2 * RUNS; i++) {
+      const from = mon.lines().length;
+      await run(['ip', '-n', host, 'rule', 'del', 'from', '10.0.1.11', 'lookup', '10001', 'pref', '10100']);
+      await until('rule restored', () => mon.since(from).some((l) => l.text.startsWith('[RULE]10100:') && l.text.includes('from 10.0.1.11 lookup 10001')));
+      const seen = mon.since(from);
+      const del = seen.find((l) => l.text.startsWith('[RULE]Deleted'));
+      const add = seen.find((l) => l.text.startsWith('[RULE]10100:') && l.text.includes('from 10.0.1.11 '));
+      if (del !== undefined && add !== undefined) times.push(add.t - del.t);
+      await waitQuiet(mon, 50, 1000);
+    }
+  } finally {
+    await mon.stop();
+  }
+  const base: number[] = [];
+  for (let i = 0; i < 2 * RUNS; i++) {
+    base.push(await timed(() => run(['ip', '-n', host, 'rule', 'add', 'from', '10.0.99.1', 'lookup', '20001', 'pref', '30000'])));
+    await run(['ip', '-n', host, 'rule', 'del', 'pref', '30000']);
+  }
+  rows.push({
+    figure: `repair a deleted rule: delete event → re-add event, median of ${2 * RUNS}`,
+    value: ms(median(times)), baseline: `one \`ip rule add\` (process): ${ms(median(base))}`, ratio: `${(median(times) / median(base)).toFixed(1)}×`,
+  });
+}
+
+/** 3 and 4. Full sync from empty at 15 × 50, and the writes of a no-op sync. Leaves the daemon stopped. */
+async function fullSync(sim: SimulatedEc2, daemon: ManagedProcess): Promise<ManagedProcess> {
+  const host = sim.net.ns.host;
+  await daemon.stop(5000);
+  await sim.patchImdsEni('eth0', { ipv4s: eniIps(0, IPS_PER_ENI) });
+  await sim.patchImdsEni('eth1', { ipv4s: eniIps(1, IPS_PER_ENI) });
+  for (let k = 2; k < ENIS; k++) await sim.attachEni({ name: `eth${k}`, ipv4s: [eniIps(k, 1)[0] ?? ''], deviceNumber: k }, { imdsFirst: true });
+  for (let k = 2; k < ENIS; k++) await sim.patchImdsEni(`eth${k}`, { ipv4s: eniIps(k, IPS_PER_ENI) });
+  await batch(host, Array.from({ length: ENIS }, (_, k) => `link set eth${k} up`));
+  const flush = async (): Promise<void> => {
+    const r = await sim.ec2netd(['flush']);
+    if (r.code !== 0) throw new Error(`bench: flush failed: ${r.stderr}`);
+  };
+  await flush();
+  const empty = await kernelSnapshot(host);
+
+  // The same objects as one ip -batch: the commands `ec2netd plan` prints.
+  const plan = await sim.ec2netd(['plan']);
+  const adds = plan.stdout.split('\n').filter((l) => l.startsWith('ip ')).map((l) => l.replace(/^ip /, '').replace(/\s+#.*$/, ''));
+  const undo = [...adds].reverse().map((l) => l.replace(/^(address|route|rule) (add|replace)/, '$1 del')).filter((l) => !l.startsWith('link '));
+  const R = 3;
+  const base: number[] = [];
+  for (let i = 0; i < R; i++) {
+    base.push(await timed(() => batch(host, adds)));
+    await batch(host, undo);
+  }
+  const after = await kernelSnapshot(host);
+  if (JSON.stringify(after) !== JSON.stringify(empty)) throw new Error('bench: the baseline did not return to empty');
+
+  const cli: number[] = [];
+  for (let i = 0; i < R; i++) {
+    cli.push(await timed(async () => {
+      const r = await sim.ec2netd(['sync', '--log-level', 'warn']);
+      if (r.code !== 0) throw new Error(`bench: sync failed: ${r.stdout}${r.stderr}`);
+    }));
+    if (i < R - 1) await flush();
+  }
+  // A no-op `ec2netd sync`.
+  let mon = await startMonitor(host);
+  const noop = await sim.ec2netd(['sync']);
+  await waitQuiet(mon, 300, 3000);
+  const noopCliWrites = mon.lines().length;
+  await mon.stop();
+  const nodeStart = await timed(() => run(['ip', 'netns', 'exec', host, process.execPath, '-e', '0']));
+
+  // The daemon from empty: start → last write, and the span of its writes.
+  await flush();
+  mon = await startMonitor(host);
+  const t0 = Date.now();
+  const d = sim.startDaemon();
+  await converged(sim);
+  await waitQuiet(mon, 300, 5000);
+  const writes = mon.lines().filter((l) => /\bproto 236\b/.test(l.text) || /^\[ADDR\].* inet 10\.0\./.test(l.text));
+  await mon.stop();
+  const startToDone = (writes.at(-1)?.t ?? NaN) - t0;
+  const span = (writes.at(-1)?.t ?? NaN) - (writes[0]?.t ?? NaN);
+  const cliMedian = median(cli);
+  const baseMedian = median(base);
+  rows.push({
+    figure: `full sync ${ENIS}×${IPS_PER_ENI} from empty (${adds.length} objects): \`ec2netd sync\`, median of ${R}`,
+    value: ms(cliMedian), baseline: `ip -batch: ${ms(baseMedian)}`, ratio: `${(cliMedian / baseMedian).toFixed(1)}×`, target: '≤ 3×', met: cliMedian <= 3 * baseMedian,
+  });
+  rows.push({
+    figure: '  of which: node start (`node -e 0` in the namespace)', value: ms(nodeStart), baseline: '',
+  });
+  rows.push({
+    figure: '  daemon from empty: first write → last write', value: ms(span), baseline: `ip -batch: ${ms(baseMedian)}`,
+    ratio: `${(span / baseMedian).toFixed(1)}×`, target: '≤ 3×', met: span <= 3 * baseMedian,
+  });
+  rows.push({ figure: '  daemon from empty: process start → last write', value: ms(startToDone), baseline: '' });
+
+  // A no-op resync of the daemon (SIGHUP: fresh IMDS read, full kernel read, diff).
+  mon = await startMonitor(host);
+  const before = (await sim.imds.stats()).requests;
+  d.child.kill('SIGHUP');
+  await until('the reload read IMDS', async () => (await sim.imds.stats()).requests > before);
+  await waitQuiet(mon, 1000, 5000);
+  const hupWrites = mon.lines().length;
+  await mon.stop();
+  rows.push({
+    figure: 'no-op sync: kernel writes (ip monitor lines)', value: `SIGHUP resync: ${hupWrites}; \`ec2netd sync\`: ${noopCliWrites} (${noop.stdout.trim().split('\n').at(-1) ?? ''})`,
+    baseline: '0', target: '0', met: hupWrites === 0 && noopCliWrites === 0,
+  });
+  return d;
+}
+
+interface Cpu { self: number; children: number; watcher: number }
+
+/** CPU of the daemon, of its exited (waited-for) children, and of its monitor children (ip, nft). */
+function cpuOf(pid: number): Cpu {
+  const s = procStat(pid);
+  let watcher = 0;
+  for (const c of monitorChildren(pid)) {
+    try { watcher += procStat(c.pid).cpuS; } catch { /* gone */ }
+  }
+  return { self: s.cpuS, children: s.childCpuS, watcher };
+}
+
+/** Waits until the daemon's CPU time stops moving for `quietMs`. */
+async function settle(pid: number, quietMs = 1000, maxMs = 60_000): Promise<void> {
+  const end = Date.now() + maxMs;
+  let last = procStat(pid).cpuS;
+  let since = Date.now();
+  while (Date.now() < end) {
+    await sleep(100);
+    const now = procStat(pid).cpuS;
+    if (now !== last) {
+      last = now;
+      since = Date.now();
+    } else if (Date.now() - since >= quietMs) {
+      return;
+    }
+  }
+}
+
+/** 5. CPU of event storms. */
+async function storms(sim: SimulatedEc2, daemon: ManagedProcess): Promise<void> {
+  const host = sim.net.ns.host;
+  await batch(host, ['link add sp0 type veth peer name sp0p', 'link set sp0 up', 'link set sp0p up']);
+  await settle(daemon.pid);
+  const ips = Array.from({ length: 2500 }, (_, i) => `198.18.${i >> 8}.${i & 255}`);
+  let mon = await startMonitor(host);
+  let before = cpuOf(daemon.pid);
+  await batch(host, [...ips.map((ip) => `address add ${ip}/32 dev sp0`), ...ips.map((ip) => `address del ${ip}/32 dev sp0`)]);
+  await settle(daemon.pid);
+  await converged(sim);
+  let after = cpuOf(daemon.pid);
+  const lines = mon.lines().length;
+  await mon.stop();
+  const row = (name: string, events: string, b: Cpu, a: Cpu, target?: number): void => {
+    const self = a.self - b.self;
+    const total = self + (a.children - b.children) + (a.watcher - b.watcher);
+    rows.push({
+      figure: `CPU, ${name}`, value: `${total.toFixed(2)} CPU-s (daemon ${self.toFixed(2)}, its exited children ${(a.children - b.children).toFixed(2)}, monitor children ${(a.watcher - b.watcher).toFixed(2)})`,
+      baseline: events, ...(target === undefined ? {} : { target: `< ${target} CPU-s`, met: total < target }),
+    });
+  };
+  row('storm of 5000 address changes on a spare link', `${lines} monitor lines`, before, after, 2);
+
+  const links = Array.from({ length: 300 }, (_, i) => `st${i}`);
+  mon = await startMonitor(host);
+  before = cpuOf(daemon.pid);
+  await batch(host, [...links.map((l) => `link add ${l} type veth peer name ${l}p`), ...links.map((l) => `link del ${l}`)]);
+  await settle(daemon.pid, 2000);
+  await converged(sim);
+  after = cpuOf(daemon.pid);
+  const linkLines = mon.lines().length;
+  await mon.stop();
+  row('300 veth pairs created and deleted (MACs IMDS does not know)', `${linkLines} monitor lines`, before, after, 2);
+}
+
+/** 6 and 7. Memory and idle wake-ups. */
+async function resources(sim: SimulatedEc2, daemon: ManagedProcess): Promise<void> {
+  const mb = (kb: number): string => (kb / 1024).toFixed(1);
+  const d = procStat(daemon.pid);
+  const kids = monitorChildren(daemon.pid).map((c) => ({ ...c, stat: procStat(c.pid) }));
+  rows.push({
+    figure: `memory at ${ENIS}×${IPS_PER_ENI}, after the storms: VmRSS / VmHWM`,
+    value: [`daemon ${mb(d.rssKb)} / ${mb(d.hwmKb)} MB`, ...kids.map((k) => `${k.comm} monitor ${mb(k.stat.rssKb)} / ${mb(k.stat.hwmKb)} MB`)].join('; '),
+    baseline: '', target: '≤ 60 MB (daemon)', met: d.hwmKb <= 60 * 1024,
+  });
+  // Idle: no spare link left (a link IMDS does not know is retried with backoff, which is IMDS work, not idling).
+  await batch(sim.net.ns.host, ['link del sp0']);
+  await settle(daemon.pid, 3000);
+  const idleNode = startProcess([process.execPath, '-e', 'setInterval(() => undefined, 1 << 30)']);
+  try {
+    await sleep(500);
+    const ctx = (pid: number): number => { const s = procStat(pid); return s.voluntaryCtx + s.involuntaryCtx; };
+    const pids = [daemon.pid, ...kids.map((k) => k.pid), idleNode.pid];
+    const before = pids.map(ctx);
+    const threads = procStat(daemon.pid).threads;
+    await sleep(10_000);
+    const delta = pids.map((p, i) => ctx(p) - (before[i] ?? 0));
+    const daemonCtx = delta[0] ?? 0;
+    const nodeCtx = delta.at(-1) ?? 0;
+    rows.push({
+      figure: 'idle: context switches in 10 s (all threads)',
+      value: [`daemon ${daemonCtx} (${threads} threads)`, ...kids.map((k, i) => `${k.comm} monitor ${delta[i + 1] ?? 0}`)].join('; '),
+      baseline: `idle node: ${nodeCtx}`, target: 'no timer wake-ups', met: daemonCtx <= nodeCtx + 5,
+    });
+  } finally {
+    await idleNode.stop(500);
+  }
+}
+
+function printTable(): void {
+  const head = ['figure', 'ec2netd', 'baseline (same run)', 'ratio', 'target', 'met'];
+  const body = rows.map((r) => [r.figure, r.value, r.baseline, r.ratio ?? '', r.target ?? '', r.met === undefined ? '' : r.met ? 'yes' : 'NO']);
+  const widths = head.map((h, i) => Math.max(h.length, ...body.map((b) => (b[i] ?? '').length)));
+  const line = (cells: string[]): string => `| ${cells.map((c, i) => c.padEnd(widths[i] ?? 0)).join(' | ')} |`;
+  process.stdout.write(`${line(head)}\n${line(widths.map((w) => '-'.repeat(w)))}\n${body.map(line).join('\n')}\n`);
+}
+
+function machine(): string {
+  const cpu = /^model name\s*:\s*(.*)$/m.exec(readFileSync('/proc/cpuinfo', 'utf8'))?.[1] ?? '?';
+  const ip = execFileSync('ip', ['-V'], { encoding: 'utf8' }).trim();
+  return `nproc ${os.cpus().length}, ${cpu}, kernel ${os.release()}, node ${process.version}, ${ip}, load ${os.loadavg().map((l) => l.toFixed(2)).join(' ')}`;
+}
+
+async function main(): Promise<void> {
+  if (process.getuid?.() !== 0) throw new Error('bench: needs root (network namespaces)');
+  process.stdout.write(`machine: ${machine()}\n`);
+  const sim = await startSimulatedEc2({
+    prefix: `bench-${process.pid}`, subnet: '10.0.0.0/16',
+    enis: [{ name: 'eth0', ipv4s: ['10.0.0.10', '10.0.0.11'], deviceNumber: 0 }],
+    config: { sync: { pendingRetryBaseMs: 50 } },
+  });
+  const stopAll = (): void => { void sim.destroy().finally(() => process.exit(130)); };
+  process.once('SIGINT', stopAll);
+  process.once('SIGTERM', stopAll);
+  try {
+    let daemon = sim.startDaemon();
+    await converged(sim);
+    process.stdout.write('new ENI latency...\n');
+    await newEni(sim);
+    process.stdout.write('repair...\n');
+    await repair(sim);
+    process.stdout.write(`full sync ${ENIS}×${IPS_PER_ENI}...\n`);
+    daemon = await fullSync(sim, daemon);
+    process.stdout.write('storms...\n');
+    await storms(sim, daemon);
+    process.stdout.write('memory and idle (10 s)...\n');
+    await resources(sim, daemon);
+    process.stdout.write(`machine after: load ${os.loadavg().map((l) => l.toFixed(2)).join(' ')}\n\n`);
+    printTable();
+    await daemon.stop(5000);
+  } finally {
+    await sim.destroy();
+  }
+}
+
+main().catch((err: unknown) => {
+  process.stderr.write(`${err instanceof Error ? err.stack ?? err.message : String(err)}\n`);
+  process.exit(1);
+});

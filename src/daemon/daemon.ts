@@ -49,6 +49,7 @@ export class Daemon {
   private readonly trigger: SyncTrigger<Work>;
   private readonly events: KernelEvents;
   private readonly netfilter: NetfilterEvents | undefined;
+  private netfilterWatched = false;
   private readonly timers = new Set<NodeJS.Timeout>();
   private lock: Server | undefined;
   private imdsBusy: Promise<void> | undefined;
@@ -134,7 +135,11 @@ export class Daemon {
   private async runSync(work: Set<Work>): Promise<void> {
     const kinds = new Set([...work].filter((w): w is Kind => w !== 'imds' && w !== 'iptables'));
     try {
-      const checkIptables = work.has('imds') || work.has('iptables') || work.has('link') || work.has('address');
+      // With nft monitor running, changes to the mangle table arrive as 'iptables' work, and a change of the
+      // wanted chain (a bridge came or went) is caught by the reconciler's spec comparison: link and address
+      // storms (containers starting) then cost no iptables-save each.
+      const checkIptables = work.has('imds') || work.has('iptables')
+        || (!this.netfilterWatched && (work.has('link') || work.has('address')));
       const report = await this.reconciler.sync(kinds, checkIptables);
       const status = describeReport(report, this.reconciler.lastImdsError);
       if (!this.ready && report.haveSnapshot && report.errors.length === 0) this.markReady(status);
@@ -159,6 +164,7 @@ export class Daemon {
     watcher.on('lost', () => this.trigger.request(['iptables']));
     try {
       await watcher.start();
+      this.netfilterWatched = true;
     } catch (err) {
       this.log.info({ err: (err as Error).message }, `no nftables events (${(err as Error).message}): iptables drift is checked on link changes and every IMDS refresh`);
     }

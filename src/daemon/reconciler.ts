@@ -163,8 +163,13 @@ export class Reconciler {
    */
   async sync(kinds: ReadonlySet<Kind>, checkIptables = true): Promise<SyncReport> {
     const started = performance.now();
+    const phases: Record<string, number> = {};
+    let mark = started;
+    const phase = (name: string): void => { const now = performance.now(); phases[name] = Math.round((now - mark) * 10) / 10; mark = now; };
     const kernel = await this.observe(kinds);
+    phase('observeMs');
     const result = this.planFor(kernel);
+    phase('planMs');
     const report: SyncReport = {
       at: new Date(), durationMs: 0, haveSnapshot: result !== undefined, enis: result?.desired.enis.length ?? 0,
       planned: result?.plan.length ?? 0, applied: 0, errors: [], problems: result?.desired.problems ?? [], conflicts: result?.conflicts ?? [],
@@ -178,7 +183,9 @@ export class Reconciler {
       const adds = result.plan.filter((c) => c.op === 'add-address');
       for (const change of adds) this.record(change, kernel, true);
       if (adds.length > 0) this.saveLedger();
+      phase('ledgerMs');
       const outcome = await applyPlan(this.deps.nl, result.plan);
+      phase('applyMs');
       const failed = new Set<Change>(outcome.failed.map((f) => f.change));
       for (const change of result.plan) {
         this.record(change, kernel, !failed.has(change));
@@ -195,12 +202,15 @@ export class Reconciler {
     }
     if (result !== undefined) {
       await this.syncContainers(result.desired, checkIptables, report);
+      phase('containersMs');
     }
     // Conflicts and problems persist until their cause goes: logged when they appear, not on every sync.
     const notes = [...report.conflicts.map((c) => ['conflict', c]), ...report.problems.map((p) => ['problem', p])];
     for (const [action, text] of notes) if (!this.lastNotes.has(`${action}:${text}`)) this.deps.log.warn({ action }, text ?? '');
     this.lastNotes = new Set(notes.map(([action, text]) => `${action}:${text}`));
     report.durationMs = performance.now() - started;
+    this.deps.log.debug({ action: 'sync', kinds: [...kinds].join(','), planned: report.planned, applied: report.applied, ...phases },
+      `sync: ${report.planned} changes planned, ${report.applied} applied in ${report.durationMs.toFixed(1)} ms`);
     this.lastReport = report;
     return report;
   }

@@ -1,4 +1,4 @@
-// A small IMDSv2 client on Node's global fetch (undici). Why not @aws-sdk: see docs/dependencies.md — the SDK
+// A small IMDSv2 client on node:http. Why not @aws-sdk: see docs/dependencies.md — the SDK
 // clients fetch a token per request, have no default timeout, and fall back to IMDSv1 unless told not to.
 //
 // Behaviour:
@@ -8,6 +8,7 @@
 // - Network errors, timeouts, 5xx and 429 are retried with exponential backoff and full jitter; other 4xx are not.
 // - 404 means "absent key": get() returns undefined.
 // - Bodies are read as a stream and abandoned as soon as they pass maxBodyBytes (content-length is not trusted).
+import http from 'node:http';
 import type { Config } from '../config';
 import { ImdsError, ImdsValidationError, type ImdsErrorKind } from './errors';
 
@@ -192,65 +193,77 @@ export class ImdsClient implements ImdsReader {
       ok: false, failure: { retriable: true, kind: 'timeout', reason: `no answer within ${this.config.timeoutMs} ms` },
     });
     this.counters.requests++;
-    let response: Response;
+    let response: HttpAnswer;
     try {
-      response = await fetch(`${this.endpoint}${path}`, {
-        method, headers: { ...headers, 'user-agent': 'ec2netd' }, signal, redirect: 'manual',
-      });
+      response = await httpRequest(`${this.endpoint}${path}`, method, { ...headers, 'user-agent': 'ec2netd' }, signal, this.config.maxBodyBytes);
     } catch (err) {
       if (signal.aborted) return timeout();
-      return { ok: false, failure: { retriable: true, kind: 'network', reason: `connection failed (${networkReason(err)})`, cause: err } };
+      const stage = (err as { stage?: string }).stage === 'body' ? 'body cut short' : 'connection failed';
+      return { ok: false, failure: { retriable: true, kind: 'network', reason: `${stage} (${networkReason(err)})`, cause: err } };
     }
     const { status } = response;
     if (status < 200 || status > 299) {
-      await discard(response);
       if (status === 401 || status === 404) return { ok: true, answer: { status } };
       const retriable = status >= 500 || status === 429;
       return { ok: false, failure: { retriable, kind: 'http', reason: `HTTP ${status}`, status } };
     }
+    if (response.body === undefined) {
+      return { ok: false, failure: { retriable: false, kind: 'too-large', reason: `body larger than ${this.config.maxBodyBytes} bytes` } };
+    }
+    let text: string;
     try {
-      const body = await readCapped(response, this.config.maxBodyBytes);
-      if (body === undefined) {
-        return { ok: false, failure: { retriable: false, kind: 'too-large', reason: `body larger than ${this.config.maxBodyBytes} bytes` } };
-      }
-      let text: string;
-      try {
-        text = new TextDecoder('utf-8', { fatal: true }).decode(body);
-      } catch {
-        return { ok: false, failure: { retriable: false, kind: 'encoding', reason: 'body is not UTF-8 text' } };
-      }
-      return { ok: true, answer: { status: 200, body: text } };
-    } catch (err) {
-      if (signal.aborted) return timeout();
-      return { ok: false, failure: { retriable: true, kind: 'network', reason: `body cut short (${networkReason(err)})`, cause: err } };
+      text = new TextDecoder('utf-8', { fatal: true }).decode(response.body);
+    } catch {
+      return { ok: false, failure: { retriable: false, kind: 'encoding', reason: 'body is not UTF-8 text' } };
     }
+    return { ok: true, answer: { status: 200, body: text } };
   }
 }
 
-/** Reads a body up to `max` bytes; undefined (and the stream cancelled) as soon as it grows past that. */
-async function readCapped(response: Response, max: number): Promise<Buffer | undefined> {
-  if (response.body === null) return Buffer.alloc(0);
-  const reader = response.body.getReader();
-  const chunks: Uint8Array[] = [];
-  let total = 0;
-  for (;;) {
-    const { done, value } = await reader.read();
-    if (done) break;
-    total += value.byteLength;
-    if (total > max) {
-      await reader.cancel().catch(() => undefined);
-      return undefined;
-    }
-    chunks.push(value);
-  }
-  return Buffer.concat(chunks);
+interface HttpAnswer {
+  status: number;
+  /** The body of a 2xx answer; undefined when it grew past the cap (the connection is then dropped). */
+  body?: Buffer;
 }
 
-async function discard(response: Response): Promise<void> {
-  await response.body?.cancel().catch(() => undefined);
+/**
+ * One HTTP request with node:http. Not the global fetch: undici costs ~13 MB of resident memory for a daemon
+ * that makes a few hundred small requests a minute (docs/performance.md). Non-2xx bodies are drained unread;
+ * a 2xx body is read up to `maxBytes` and never buffered past it (content-length is not trusted).
+ */
+function httpRequest(url: string, method: Method, headers: Record<string, string>, signal: AbortSignal, maxBytes: number): Promise<HttpAnswer> {
+  return new Promise((resolve, reject) => {
+    // A connection per request (`agent: false`): a kept-alive socket that IMDS closed while idle would fail the
+    // next request; link-local connection setup costs far less than that retry.
+    const req = http.request(url, { method, headers, signal, agent: false }, (res) => {
+      const status = res.statusCode ?? 0;
+      if (status < 200 || status > 299) {
+        res.resume();
+        res.on('end', () => resolve({ status }));
+        res.on('error', () => resolve({ status }));
+        return;
+      }
+      const chunks: Buffer[] = [];
+      let total = 0;
+      res.on('data', (chunk: Buffer) => {
+        total += chunk.length;
+        if (total > maxBytes) {
+          resolve({ status }); // first: destroying emits 'aborted', which must not count as a network error
+          res.destroy();
+          return;
+        }
+        chunks.push(chunk);
+      });
+      res.on('end', () => resolve({ status, body: Buffer.concat(chunks) }));
+      res.on('error', (err) => reject(Object.assign(err, { stage: 'body' })));
+      res.on('aborted', () => reject(Object.assign(new Error('aborted'), { code: 'ECONNRESET', stage: 'body' })));
+    });
+    req.on('error', reject);
+    req.end();
+  });
 }
 
-/** `ECONNRESET`, `ECONNREFUSED`, ... from undici's `fetch failed` TypeError, else its message. */
+/** `ECONNRESET`, `ECONNREFUSED`, ... from the error (or its causes), else its message. */
 function networkReason(err: unknown): string {
   let current: unknown = err;
   for (let depth = 0; depth < 4 && current instanceof Error; depth++) {

@@ -41,8 +41,11 @@ export async function syncMangle(backend: Backend, spec: MangleSpec, opts: Iptab
  * until Docker's chains have been seen (Docker may start after ec2netd); when the choice changes, the
  * chain is removed from the backend it was in before.
  */
+const REDETECT_MS = 10_000;
+
 export class IptablesAdapter {
   private backend: Backend | undefined;
+  private detectedAt = 0;
   /** The backend ec2netd's chain was last written to. */
   private written: Backend | undefined;
 
@@ -55,7 +58,12 @@ export class IptablesAdapter {
     if (this.backend?.dockerSeen === true || (this.backend !== undefined && this.config.iptables.backend !== 'auto')) {
       return this.backend;
     }
+    // Until Docker's chains are seen, detection (two iptables-save runs) is repeated at most every
+    // REDETECT_MS: a host without Docker would otherwise pay it on every check.
+    const now = Date.now();
+    if (this.backend !== undefined && now - this.detectedAt < REDETECT_MS) return this.backend;
     this.backend = await detectBackend(this.config.iptables.backend, this.opts);
+    this.detectedAt = now;
     return this.backend;
   }
 

@@ -69,6 +69,7 @@ export class Netlink {
   readonly socket: RtNetlinkSocket;
   readonly timeoutMs: number;
   private closed = false;
+  private port: number | undefined;
   /** Dumps are queued: the kernel runs one dump per socket at a time and answers a second one EBUSY. */
   private dumping: Promise<unknown> = Promise.resolve();
 
@@ -82,10 +83,12 @@ export class Netlink {
   }
 
   /** Runs one request with the timeout; any failure becomes a KernelError naming `what`. */
-  async call<T>(what: string, request: (options: RequestOptions & { flags?: number }) => Promise<T>, flags = 0): Promise<T> {
+  async call<T>(what: string, request: (options: RequestOptions & { flags?: number; localPort?: number }) => Promise<T>, flags = 0): Promise<T> {
     if (this.closed) throw new KernelError('EBADF', what, 'netlink handle closed');
     try {
-      return await request({ timeout: this.timeoutMs, flags });
+      // The port is fixed once the socket is bound; without it the package asks the kernel (getsockname) per request.
+      this.port ??= this.socket.socket.address().port;
+      return await request({ timeout: this.timeoutMs, flags, localPort: this.port });
     } catch (err) {
       throw toKernelError(err, what);
     }

@@ -113,8 +113,9 @@ export async function startSimulatedEc2(opts: SimulatedEc2Options): Promise<Simu
       stateDir: path.join(workDir, 'state'),
       // The simulated ENIs are veth pairs (the kernel has no other way to put a NIC in a namespace).
       eniLinkKinds: ['physical', 'veth'],
-      imds: { endpoint: `http://${net.imdsIp}`, refreshIntervalMs: 60_000, timeoutMs: 1000 },
       ...opts.config,
+      // Merged, not replaced: a test that tunes one IMDS setting keeps the simulator's endpoint.
+      imds: { endpoint: `http://${net.imdsIp}`, refreshIntervalMs: 60_000, timeoutMs: 1000, ...(opts.config?.imds as object | undefined) },
     }, null, 2));
 
     const names = new Map(opts.enis.map((e) => [e.name, macOf(e)]));

@@ -157,9 +157,9 @@ export class Reconciler {
   }
 
   /**
-   * `checkIptables`: also compare ec2netd's mangle chain with iptables-save. iptables changes send no
-   * rtnetlink event, so the daemon asks for it on link/address events (bridges and ENIs come and go),
-   * IMDS refreshes and full resyncs, and whenever the wanted chain changed.
+   * `checkIptables`: also compare ec2netd's mangle chain with iptables-save (the daemon asks for it on
+   * nftables events, IMDS refreshes and full resyncs; see Daemon.runSync). Whenever the wanted chain
+   * changed (a bridge or an ENI came or went) it is compared anyway.
    */
   async sync(kinds: ReadonlySet<Kind>, checkIptables = true): Promise<SyncReport> {
     const started = performance.now();

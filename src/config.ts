@@ -49,6 +49,8 @@ export interface Config {
   sync: {
     /** Quiet time after an event before a sync starts: bursts of events become one sync. */
     debounceMs: number;
+    /** Least time between the starts of two syncs: bounds the cost of long event storms. */
+    minIntervalMs: number;
     /** Timeout of each kernel request. */
     requestTimeoutMs: number;
     /** Retry schedule for ENIs whose IMDS data is not complete yet. */
@@ -114,7 +116,7 @@ export function defaultConfig(env: NodeJS.ProcessEnv = process.env): Config {
     secondaryAddressPrefix: 'subnet',
     ipv4PrefixAddresses: false,
     stateDir: '/run/ec2netd',
-    sync: { debounceMs: 5, requestTimeoutMs: 2000, pendingRetryBaseMs: 200, pendingRetryMaxMs: 10_000, readyTimeoutMs: 20_000 },
+    sync: { debounceMs: 5, minIntervalMs: 100, requestTimeoutMs: 2000, pendingRetryBaseMs: 200, pendingRetryMaxMs: 10_000, readyTimeoutMs: 20_000 },
     containers: { enabled: true, bridgePatterns: ['docker0', 'br-*'], markMask: 0x1f7f, manageSysctls: true },
     iptables: { backend: 'auto', chain: 'EC2NETD' },
     log: { level: 'info' },
@@ -182,6 +184,7 @@ export function validateConfig(c: Config): Config {
   check(typeof c.ipv4PrefixAddresses === 'boolean', 'setting "ipv4PrefixAddresses" must be true or false');
   check(c.stateDir.startsWith('/'), 'setting "stateDir" must be an absolute path');
   check(isInt(c.sync.debounceMs, 0, 10_000), 'setting "sync.debounceMs" must be from 0 to 10000');
+  check(isInt(c.sync.minIntervalMs, 0, 60_000), 'setting "sync.minIntervalMs" must be from 0 to 60000');
   check(isInt(c.sync.requestTimeoutMs, 10, 60_000), 'setting "sync.requestTimeoutMs" must be from 10 to 60000');
   check(isInt(c.sync.pendingRetryBaseMs, 10, 60_000), 'setting "sync.pendingRetryBaseMs" must be from 10 to 60000');
   check(isInt(c.sync.pendingRetryMaxMs, c.sync.pendingRetryBaseMs, 3_600_000), 'setting "sync.pendingRetryMaxMs" must be at least sync.pendingRetryBaseMs');

@@ -164,10 +164,18 @@ export function assignMarks(
 
 /** Shell-style match with `*` = any run of characters (the only wildcard containers.bridgePatterns has). */
 export function matchesBridgePattern(name: string, patterns: readonly string[]): boolean {
-  return patterns.some((pattern) => {
-    const re = new RegExp(`^${pattern.split('*').map((part) => part.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')).join('.*')}$`);
-    return re.test(name);
-  });
+  return patterns.some((pattern) => patternRegExp(pattern).test(name));
+}
+
+/** Compiled once per pattern: every sync tests every link, and a storm brings hundreds of links. */
+const compiled = new Map<string, RegExp>();
+function patternRegExp(pattern: string): RegExp {
+  let re = compiled.get(pattern);
+  if (re === undefined) {
+    re = new RegExp(`^${pattern.split('*').map((part) => part.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')).join('.*')}$`);
+    compiled.set(pattern, re);
+  }
+  return re;
 }
 
 /** Interface names that may reach iptables argv / restore text (the kernel allows more; we do not). */

@@ -73,7 +73,7 @@ export class Daemon {
       config, log, ledger, nl: openNetlink({ timeoutMs: config.sync.requestTimeoutMs }), imds: new ImdsClient(config.imds),
       iptables: new IptablesAdapter(config),
     });
-    this.trigger = new SyncTrigger<Work>((work) => this.runSync(work), config.sync.debounceMs);
+    this.trigger = new SyncTrigger<Work>((work) => this.runSync(work), config.sync.debounceMs, config.sync.minIntervalMs);
     this.events = new KernelEvents();
     this.netfilter = config.containers.enabled ? new NetfilterEvents() : undefined;
     this.pendingDelayMs = config.sync.pendingRetryBaseMs;
@@ -178,7 +178,8 @@ export class Daemon {
 
   /** New links IMDS does not know yet, and ENIs it lists incompletely, are retried with backoff. */
   private followWaiting(report: SyncReport): void {
-    for (const mac of [...this.unknownAttempts.keys()]) if (!report.unknownMacs.includes(mac)) this.unknownAttempts.delete(mac);
+    const unknownNow = new Set(report.unknownMacs);
+    for (const mac of this.unknownAttempts.keys()) if (!unknownNow.has(mac)) this.unknownAttempts.delete(mac);
     // A link that IMDS never lists (not an ENI after all) is given up after a bounded number of tries;
     // the periodic refresh still looks at it.
     const unknown = report.unknownMacs.filter((m) => (this.unknownAttempts.get(m) ?? 0) < 12);
@@ -212,7 +213,7 @@ export class Daemon {
     this.imdsBusy = read.then(() => {
       this.imdsBusy = undefined;
       // Re-plan even on failure: the failure is reported in the status, and waiting ENIs get their retry.
-      this.trigger.request(['imds']);
+      this.trigger.request(['imds'], true);
     });
     return this.imdsBusy;
   }

@@ -1,6 +1,8 @@
 // "When to sync", kept apart from "what to sync" (after kube-proxy's BoundedFrequencyRunner):
 // requests accumulate the kinds of objects that changed; one run at a time; a burst becomes one run
-// after a short quiet time; requests made during a run cause exactly one more run.
+// after a short quiet time; requests made during a run cause exactly one more run; and runs start at
+// least `minIntervalMs` apart, so a long storm of events (containers starting) costs a bounded number of
+// runs per second while a lone event after a quiet period is still handled after `debounceMs`.
 
 export class SyncTrigger<K> {
   private pending = new Set<K>();
@@ -9,14 +11,21 @@ export class SyncTrigger<K> {
   private stopped = false;
   private waiters: Array<() => void> = [];
 
+  private lastStart = Number.NEGATIVE_INFINITY;
+  private urgent = false;
+  private timerAt = 0;
+
   constructor(
     private readonly run: (kinds: Set<K>) => Promise<void>,
     private readonly debounceMs: number,
+    private readonly minIntervalMs = 0,
   ) {}
 
-  request(kinds: Iterable<K>): void {
+  /** `urgent`: this request skips the minimum interval (new IMDS data: a hot-attached ENI is waiting for it). */
+  request(kinds: Iterable<K>, urgent = false): void {
     if (this.stopped) return;
     for (const k of kinds) this.pending.add(k);
+    if (urgent) this.urgent = true;
     this.schedule();
   }
 
@@ -35,14 +44,22 @@ export class SyncTrigger<K> {
   }
 
   private schedule(): void {
-    if (this.timer !== undefined || this.running !== undefined || this.pending.size === 0) return;
-    this.timer = setTimeout(() => void this.fire(), this.debounceMs);
+    if (this.running !== undefined || this.pending.size === 0) return;
+    const wait = this.urgent ? this.debounceMs : Math.max(this.debounceMs, this.lastStart + this.minIntervalMs - performance.now());
+    if (this.timer !== undefined) {
+      if (!this.urgent || this.timerAt <= performance.now() + wait) return;
+      clearTimeout(this.timer); // an urgent request moves a distant run closer
+    }
+    this.timerAt = performance.now() + wait;
+    this.timer = setTimeout(() => void this.fire(), wait);
   }
 
   private async fire(): Promise<void> {
     this.timer = undefined;
     const kinds = this.pending;
     this.pending = new Set();
+    this.urgent = false;
+    this.lastStart = performance.now();
     // run() reports its own errors; a throw here must not stop later runs.
     this.running = this.run(kinds).catch(() => undefined);
     await this.running;

@@ -1,5 +1,5 @@
 // Links: dump (index, name, MAC, up flag, kind) and set a link up. ENIs are keyed by MAC, so the MAC is lower-case.
-import { ifla, rt } from 'netlink';
+import { rt } from 'netlink';
 import type { KernelLink } from '../core/types';
 import { body, type Netlink } from './netlink';
 
@@ -10,30 +10,66 @@ function macOf(buf: Buffer | undefined): string {
   return mac;
 }
 
-export function linkFromMessage(msg: rt.LinkMessage): KernelLink | undefined {
-  const index = msg.data.index;
-  const name = msg.attrs.ifname;
-  if (index === undefined || name === undefined) return undefined;
-  const link: KernelLink = { index, name, mac: macOf(msg.attrs.address), up: msg.data.flags?.up === true };
-  // IFLA_MASTER: enslaved to a bridge or bond (a container's veth), never an ENI.
-  if (msg.attrs.master !== undefined && msg.attrs.master !== 0) link.master = msg.attrs.master;
-  if (msg.attrs.linkinfo !== undefined) {
-    const kind = ifla.parseInfo(msg.attrs.linkinfo).kind;
-    if (kind !== undefined) link.kind = kind;
+const RTM_NEWLINK = 16;
+const IFINFOMSG_LEN = 16;
+const IFF_UP = 0x1;
+const IFLA_ADDRESS = 1;
+const IFLA_IFNAME = 3;
+const IFLA_MASTER = 10;
+const IFLA_LINKINFO = 18;
+const IFLA_INFO_KIND = 1;
+const NLA_TYPE_MASK = 0x3fff;
+
+function cString(buf: Buffer, start: number, end: number): string {
+  const nul = buf.indexOf(0, start);
+  return buf.toString('latin1', start, nul >= 0 && nul < end ? nul : end);
+}
+
+/**
+ * Reads the five fields ec2netd uses from an RTM_NEWLINK message: ifinfomsg (index, flags) and the attributes
+ * IFLA_ADDRESS, IFLA_IFNAME, IFLA_MASTER and IFLA_LINKINFO/IFLA_INFO_KIND. Written by hand because the
+ * generic parser decodes every attribute (two sets of counters among them): during a container storm the
+ * link dump is most of a sync's CPU. test/integration/kernel-adapter.test.ts checks it against `ip -json`.
+ */
+export function parseLinkMessage(type: number, data: Buffer): KernelLink | undefined {
+  if (type !== RTM_NEWLINK || data.length < IFINFOMSG_LEN) return undefined;
+  const index = data.readInt32LE(4);
+  const flags = data.readUInt32LE(8);
+  let name: string | undefined;
+  let mac = '';
+  let master = 0;
+  let kind: string | undefined;
+  for (let pos = IFINFOMSG_LEN; pos + 4 <= data.length;) {
+    const len = data.readUInt16LE(pos);
+    if (len < 4 || pos + len > data.length) break;
+    const value = pos + 4;
+    const end = pos + len;
+    switch (data.readUInt16LE(pos + 2) & NLA_TYPE_MASK) {
+      case IFLA_ADDRESS: mac = macOf(data.subarray(value, end)); break;
+      case IFLA_IFNAME: name = cString(data, value, end); break;
+      case IFLA_MASTER: if (end - value >= 4) master = data.readUInt32LE(value); break;
+      case IFLA_LINKINFO:
+        for (let inner = value; inner + 4 <= end;) {
+          const ilen = data.readUInt16LE(inner);
+          if (ilen < 4 || inner + ilen > end) break;
+          if ((data.readUInt16LE(inner + 2) & NLA_TYPE_MASK) === IFLA_INFO_KIND) kind = cString(data, inner + 4, inner + ilen);
+          inner += (ilen + 3) & ~3;
+        }
+        break;
+    }
+    pos += (len + 3) & ~3;
   }
+  if (name === undefined || index <= 0) return undefined;
+  const link: KernelLink = { index, name, mac, up: (flags & IFF_UP) !== 0 };
+  // IFLA_MASTER: enslaved to a bridge or bond (a container's veth), never an ENI.
+  if (master !== 0) link.master = master;
+  if (kind !== undefined && kind !== '') link.kind = kind;
   return link;
 }
 
 export async function dumpLinks(nl: Netlink): Promise<KernelLink[]> {
-  const msgs = await nl.dump('dump links', rt.MessageType.GETLINK, body((out) =>
-    rt.formatLinkMessage({ kind: 'link', data: {}, attrs: {} }, out)));
-  const links: KernelLink[] = [];
-  for (const msg of msgs) {
-    if (msg.kind !== 'link') continue;
-    const link = linkFromMessage(msg);
-    if (link !== undefined) links.push(link);
-  }
-  return links;
+  return nl.dumpWith('dump links', rt.MessageType.GETLINK, body((out) =>
+    rt.formatLinkMessage({ kind: 'link', data: {}, attrs: {} }, out)), parseLinkMessage);
 }
 
 /** `ip link set NAME up`: sets IFF_UP only (the change mask leaves every other flag alone). */

@@ -100,20 +100,26 @@ export class Netlink {
    * this goes through the lower socket and parses the messages itself.
    */
   dump(what: string, type: rt.MessageType, body: Uint8Array[]): Promise<rt.Message[]> {
-    const run = this.dumping.then(() => this.dumpNow(what, type, body));
+    return this.dumpWith(what, type, body, (t, data) => rt.parseMessage(t, data));
+  }
+
+  /** A dump whose messages `parse` turns into T (undefined: skipped), for objects where the generic parser costs too much. */
+  dumpWith<T>(what: string, type: rt.MessageType, body: Uint8Array[], parse: (type: number, data: Buffer) => T | undefined): Promise<T[]> {
+    const run = this.dumping.then(() => this.dumpNow(what, type, body, parse));
     this.dumping = run.catch(() => undefined);
     return run;
   }
 
-  private async dumpNow(what: string, type: rt.MessageType, body: Uint8Array[]): Promise<rt.Message[]> {
+  private async dumpNow<T>(what: string, type: rt.MessageType, body: Uint8Array[], parse: (type: number, data: Buffer) => T | undefined): Promise<T[]> {
     for (let attempt = 1; ; attempt++) {
       const [msgs] = await this.call(what, (o) => this.socket.socket.request(type, body, { ...o, flags: NLM_F_DUMP }));
       let interrupted = false;
-      const out: rt.Message[] = [];
+      const out: T[] = [];
       for (const msg of msgs) {
         if ((msg.flags & NLM_F_DUMP_INTR) !== 0) interrupted = true;
         if (msg.type === NLMSG_DONE || msg.type === NLMSG_ERROR) continue;
-        out.push(rt.parseMessage(msg.type, msg.data));
+        const parsed = parse(msg.type, msg.data);
+        if (parsed !== undefined) out.push(parsed);
       }
       if (!interrupted || attempt >= 3) return out;
     }

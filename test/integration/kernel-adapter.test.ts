@@ -91,6 +91,10 @@ describe('kernel adapter (rtnetlink) in a namespace', () => {
     k.ip(['rule', 'add', 'from', '10.0.1.10', 'lookup', '10001', 'pref', '10100', 'proto', String(PROTO)]);
     k.ip(['rule', 'add', 'fwmark', '0x80/0xff', 'lookup', '10001', 'pref', '10200']);
     k.ip(['-6', 'rule', 'add', 'from', 'fd00:1::10', 'lookup', '10001', 'pref', '10100', 'proto', String(PROTO)]);
+    // A bridge with an enslaved veth (a container's link): IFLA_MASTER.
+    k.ip(['link', 'add', 'tb0', 'type', 'bridge']);
+    k.ip(['link', 'add', 'tv0', 'type', 'veth', 'peer', 'name', 'tv1']);
+    k.ip(['link', 'set', 'tv0', 'master', 'tb0']);
   });
 
   afterAll(() => k?.destroy());
@@ -102,6 +106,10 @@ describe('kernel adapter (rtnetlink) in a namespace', () => {
     expect(s.links.map((l) => [l.index, l.name, l.mac, l.up, l.kind ?? null]).sort()).toEqual(
       ipLinks.map((l) => [l.ifindex, l.ifname, l.address, l.flags.includes('UP'), l.linkinfo?.info_kind ?? null]).sort());
     expect(s.links.find((l) => l.name === 'v1')).toMatchObject({ mac: '02:00:00:00:00:20', kind: 'veth', up: true });
+    const byName = Object.fromEntries(ipLinks.map((l) => [l.ifname, l.ifindex]));
+    const ipMasters = ipJson<{ ifname: string; master?: string }[]>(['link', 'show']).filter((l) => l.master !== undefined);
+    expect(ipMasters.map((l) => l.ifname)).toEqual(['tv0']);
+    expect(s.links.filter((l) => l.master !== undefined).map((l) => [l.name, l.master])).toEqual(ipMasters.map((l) => [l.ifname, byName[l.master ?? '']]));
 
     const ipAddrs = ipJson<{ ifindex: number; addr_info: { family: string; local: string; prefixlen: number; noprefixroute?: boolean }[] }[]>(['addr', 'show']);
     const expected = ipAddrs.flatMap((l) => l.addr_info.map((a) => [l.ifindex, a.family === 'inet' ? 4 : 6, a.local, a.prefixlen, a.noprefixroute === true]));

@@ -46,3 +46,34 @@ describe('SyncTrigger', () => {
     expect(n).toBe(2);
   });
 });
+
+describe('SyncTrigger minimum interval', () => {
+  it('spaces the runs of a long storm', async () => {
+    const starts: number[] = [];
+    const t = new SyncTrigger<string>(async () => { starts.push(performance.now()); }, 1, 100);
+    const storm = setInterval(() => t.request(['link']), 2);
+    await tick(500);
+    clearInterval(storm);
+    await t.idle();
+    // 500 ms of events every 2 ms: without the interval ~200 runs; with it, about one per 100 ms.
+    expect(starts.length).toBeGreaterThanOrEqual(2);
+    expect(starts.length).toBeLessThanOrEqual(7);
+    for (let i = 1; i < starts.length; i++) expect(starts[i]! - starts[i - 1]!).toBeGreaterThanOrEqual(98);
+  });
+
+  it('a lone request after quiet waits only the debounce; an urgent one skips the interval', async () => {
+    const runs: string[][] = [];
+    const t = new SyncTrigger<string>(async (k) => { runs.push([...k]); }, 1, 5000);
+    const first = performance.now();
+    t.request(['link']);
+    await t.idle();
+    expect(performance.now() - first).toBeLessThan(2500);
+    t.request(['route']); // would wait for the 5 s interval
+    await tick(20);
+    expect(runs).toEqual([['link']]);
+    t.request(['imds'], true);
+    await t.idle();
+    expect(performance.now() - first).toBeLessThan(2500);
+    expect(runs).toEqual([['link'], ['route', 'imds']]);
+  });
+});

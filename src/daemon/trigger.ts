@@ -1,8 +1,9 @@
 // "When to sync", kept apart from "what to sync" (after kube-proxy's BoundedFrequencyRunner):
 // requests accumulate the kinds of objects that changed; one run at a time; a burst becomes one run
-// after a short quiet time; requests made during a run cause exactly one more run; and runs start at
-// least `minIntervalMs` apart, so a long storm of events (containers starting) costs a bounded number of
-// runs per second while a lone event after a quiet period is still handled after `debounceMs`.
+// after a short quiet time; requests made during a run cause exactly one more run. Runs are rate-limited
+// by a token bucket (`burst` runs, one more every `minIntervalMs`): a long storm of events (containers
+// starting) costs a bounded number of runs per second, while the first runs after a quiet period (a
+// repair, a new ENI) start after `debounceMs` only.
 
 export class SyncTrigger<K> {
   private pending = new Set<K>();
@@ -11,17 +12,21 @@ export class SyncTrigger<K> {
   private stopped = false;
   private waiters: Array<() => void> = [];
 
-  private lastStart = Number.NEGATIVE_INFINITY;
   private urgent = false;
   private timerAt = 0;
+  private tokens: number;
+  private refilledAt = performance.now();
 
   constructor(
     private readonly run: (kinds: Set<K>) => Promise<void>,
     private readonly debounceMs: number,
     private readonly minIntervalMs = 0,
-  ) {}
+    private readonly burst = 5,
+  ) {
+    this.tokens = burst;
+  }
 
-  /** `urgent`: this request skips the minimum interval (new IMDS data: a hot-attached ENI is waiting for it). */
+  /** `urgent`: this request skips the rate limit (new IMDS data: a hot-attached ENI is waiting for it). */
   request(kinds: Iterable<K>, urgent = false): void {
     if (this.stopped) return;
     for (const k of kinds) this.pending.add(k);
@@ -45,7 +50,7 @@ export class SyncTrigger<K> {
 
   private schedule(): void {
     if (this.running !== undefined || this.pending.size === 0) return;
-    const wait = this.urgent ? this.debounceMs : Math.max(this.debounceMs, this.lastStart + this.minIntervalMs - performance.now());
+    const wait = this.urgent ? this.debounceMs : Math.max(this.debounceMs, this.tokenWaitMs());
     if (this.timer !== undefined) {
       if (!this.urgent || this.timerAt <= performance.now() + wait) return;
       clearTimeout(this.timer); // an urgent request moves a distant run closer
@@ -59,13 +64,27 @@ export class SyncTrigger<K> {
     const kinds = this.pending;
     this.pending = new Set();
     this.urgent = false;
-    this.lastStart = performance.now();
+    this.refill();
+    this.tokens = Math.max(0, this.tokens - 1);
     // run() reports its own errors; a throw here must not stop later runs.
     this.running = this.run(kinds).catch(() => undefined);
     await this.running;
     this.running = undefined;
     this.schedule();
     this.settle();
+  }
+
+  private refill(): void {
+    const now = performance.now();
+    if (this.minIntervalMs > 0) this.tokens = Math.min(this.burst, this.tokens + (now - this.refilledAt) / this.minIntervalMs);
+    else this.tokens = this.burst;
+    this.refilledAt = now;
+  }
+
+  /** How long until a whole token is there (0: now). */
+  private tokenWaitMs(): number {
+    this.refill();
+    return this.tokens >= 1 ? 0 : (1 - this.tokens) * this.minIntervalMs;
   }
 
   private settle(): void {

@@ -139,7 +139,7 @@ describe('Docker published ports answer through the ENI they arrived on', () => 
     const p = await httpProbe(client, ip, port);
     const after = await counters();
     const r = { ...p, srcDstDrops: after.srcDst - before.srcDst, rpDrops: after.rpFilter - before.rpFilter };
-    results.push(`${label.padEnd(64)} ${r.ok ? 'OK  ' : 'FAIL'} ${String(r.ms).padStart(5)} ms  src/dst-drops ${r.srcDstDrops}  rp_filter-drops ${r.rpDrops}`);
+    results.push(`${label.padEnd(64)} ${r.ok ? 'answered ' : 'no answer'} ${String(r.ms).padStart(5)} ms  src/dst-drops ${r.srcDstDrops}  rp_filter-drops ${r.rpDrops}`);
     return r;
   }
 

@@ -132,7 +132,8 @@ export class Daemon {
     return this.trigger.idle();
   }
 
-  private async runSync(work: Set<Work>): Promise<void> {
+  /** One sync; resolves true when it wrote to the kernel (the trigger lets the echo of those writes through). */
+  private async runSync(work: Set<Work>): Promise<boolean> {
     const kinds = new Set([...work].filter((w): w is Kind => w !== 'imds' && w !== 'iptables'));
     try {
       // With nft monitor running, changes to the mangle table arrive as 'iptables' work, and a change of the
@@ -145,11 +146,13 @@ export class Daemon {
       if (!this.ready && report.haveSnapshot && report.errors.length === 0) this.markReady(status);
       else this.supervisor.status(status);
       this.followWaiting(report);
+      return report.applied > 0;
     } catch (err) {
       // A kernel read failed (timeout, socket trouble): nothing was planned from it. Retry soon with a full read.
       this.log.error({ err: (err as Error).message }, `sync failed: ${(err as Error).message}`);
       this.reconciler.forget();
       this.timer(this.config.sync.pendingRetryBaseMs, () => this.trigger.request(ALL_KINDS));
+      return false;
     }
   }
 

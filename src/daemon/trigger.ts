@@ -3,7 +3,8 @@
 // after a short quiet time; requests made during a run cause exactly one more run. Runs are rate-limited
 // by a token bucket (`burst` runs, one more every `minIntervalMs`): a long storm of events (containers
 // starting) costs a bounded number of runs per second, while the first runs after a quiet period (a
-// repair, a new ENI) start after `debounceMs` only.
+// repair, a new ENI) start after `debounceMs` only. A run that follows a run that wrote to the kernel is
+// free: it mostly sees the echo of those writes, and there is at most one such run per writing run.
 
 export class SyncTrigger<K> {
   private pending = new Set<K>();
@@ -15,10 +16,13 @@ export class SyncTrigger<K> {
   private urgent = false;
   private timerAt = 0;
   private tokens: number;
+  /** The last run wrote: the next one (the echo of those writes) costs no token. */
+  private freeNext = false;
   private refilledAt = performance.now();
 
   constructor(
-    private readonly run: (kinds: Set<K>) => Promise<void>,
+    /** Resolves true when the run wrote to the kernel. */
+    private readonly run: (kinds: Set<K>) => Promise<boolean | void>,
     private readonly debounceMs: number,
     private readonly minIntervalMs = 0,
     private readonly burst = 5,
@@ -50,7 +54,7 @@ export class SyncTrigger<K> {
 
   private schedule(): void {
     if (this.running !== undefined || this.pending.size === 0) return;
-    const wait = this.urgent ? this.debounceMs : Math.max(this.debounceMs, this.tokenWaitMs());
+    const wait = this.urgent || this.freeNext ? this.debounceMs : Math.max(this.debounceMs, this.tokenWaitMs());
     if (this.timer !== undefined) {
       if (!this.urgent || this.timerAt <= performance.now() + wait) return;
       clearTimeout(this.timer); // an urgent request moves a distant run closer
@@ -65,10 +69,11 @@ export class SyncTrigger<K> {
     this.pending = new Set();
     this.urgent = false;
     this.refill();
-    this.tokens = Math.max(0, this.tokens - 1);
+    if (!this.freeNext) this.tokens = Math.max(0, this.tokens - 1);
     // run() reports its own errors; a throw here must not stop later runs.
-    this.running = this.run(kinds).catch(() => undefined);
-    await this.running;
+    const running = this.run(kinds).then((wrote) => wrote === true, () => false);
+    this.running = running.then(() => undefined);
+    this.freeNext = await running;
     this.running = undefined;
     this.schedule();
     this.settle();

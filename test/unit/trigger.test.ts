@@ -78,3 +78,19 @@ describe('SyncTrigger minimum interval', () => {
     expect(runs).toEqual([['link'], ['route', 'imds']]);
   });
 });
+
+describe('SyncTrigger and writing runs', () => {
+  it('a run after a run that wrote costs no token', async () => {
+    const runs: string[][] = [];
+    // One token, refilled every 5 s: only free runs can follow the first one quickly.
+    const t = new SyncTrigger<string>(async (k) => { runs.push([...k]); return k.has('repair'); }, 1, 5000, 1);
+    t.request(['repair']);
+    await t.idle();
+    t.request(['echo']); // the echo of the repair's writes: free
+    await t.idle();
+    t.request(['later']); // now the bucket is empty: waits for the interval
+    await tick(50);
+    expect(runs).toEqual([['repair'], ['echo']]);
+    t.stop();
+  });
+});

@@ -27,7 +27,7 @@ describe('ec2netd under rtnetlink storms', () => {
     return { daemon: procStat(daemon.pid).cpuS, watcher: w === undefined ? 0 : procStat(w).cpuS };
   };
   /** Runs `storm`, waits for the good state, prints what it cost. */
-  const weather = async (name: string, events: number, storm: () => Promise<void>): Promise<void> => {
+  const weather = async (name: string, events: number, storm: () => Promise<unknown>): Promise<void> => {
     const mark = logMark(daemon);
     const before = cpu();
     await storm();

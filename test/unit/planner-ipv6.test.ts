@@ -5,9 +5,10 @@ import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { defaultConfig, type Config } from '../../src/config';
 import { buildDesired, isLinkLocal6, learnedIpv6Router, prefixAddresses, tableFor } from '../../src/core/desired';
-import { addressKey, diff, effectiveMetric, ownedAddressKey, routeKey, routeSlot, ruleKey } from '../../src/core/diff';
+import { diff, ownedAddressKey, routeKey, routeSlot, ruleKey } from '../../src/core/diff';
 import { formatChange } from '../../src/core/format';
-import type { EniInfo, ImdsSnapshot, KernelLink, KernelRoute, KernelState, Plan } from '../../src/core/types';
+import type { EniInfo, ImdsSnapshot, KernelLink, KernelRoute, KernelState } from '../../src/core/types';
+import { applyKernel } from '../helpers/kernel-model';
 
 const config = defaultConfig({});
 const P = config.protocol;
@@ -40,42 +41,6 @@ const dual: ImdsSnapshot = {
   ],
   pending: [],
 };
-
-/** What rtnetlink reports for a route the kernel accepted. */
-function asKernelReports(r: KernelRoute): KernelRoute {
-  if (r.family === 4) return { ...r };
-  return { ...r, metric: effectiveMetric(r), scope: 0 };
-}
-
-/** Applies a plan as the kernel would: EXCL adds fail on a taken slot, replace swaps within the slot. */
-function applyKernel(state: KernelState, plan: Plan): KernelState {
-  let { links, addresses, routes, rules } = structuredClone(state);
-  const slotOf = (r: KernelRoute) => `${r.family}|${r.table}|${r.dst}|${effectiveMetric(r)}`;
-  const removeFirst = <T>(list: T[], match: (x: T) => boolean) => {
-    const i = list.findIndex(match);
-    if (i >= 0) list.splice(i, 1);
-  };
-  for (const c of plan) {
-    switch (c.op) {
-      case 'link-up': links = links.map((l) => (l.index === c.link.index ? { ...l, up: true } : l)); break;
-      case 'add-address':
-        if (!addresses.some((a) => addressKey(a) === addressKey(c.address))) addresses.push({ ...c.address });
-        break;
-      case 'del-address': addresses = addresses.filter((a) => addressKey(a) !== addressKey(c.address)); break;
-      case 'add-route':
-        if (!routes.some((r) => slotOf(r) === slotOf(c.route))) routes.push(asKernelReports(c.route));
-        break;
-      case 'replace-route':
-        removeFirst(routes, (r) => slotOf(r) === slotOf(c.route) && routeKey(r) === routeKey(c.previous) && r.protocol === c.previous.protocol);
-        routes.push(asKernelReports(c.route));
-        break;
-      case 'del-route': removeFirst(routes, (r) => routeKey(r) === routeKey(c.route) && r.protocol === c.route.protocol); break;
-      case 'add-rule': rules.push(c.rule); break;
-      case 'del-rule': removeFirst(rules, (r) => ruleKey(r) === ruleKey(c.rule) && r.protocol === c.rule.protocol); break;
-    }
-  }
-  return { links, addresses, routes, rules };
-}
 
 function converge(snapshot: ImdsSnapshot, observed: KernelState, cfg: Config = config, owned = new Set<string>()) {
   const desired = buildDesired(snapshot, observed, cfg);

@@ -2,9 +2,10 @@ import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { defaultConfig } from '../../src/config';
 import { buildDesired, retainAttached, tableFor } from '../../src/core/desired';
-import { addressKey, diff, ownedAddressKey, routeKey, ruleKey } from '../../src/core/diff';
+import { diff, ownedAddressKey } from '../../src/core/diff';
 import { formatChange } from '../../src/core/format';
-import type { EniInfo, ImdsSnapshot, KernelLink, KernelRoute, KernelRule, KernelState, Plan } from '../../src/core/types';
+import type { EniInfo, ImdsSnapshot, KernelLink, KernelRoute, KernelRule, KernelState } from '../../src/core/types';
+import { applyKernel } from '../helpers/kernel-model';
 
 const config = defaultConfig({});
 const P = config.protocol;
@@ -26,30 +27,6 @@ const snapshot: ImdsSnapshot = {
 };
 
 const empty: KernelState = { links: [eth0, eth1], addresses: [], routes: [], rules: [] };
-
-/** Removes the first match, as the kernel deletes one object per request; a miss is ENOENT (nothing happens). */
-function remove<T>(list: T[], match: (x: T) => boolean): void {
-  const i = list.findIndex(match);
-  if (i >= 0) list.splice(i, 1);
-}
-
-/** A model of the kernel good enough for the planner: applies a plan to a state. */
-function applyModel(state: KernelState, plan: Plan): KernelState {
-  let { links, addresses, routes, rules } = structuredClone(state);
-  for (const c of plan) {
-    switch (c.op) {
-      case 'link-up': links = links.map((l) => (l.index === c.link.index ? { ...l, up: true } : l)); break;
-      case 'add-address': addresses.push({ ...c.address }); break;
-      case 'del-address': addresses = addresses.filter((a) => addressKey(a) !== addressKey(c.address)); break;
-      case 'add-route': routes.push(c.route); break;
-      case 'replace-route': { remove(routes, (r) => routeKey(r) === routeKey(c.previous) && r.protocol === c.previous.protocol); routes.push(c.route); break; }
-      case 'del-route': remove(routes, (r) => routeKey(r) === routeKey(c.route) && r.protocol === c.route.protocol); break;
-      case 'add-rule': rules.push(c.rule); break;
-      case 'del-rule': remove(rules, (r) => ruleKey(r) === ruleKey(c.rule) && r.protocol === c.rule.protocol); break;
-    }
-  }
-  return { links, addresses, routes, rules };
-}
 
 describe('buildDesired', () => {
   it('gives each secondary ENI a table, routes, source rules and its addresses; the primary only its secondary IPs', () => {
@@ -143,7 +120,7 @@ describe('diff', () => {
   });
 
   it('is empty once applied, and removes stale and duplicate owned rules but never foreign ones', () => {
-    const after = applyModel(empty, diff({ ...base, observed: empty }).plan);
+    const after = applyKernel(empty, diff({ ...base, observed: empty }).plan);
     expect(diff({ ...base, observed: after }).plan).toEqual([]);
     const stale: KernelRule = { family: 4, priority: 10100, table: 10001, protocol: P, src: '10.0.1.99/32', action: 1 };
     const foreign: KernelRule = { ...stale, src: '10.0.1.98/32', protocol: 4 };
@@ -153,7 +130,7 @@ describe('diff', () => {
   });
 
   it('replaces an owned route in place when its attributes change, and leaves a foreign route alone', () => {
-    const after = applyModel(empty, diff({ ...base, observed: empty }).plan);
+    const after = applyKernel(empty, diff({ ...base, observed: empty }).plan);
     const moved = after.routes.map((r) => (r.prefsrc !== undefined ? { ...r, prefsrc: '10.0.1.21' } : r));
     const { plan } = diff({ ...base, observed: { ...after, routes: moved } });
     expect(plan.map(formatChange)).toEqual([`ip route replace 10.0.1.0/24 dev eth1 src 10.0.1.20 table 10001 proto ${P} scope link`]);
@@ -164,7 +141,7 @@ describe('diff', () => {
   });
 
   it('removes only the addresses ec2netd added, and only when IMDS no longer lists them', () => {
-    const after = applyModel(empty, diff({ ...base, observed: empty }).plan);
+    const after = applyKernel(empty, diff({ ...base, observed: empty }).plan);
     const extra = [{ ifindex: 3, family: 4 as const, address: '10.0.1.50', prefixLen: 24 }, { ifindex: 3, family: 4 as const, address: '10.0.1.51', prefixLen: 24 }];
     const owned = new Set([ownedAddressKey(eth1.mac, '10.0.1.50')]);
     const { plan } = diff({ ...base, ownedAddresses: owned, observed: { ...after, addresses: [...after.addresses, ...extra] } });
@@ -172,7 +149,7 @@ describe('diff', () => {
   });
 
   it('cleans up everything of a detached ENI and nothing else', () => {
-    const after = applyModel(empty, diff({ ...base, observed: empty }).plan);
+    const after = applyKernel(empty, diff({ ...base, observed: empty }).plan);
     const gone: KernelState = { ...after, links: [eth0], addresses: after.addresses.filter((a) => a.ifindex !== 3), routes: [] };
     const d = buildDesired(snapshot, gone, config);
     const { plan } = diff({ ...base, desired: d, observed: gone });
@@ -212,7 +189,7 @@ describe('planner properties', () => {
         }
         const firstDel = plan.findIndex((c) => c.op.startsWith('del-'));
         if (firstDel >= 0) expect(plan.slice(firstDel).every((c) => c.op.startsWith('del-'))).toBe(true);
-        const after = applyModel(observed, plan);
+        const after = applyKernel(observed, plan);
         expect(diff({ ...input, observed: after }).plan).toEqual([]);
         for (const foreign of [...rules, ...routes].filter((o) => o.protocol !== P)) {
           expect([...after.rules, ...after.routes]).toContainEqual(foreign);

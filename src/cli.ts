@@ -208,7 +208,7 @@ export async function cli(argv: string[]): Promise<number> {
     parsed = parseArgs({
       args: argv, allowPositionals: true, options: {
         config: { type: 'string', short: 'c' }, json: { type: 'boolean' }, 'log-level': { type: 'string' },
-        help: { type: 'boolean', short: 'h' }, version: { type: 'boolean', short: 'V' }, once: { type: 'boolean' },
+        help: { type: 'boolean', short: 'h' }, version: { type: 'boolean', short: 'V' },
       },
     });
   } catch (err) {

@@ -127,7 +127,7 @@ export class Daemon {
     this.log.info({ action: 'stop' }, 'ec2netd stopped; routing left in place');
   }
 
-  /** Resolves when no sync is pending or running (tests, `sync --once`). */
+  /** Resolves when no sync is pending or running (tests). */
   idle(): Promise<void> {
     return this.trigger.idle();
   }

@@ -8,7 +8,7 @@ import { IptablesError } from './exec';
 import { flushMangle } from './flush';
 import { readMangle, restore } from './io';
 import type { IptablesOptions } from './io';
-import { detectDrift } from './read';
+import { detectDrift, parseMangle } from './read';
 import type { Drift, MangleState } from './read';
 import { renderSync } from './render';
 
@@ -72,7 +72,14 @@ export class IptablesAdapter {
     if (this.written !== undefined && this.written.name !== backend.name) {
       await flushMangle(this.written, spec.chain, this.opts);
     }
-    const result = await syncMangle(backend, spec, this.opts);
+    let result: SyncResult;
+    try {
+      result = await syncMangle(backend, spec, this.opts);
+    } catch (err) {
+      // No iptables on this host and nothing wanted (no container network): nothing to do, nothing to report.
+      if (spec.rules.length === 0 && err instanceof IptablesError && err.notFound) return { changed: false, reasons: [], backend };
+      throw err;
+    }
     this.written = backend;
     return result;
   }
@@ -80,7 +87,14 @@ export class IptablesAdapter {
   /** Current state and drift, without writing (for `ec2netd status` / `plan`). */
   async check(spec: MangleSpec): Promise<{ state: MangleState; drift: Drift; backend: Backend }> {
     const backend = await this.currentBackend();
-    const state = await readMangle(backend, spec.chain, this.opts);
+    let state: MangleState;
+    try {
+      state = await readMangle(backend, spec.chain, this.opts);
+    } catch (err) {
+      // No iptables on this host: an empty mangle table (in sync when nothing is wanted).
+      if (!(err instanceof IptablesError && err.notFound)) throw err;
+      state = parseMangle('', spec.chain);
+    }
     return { state, drift: detectDrift(spec, state), backend };
   }
 

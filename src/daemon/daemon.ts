@@ -187,7 +187,9 @@ export class Daemon {
     // the periodic refresh still looks at it.
     const unknown = report.unknownMacs.filter((m) => (this.unknownAttempts.get(m) ?? 0) < 12);
     const waiting = report.waiting.filter((w) => !w.reason.startsWith('no link'));
-    if (unknown.length === 0 && waiting.length === 0) {
+    // Before the first IMDS answer (boot, IMDS not reachable yet) keep asking with backoff, not only every refresh.
+    const noSnapshot = !report.haveSnapshot;
+    if (unknown.length === 0 && waiting.length === 0 && !noSnapshot) {
       this.pendingDelayMs = this.config.sync.pendingRetryBaseMs;
       this.loggedWaits.clear();
       return;
@@ -205,7 +207,7 @@ export class Daemon {
       this.pendingTimer = undefined;
       for (const m of unknown) this.unknownAttempts.set(m, (this.unknownAttempts.get(m) ?? 0) + 1);
       this.pendingDelayMs = Math.min(this.pendingDelayMs * 2, this.config.sync.pendingRetryMaxMs);
-      this.refreshImds('waiting', [...unknown, ...waiting.map((w) => w.mac)]);
+      this.refreshImds('waiting', noSnapshot ? undefined : [...unknown, ...waiting.map((w) => w.mac)]);
     }, delay);
   }
 

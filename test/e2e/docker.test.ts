@@ -24,9 +24,10 @@ async function httpGet(clientNs: string, ip: string, port: number, timeoutMs = 1
   }
 }
 
-describe('ec2netd with real Docker', () => {
+// Strict reverse-path filtering (CIS hardening) is the hard case; loose (Ubuntu's default) must work the same.
+for (const rpFilter of ['1', '2'] as const) describe(`ec2netd with real Docker, rp_filter=${rpFilter === '1' ? 'strict' : 'loose'}`, () => {
   const sim = useSimulatedEc2('e2edock', {
-    hostSysctls: { 'net.ipv4.conf.all.rp_filter': '1', 'net.ipv4.conf.default.rp_filter': '1' },
+    hostSysctls: { 'net.ipv4.conf.all.rp_filter': rpFilter, 'net.ipv4.conf.default.rp_filter': rpFilter },
     enis: [
       { name: 'eth0', ipv4s: ['10.0.1.10'], deviceNumber: 0 },
       { name: 'eth1', ipv4s: ['10.0.1.20'], deviceNumber: 1 },

@@ -3,7 +3,15 @@
 // EXCL add on a taken slot fails, a replace swaps within the slot, a delete removes the first match (a miss is
 // ENOENT: nothing happens).
 import { addressKey, effectiveMetric, routeKey, ruleKey } from '../../src/core/diff';
-import type { KernelRoute, KernelState, Plan } from '../../src/core/types';
+import type { EniInfo, KernelRoute, KernelState, Plan } from '../../src/core/types';
+
+/** An ENI as the snapshot reader returns it, in 10.0.1.0/24, with what a test does not care about empty. */
+export function eni(mac: string, dev: number, ips: string[], extra: Partial<EniInfo> = {}): EniInfo {
+  return {
+    mac, deviceNumber: dev, networkCard: 0, interfaceId: `eni-${dev}abc`, ipv4s: ips, ipv4Prefixes: [],
+    ipv6s: [], ipv6Prefixes: [], subnetIpv4Cidr: '10.0.1.0/24', subnetIpv6Cidrs: [], ...extra,
+  };
+}
 
 /** What rtnetlink reports for a route the kernel accepted. */
 export function asKernelReports(r: KernelRoute): KernelRoute {

@@ -8,7 +8,7 @@ import { buildDesired, isLinkLocal6, learnedIpv6Router, prefixAddresses, tableFo
 import { diff, ownedAddressKey, routeKey, routeSlot, ruleKey } from '../../src/core/diff';
 import { formatChange } from '../../src/core/format';
 import type { EniInfo, ImdsSnapshot, KernelLink, KernelRoute, KernelState } from '../../src/core/types';
-import { applyKernel } from '../helpers/kernel-model';
+import { applyKernel, eni } from '../helpers/kernel-model';
 
 const config = defaultConfig({});
 const P = config.protocol;
@@ -18,13 +18,6 @@ const ROUTER = 'fe80::ec:2aff:fe00:101';
 
 const eth0: KernelLink = { index: 2, name: 'eth0', mac: '02:00:00:00:00:10', up: true };
 const eth1: KernelLink = { index: 3, name: 'eth1', mac: '02:00:00:00:00:20', up: true };
-
-function eni(mac: string, dev: number, ips: string[], extra: Partial<EniInfo> = {}): EniInfo {
-  return {
-    mac, deviceNumber: dev, networkCard: 0, interfaceId: `eni-${dev}abc`, ipv4s: ips, ipv4Prefixes: [],
-    ipv6s: [], ipv6Prefixes: [], subnetIpv4Cidr: '10.0.1.0/24', subnetIpv6Cidrs: [], ...extra,
-  };
-}
 
 /** The route a router advertisement leaves in main (`default via fe80::… dev ethN proto ra metric 1024`). */
 function raDefault(link: KernelLink, gateway = ROUTER, table = 254, metric = 1024): KernelRoute {

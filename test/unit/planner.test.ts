@@ -4,21 +4,14 @@ import { defaultConfig } from '../../src/config';
 import { buildDesired, retainAttached, tableFor } from '../../src/core/desired';
 import { diff, ownedAddressKey } from '../../src/core/diff';
 import { formatChange } from '../../src/core/format';
-import type { EniInfo, ImdsSnapshot, KernelLink, KernelRoute, KernelRule, KernelState } from '../../src/core/types';
-import { applyKernel } from '../helpers/kernel-model';
+import type { ImdsSnapshot, KernelLink, KernelRoute, KernelRule, KernelState } from '../../src/core/types';
+import { applyKernel, eni } from '../helpers/kernel-model';
 
 const config = defaultConfig({});
 const P = config.protocol;
 
 const eth0: KernelLink = { index: 2, name: 'eth0', mac: '02:00:00:00:00:10', up: true };
 const eth1: KernelLink = { index: 3, name: 'eth1', mac: '02:00:00:00:00:20', up: false };
-
-function eni(mac: string, dev: number, ips: string[], extra: Partial<EniInfo> = {}): EniInfo {
-  return {
-    mac, deviceNumber: dev, networkCard: 0, interfaceId: `eni-${dev}abc`, ipv4s: ips, ipv4Prefixes: [],
-    ipv6s: [], ipv6Prefixes: [], subnetIpv4Cidr: '10.0.1.0/24', subnetIpv6Cidrs: [], ...extra,
-  };
-}
 
 const snapshot: ImdsSnapshot = {
   primaryMac: eth0.mac,

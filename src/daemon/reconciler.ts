@@ -62,6 +62,8 @@ export class Reconciler {
   lastImdsSuccess: Date | undefined;
   lastReport: SyncReport | undefined;
   private kernel: KernelState | undefined;
+  /** The links of the last observation; kept when the cached state is dropped after writes (forget()). */
+  private links: KernelLink[] = [];
 
   constructor(private readonly deps: ReconcilerDeps) {}
 
@@ -103,7 +105,7 @@ export class Reconciler {
   }
 
   private acceptSnapshot(next: ImdsSnapshot): void {
-    const merged = retainAttached(this.snapshot, next, this.kernel?.links ?? []);
+    const merged = retainAttached(this.snapshot, next, this.links);
     for (const eni of merged.enis) {
       if (!next.enis.includes(eni)) {
         this.deps.log.warn({ eni: eni.interfaceId }, `IMDS no longer lists ${eni.interfaceId} but its link is still here: keeping its routing until the link goes`);
@@ -127,6 +129,7 @@ export class Reconciler {
   async observe(kinds: ReadonlySet<Kind>): Promise<KernelState> {
     const ask = this.kernel === undefined ? ALL_KINDS : kinds;
     this.kernel = await readKernelState(this.deps.nl, new Set(ask), this.kernel);
+    this.links = this.kernel.links;
     this.deps.ledger.prune(this.kernel);
     return this.kernel;
   }

@@ -119,6 +119,21 @@ describe('ec2netd on a simulated instance', () => {
     expect(await addresses(sim(), 'eth1')).toEqual(['10.0.1.20/24', '10.0.1.21/24']);
   });
 
+  it('an ENI that IMDS stops listing while its link is still attached keeps its routing', async () => {
+    const before = await ownedRules(sim());
+    const state = sim().imdsState();
+    await sim().imds.setInstance({ ...state, enis: state.enis.filter((e) => e.deviceNumber !== 1) });
+    try {
+      daemon.child.kill('SIGHUP'); // a reload drops the cached kernel state before it reads IMDS
+      await eventually('warned', async () => daemon.output().stdout.includes('IMDS no longer lists'));
+      await new Promise((r) => setTimeout(r, 500));
+      expect(await ownedRules(sim())).toEqual(before);
+      expect(await reach('10.0.1.21')).toBe(true);
+    } finally {
+      await sim().imds.setInstance(state);
+    }
+  });
+
   it('IMDS failing (500) removes nothing, and the daemon keeps repairing', async () => {
     const before = await ownedRules(sim());
     await sim().imds.setFault({ mode: 'status', code: 500 });

@@ -131,6 +131,7 @@ async function cmdStatus(options: Options): Promise<number> {
   const enis = (result?.desired.enis ?? []).map((d) => ({
     interfaceId: d.eni.interfaceId, mac: d.eni.mac, interface: d.link.name, primary: d.primary, table: d.table ?? null,
     deviceNumber: d.eni.deviceNumber, networkCard: d.eni.networkCard, ipv4s: d.eni.ipv4s, ipv4Prefixes: d.eni.ipv4Prefixes,
+    ipv6s: d.eni.ipv6s, ipv6Prefixes: d.eni.ipv6Prefixes,
     rules: owned.filter((r) => r.table === d.table).map(formatRule),
   }));
   const doc = {
@@ -151,6 +152,9 @@ async function cmdStatus(options: Options): Promise<number> {
     for (const e of enis) {
       out.push(`${e.interfaceId} ${e.mac} ${e.interface}${e.primary ? ' (primary, main table)' : ` table ${e.table}`} card ${e.networkCard} device ${e.deviceNumber}`);
       out.push(`  ipv4: ${e.ipv4s.join(' ')}${e.ipv4Prefixes.length > 0 ? `  prefixes: ${e.ipv4Prefixes.join(' ')}` : ''}`);
+      if (e.ipv6s.length + e.ipv6Prefixes.length > 0) {
+        out.push(`  ipv6: ${e.ipv6s.join(' ')}${e.ipv6Prefixes.length > 0 ? `  prefixes: ${e.ipv6Prefixes.join(' ')}` : ''}`);
+      }
       for (const r of e.rules) out.push(`  rule ${r}`);
     }
     for (const w of doc.waiting) out.push(`waiting: ${w.mac}: ${w.reason}`);

@@ -89,6 +89,9 @@ describe('ec2netd over IPv6 on a simulated instance', () => {
     const plan = await sim().ec2netd(['plan']);
     expect(plan.stdout).toContain('in sync');
     expect(plan.code).toBe(0);
+    const status = await sim().ec2netd(['status']);
+    expect(status.stdout).toContain(`  ipv6: ${V6('20')} ${V6('21')}  prefixes: ${PREFIX6}`);
+    expect(status.stdout).toContain('drift: none');
   });
 
   it('restores an IPv6 rule and the IPv6 default route that someone else deleted', async () => {

@@ -1,6 +1,7 @@
 // Command line: `ec2netd run | sync | plan | status | flush`.
 import { parseArgs } from 'node:util';
 import { ConfigError, loadConfig, type Config } from './config';
+import { ownedAddressKey } from './core/diff';
 import { formatChange, formatRule } from './core/format';
 import type { Plan } from './core/types';
 import { renderReport, runDoctor } from './doctor';
@@ -180,7 +181,7 @@ async function cmdFlush(options: Options): Promise<number> {
         .map((route) => ({ op: 'del-route' as const, route, linkName: links.get(route.ifindex ?? -1)?.name, reason: 'flush' })),
       ...kernel.addresses.filter((a) => {
         const mac = links.get(a.ifindex)?.mac;
-        return mac !== undefined && ledger.owned.has(`${mac}|${a.address}`);
+        return mac !== undefined && ledger.owned.has(ownedAddressKey(mac, a.address));
       }).map((address) => ({ op: 'del-address' as const, address, linkName: links.get(address.ifindex)?.name ?? '?', reason: 'flush' })),
     ];
     const outcome = await applyPlan(nl, plan);

@@ -127,11 +127,6 @@ export class Daemon {
     this.log.info({ action: 'stop' }, 'ec2netd stopped; routing left in place');
   }
 
-  /** Resolves when no sync is pending or running (tests). */
-  idle(): Promise<void> {
-    return this.trigger.idle();
-  }
-
   /** One sync; resolves true when it wrote to the kernel (the trigger lets the echo of those writes through). */
   private async runSync(work: Set<Work>): Promise<boolean> {
     const kinds = new Set([...work].filter((w): w is Kind => w !== 'imds' && w !== 'iptables'));

@@ -261,8 +261,3 @@ export function withAdoption(plan: Plan, result: Pick<CoexistenceResult, 'adopte
   });
   return [...replaced, ...result.adoptDeletions];
 }
-
-/** The hands-off ENIs' summary for `status --json` and doctor. */
-export function verdictSummary(verdicts: readonly EniVerdict[]): { mac: string; interface: string; table: number; action: EniAction; owners: ManagerId[]; reason: string }[] {
-  return verdicts.map((v) => ({ mac: v.mac, interface: v.linkName, table: v.table, action: v.action, owners: owners(v), reason: v.reason }));
-}

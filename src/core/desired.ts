@@ -3,7 +3,7 @@ import type { Config } from '../config';
 import { bridgeSubnets, buildContainerObjects, matchesBridgePattern, MarkSpaceError, type ContainerBridge } from './containers';
 import { canonicalAddress, intToIpv4, ipv4ToInt, ipv6ToBigInt, isIPv6, networkOf, normalizeCidr, parseCidr, subnetGateway } from './ip';
 import type {
-  DesiredAddress, DesiredEni, DesiredState, EniInfo, ImdsSnapshot, KernelLink, KernelRoute, KernelRule, KernelState, PendingEni,
+  DesiredAddress, DesiredEni, DesiredState, EniInfo, ImdsSnapshot, KernelLink, KernelRoute, KernelRule, KernelState,
 } from './types';
 
 export const RT_SCOPE_UNIVERSE = 0;
@@ -233,7 +233,3 @@ function addContainerObjects(state: DesiredState, kernel: Pick<KernelState, 'lin
   }
 }
 
-/** Skipped and pending ENIs together, for logs and status. */
-export function waitingEnis(snapshot: ImdsSnapshot, desired: DesiredState): PendingEni[] {
-  return [...snapshot.pending, ...desired.skipped];
-}

@@ -1,7 +1,7 @@
 // The diff: the minimal, ordered list of kernel writes that turns the observed state into the desired one,
 // touching only objects ec2netd owns. Pure.
 import { canonicalAddress } from './ip';
-import type { Change, DesiredAddress, DesiredState, KernelAddress, KernelLink, KernelRoute, KernelRule, KernelState, Plan } from './types';
+import type { Change, DesiredState, KernelAddress, KernelLink, KernelRoute, KernelRule, KernelState, Plan } from './types';
 
 /**
  * The metric the kernel gives a route added without one, and reports back: IPv4 0 (no attribute in the dump),
@@ -174,9 +174,4 @@ export function diff(input: DiffInput): DiffResult {
     ...rules.dels, ...routes.dels, ...addresses.dels,
   ];
   return { plan, conflicts };
-}
-
-/** The changes of a plan that add something (used to decide which addresses to record as owned). */
-export function addedAddresses(plan: Plan): DesiredAddress[] {
-  return plan.flatMap((c) => (c.op === 'add-address' ? [c.address] : []));
 }

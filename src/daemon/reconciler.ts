@@ -62,6 +62,8 @@ export class Reconciler {
   lastImdsSuccess: Date | undefined;
   lastReport: SyncReport | undefined;
   private kernel: KernelState | undefined;
+  /** ENIs kept although IMDS stopped listing them (warned once, not on every refresh). */
+  private retained = new Set<string>();
   /** The links of the last observation; kept when the cached state is dropped after writes (forget()). */
   private links: KernelLink[] = [];
 
@@ -106,11 +108,13 @@ export class Reconciler {
 
   private acceptSnapshot(next: ImdsSnapshot): void {
     const merged = retainAttached(this.snapshot, next, this.links);
-    for (const eni of merged.enis) {
-      if (!next.enis.includes(eni)) {
-        this.deps.log.warn({ eni: eni.interfaceId }, `IMDS no longer lists ${eni.interfaceId} but its link is still here: keeping its routing until the link goes`);
+    const retained = new Set(merged.enis.filter((e) => !next.enis.includes(e)).map((e) => e.interfaceId));
+    for (const id of retained) {
+      if (!this.retained.has(id)) {
+        this.deps.log.warn({ eni: id }, `IMDS no longer lists ${id} but its link is still here: keeping its routing until the link goes`);
       }
     }
+    this.retained = retained;
     if (this.lastImdsError !== undefined) this.deps.log.info('IMDS answers again');
     this.snapshot = merged;
     this.lastImdsError = undefined;

@@ -232,4 +232,3 @@ function addContainerObjects(state: DesiredState, kernel: Pick<KernelState, 'lin
     if (bridgeSubnets(bridges).length > 0) state.problems.push(err.message);
   }
 }
-

@@ -15,6 +15,8 @@ import { openNetlink } from './kernel/netlink';
 import { readKernelState } from './kernel/observe';
 import { createLogger, silentLogger, type Logger } from './log';
 import { createNotifier } from './systemd/notify';
+import { describeHeld } from './daemon/imds-state';
+import { readStatus } from './daemon/status-file';
 
 
 const VERSION: string = (require('../../package.json') as { version: string }).version;
@@ -93,12 +95,16 @@ async function cmdSync(options: Options): Promise<number> {
 async function computePlan(options: Options) {
   const { nl, reconciler, iptables } = toolsFor(options);
   try {
-    const imdsOk = await reconciler.refreshImds();
+    // With a daemon running, a fresh read is folded into the daemon's last good state, so an ENI the daemon holds
+    // is judged as the daemon judges it (src/core/last-good.ts), not torn down by an inconsistent read.
+    const daemon = readStatus(options.config.stateDir);
+    if (daemon?.snapshot != null) reconciler.imds.snapshot = daemon.snapshot;
     const kernel = await reconciler.observe(ALL_KINDS);
+    const imdsOk = await reconciler.refreshImds();
     const result = reconciler.planFor(kernel);
     const mangle = result === undefined ? undefined : await iptables.check(result.desired.mangle);
     const iptablesDrift = mangle === undefined || mangle.drift.inSync ? [] : mangle.drift.reasons.map((r) => `iptables (${mangle.backend.name}): ${r}`);
-    return { imdsOk, imdsError: reconciler.lastImdsError, result, snapshot: reconciler.snapshot, kernel, iptablesDrift };
+    return { imdsOk, imdsError: reconciler.lastImdsError, result, snapshot: reconciler.snapshot, kernel, iptablesDrift, daemon };
   } finally {
     nl.close();
   }
@@ -127,7 +133,7 @@ async function cmdPlan(options: Options): Promise<number> {
 }
 
 async function cmdStatus(options: Options): Promise<number> {
-  const { imdsError, result, snapshot, kernel, iptablesDrift } = await computePlan(options);
+  const { imdsError, result, snapshot, kernel, iptablesDrift, daemon } = await computePlan(options);
   const owned = kernel.rules.filter((r) => r.protocol === options.config.protocol);
   const enis = (result?.desired.enis ?? []).map((d) => ({
     interfaceId: d.eni.interfaceId, mac: d.eni.mac, interface: d.link.name, primary: d.primary, table: d.table ?? null,
@@ -136,8 +142,10 @@ async function cmdStatus(options: Options): Promise<number> {
     rules: owned.filter((r) => r.table === d.table).map(formatRule),
   }));
   const doc = {
+    daemon: daemon === undefined ? null : { pid: daemon.pid, lastChange: daemon.at, failing: daemon.failing, fights: daemon.fights },
     imds: imdsError === undefined ? 'ok' : `failing: ${imdsError}`,
     enis,
+    held: (snapshot?.held ?? []).map((h) => ({ ...h, text: describeHeld(h) })),
     waiting: [...(snapshot?.pending ?? []), ...(result?.desired.skipped ?? [])],
     drift: result === undefined ? null : [...result.plan.map(formatChange), ...iptablesDrift],
     conflicts: result?.conflicts ?? [],
@@ -149,7 +157,8 @@ async function cmdStatus(options: Options): Promise<number> {
   if (options.json) {
     process.stdout.write(`${JSON.stringify(doc, null, 2)}\n`);
   } else {
-    const out: string[] = [`IMDS: ${doc.imds}`];
+    const out: string[] = [doc.daemon === null ? 'daemon: not running in this network namespace' : `daemon: running (pid ${doc.daemon.pid})`];
+    out.push(`IMDS: ${doc.imds}`);
     for (const e of enis) {
       out.push(`${e.interfaceId} ${e.mac} ${e.interface}${e.primary ? ' (primary, main table)' : ` table ${e.table}`} card ${e.networkCard} device ${e.deviceNumber}`);
       out.push(`  ipv4: ${e.ipv4s.join(' ')}${e.ipv4Prefixes.length > 0 ? `  prefixes: ${e.ipv4Prefixes.join(' ')}` : ''}`);
@@ -158,7 +167,10 @@ async function cmdStatus(options: Options): Promise<number> {
       }
       for (const r of e.rules) out.push(`  rule ${r}`);
     }
+    for (const h of doc.held) out.push(`held: ${h.text}`);
     for (const w of doc.waiting) out.push(`waiting: ${w.mac}: ${w.reason}`);
+    for (const f of doc.daemon?.failing ?? []) out.push(`failing: ${f.change}: ${f.error}`);
+    for (const f of doc.daemon?.fights ?? []) out.push(`fight: ${f}`);
     for (const c of doc.conflicts) out.push(`conflict: ${c}`);
     for (const p of doc.problems) out.push(`problem: ${p}`);
     out.push(doc.drift === null ? 'drift: unknown (no IMDS data)' : doc.drift.length === 0 ? 'drift: none' : `drift: ${doc.drift.length} pending changes`);

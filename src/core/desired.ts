@@ -3,7 +3,7 @@ import type { Config } from '../config';
 import { bridgeSubnets, buildContainerObjects, matchesBridgePattern, MarkSpaceError, type ContainerBridge } from './containers';
 import { canonicalAddress, intToIpv4, ipv4ToInt, ipv6ToBigInt, isIPv6, networkOf, normalizeCidr, parseCidr, subnetGateway } from './ip';
 import type {
-  DesiredAddress, DesiredEni, DesiredState, EniInfo, ImdsSnapshot, KernelLink, KernelRoute, KernelRule, KernelState,
+  DesiredAddress, DesiredEni, DesiredState, EniInfo, ImdsSnapshot, KernelAddress, KernelLink, KernelRoute, KernelRule, KernelState,
 } from './types';
 
 export const RT_SCOPE_UNIVERSE = 0;
@@ -29,12 +29,13 @@ function subnetPrefix(eni: EniInfo): number {
   return parseCidr(eni.subnetIpv4Cidr)?.prefixLen ?? 32;
 }
 
-function eniAddresses(eni: EniInfo, link: KernelLink, primary: boolean, config: Config): DesiredAddress[] {
+/** `first`: the ENI's primary private IPv4 as IMDS lists it (the first of local-ipv4s). */
+function eniAddresses(eni: EniInfo, link: KernelLink, primary: boolean, config: Config, first = eni.ipv4s[0]): DesiredAddress[] {
   const prefix = subnetPrefix(eni);
   // The primary ENI's own address belongs to DHCP; ec2netd only adds its secondaries.
-  const ips = primary ? eni.ipv4s.slice(1) : eni.ipv4s;
+  const ips = primary ? eni.ipv4s.filter((ip) => ip !== first) : eni.ipv4s;
   const v4: DesiredAddress[] = ips.map((ip) => {
-    const isFirst = !primary && ip === eni.ipv4s[0];
+    const isFirst = !primary && ip === first;
     return {
       ifindex: link.index,
       family: 4,
@@ -46,7 +47,7 @@ function eniAddresses(eni: EniInfo, link: KernelLink, primary: boolean, config: 
     };
   });
   const taken = new Set(v4.map((a) => a.address));
-  if (!primary) taken.add(canonicalAddress(eni.ipv4s[0] ?? ''));
+  if (!primary) taken.add(canonicalAddress(first ?? ''));
   // Delegated IPv4 prefixes as host addresses: opt-in (docs/ipv6.md, "IPv4 prefix delegation"). Every address of
   // the prefix as a /32: a /32 has no connected route, so neither main nor the ENI table changes.
   const prefixHosts: DesiredAddress[] = !config.ipv4PrefixAddresses ? [] : eni.ipv4Prefixes
@@ -143,14 +144,46 @@ function eniRules(eni: EniInfo, table: number, config: Config): KernelRule[] {
 }
 
 /**
- * An ENI that a fresh IMDS answer no longer lists keeps its configuration while its link is still there:
- * on EC2 a detach removes the link, so a missing entry with a present link is IMDS lagging, not a detach.
+ * One owner per address. An address (or delegated prefix) IMDS lists on two ENIs is an IP being moved
+ * (assign-private-ip-addresses --allow-reassignment), seen mid-way: it stays on the ENI whose link holds it now,
+ * or, if neither (or both) does, goes nowhere, until IMDS agrees with itself. Never two `from` rules for one
+ * source. Returns each ENI's share (only for ENIs that lost something) and one note per contested address.
  */
-export function retainAttached(previous: ImdsSnapshot | undefined, next: ImdsSnapshot, links: KernelLink[]): ImdsSnapshot {
-  if (previous === undefined) return next;
-  const listed = new Set([...next.enis.map((e) => e.mac), ...next.pending.map((p) => p.mac)]);
-  const kept = previous.enis.filter((e) => !listed.has(e.mac) && linkForMac(links, e.mac) !== undefined);
-  return kept.length === 0 ? next : { ...next, enis: [...next.enis, ...kept] };
+export function oneOwnerPerAddress(
+  enis: readonly EniInfo[], links: readonly KernelLink[], addresses: readonly KernelAddress[],
+): { claims: Map<string, EniInfo>; notes: string[] } {
+  const linkOf = new Map(enis.map((e) => [e.mac, linkForMac([...links], e.mac)]));
+  const listedBy = new Map<string, EniInfo[]>();
+  for (const eni of enis) {
+    if (linkOf.get(eni.mac) === undefined) continue;
+    const own = new Set([...eni.ipv4s, ...eni.ipv6s].map(canonicalAddress)
+      .concat([...eni.ipv4Prefixes, ...eni.ipv6Prefixes].map((p) => normalizeCidr(p) ?? p)));
+    for (const a of own) listedBy.set(a, [...(listedBy.get(a) ?? []), eni]);
+  }
+  const lose = new Map<string, Set<string>>();
+  const notes: string[] = [];
+  for (const [address, group] of listedBy) {
+    if (group.length < 2) continue;
+    const holders = group.filter((e) => addresses.some((a) => a.ifindex === linkOf.get(e.mac)?.index && canonicalAddress(a.address) === address));
+    const owner = holders.length === 1 ? holders[0] : undefined;
+    for (const eni of group) if (eni !== owner) lose.set(eni.mac, (lose.get(eni.mac) ?? new Set()).add(address));
+    const names = group.map((e) => `${e.interfaceId} (${linkOf.get(e.mac)?.name ?? e.mac})`).join(' and ');
+    notes.push(owner === undefined
+      ? `${address} is listed by IMDS on both ${names}: configured on neither until IMDS agrees with itself`
+      : `${address} is listed by IMDS on both ${names}: kept on ${linkOf.get(owner.mac)?.name ?? owner.mac}, where it is configured, until IMDS agrees with itself`);
+  }
+  const claims = new Map<string, EniInfo>();
+  for (const eni of enis) {
+    const lost = lose.get(eni.mac);
+    if (lost === undefined) continue;
+    const keep = (a: string): boolean => !lost.has(canonicalAddress(a));
+    const keepPrefix = (p: string): boolean => !lost.has(normalizeCidr(p) ?? p);
+    claims.set(eni.mac, {
+      ...eni, ipv4s: eni.ipv4s.filter(keep), ipv6s: eni.ipv6s.filter(keep),
+      ipv4Prefixes: eni.ipv4Prefixes.filter(keepPrefix), ipv6Prefixes: eni.ipv6Prefixes.filter(keepPrefix),
+    });
+  }
+  return { claims, notes };
 }
 
 /** Container bridges present in the kernel: links matching containers.bridgePatterns, with their IPv4 networks. */
@@ -177,7 +210,11 @@ export function buildDesired(
   };
   const tables = new Map<number, string>();
   const sorted = [...snapshot.enis].sort((a, b) => a.networkCard - b.networkCard || a.deviceNumber - b.deviceNumber);
-  for (const eni of sorted) {
+  const { claims, notes } = oneOwnerPerAddress(sorted, links, kernel.addresses);
+  state.problems.push(...notes);
+  for (const listed of sorted) {
+    // `listed` is what IMDS says; `eni` is the share of it this ENI gets (an address two ENIs list goes to one).
+    const eni = claims.get(listed.mac) ?? listed;
     const link = linkForMac(links, eni.mac);
     if (link === undefined) {
       state.skipped.push({ mac: eni.mac, reason: `no link with MAC ${eni.mac} (${eni.interfaceId}) on this host yet` });
@@ -185,8 +222,8 @@ export function buildDesired(
     }
     const primary = eni.mac === snapshot.primaryMac;
     if (primary) {
-      state.enis.push({ eni, link, primary });
-      state.addresses.push(...eniAddresses(eni, link, true, config));
+      state.enis.push({ eni: listed, link, primary });
+      state.addresses.push(...eniAddresses(eni, link, true, config, listed.ipv4s[0]));
       continue;
     }
     const table = tableFor(eni, config);
@@ -197,11 +234,11 @@ export function buildDesired(
       continue;
     }
     tables.set(table, eni.interfaceId);
-    const desired: DesiredEni = { eni, link, primary, table };
+    const desired: DesiredEni = { eni: listed, link, primary, table };
     state.enis.push(desired);
     state.linksUp.push(link.index);
-    state.addresses.push(...eniAddresses(eni, link, false, config));
-    state.routes.push(...eniRoutes(eni, link, table, config));
+    state.addresses.push(...eniAddresses(eni, link, false, config, listed.ipv4s[0]));
+    state.routes.push(...eniRoutes(listed, link, table, config));
     const router = learnedIpv6Router(kernel.routes ?? [], link.index, config.protocol);
     state.routes.push(...eniRoutes6(eni, link, table, router, config));
     if (router === undefined && (eni.ipv6s.length > 0 || eni.ipv6Prefixes.length > 0) && link.up) {

@@ -28,11 +28,29 @@ export interface PendingEni {
   reason: string;
 }
 
-/** What IMDS said at one moment. */
+/**
+ * An ENI (or one part of it: its IPv4 or IPv6 keys) configured from its last consistent IMDS read, because the
+ * latest read of it was incomplete, inconsistent or malformed (src/core/last-good.ts). `waiting`: there is no last
+ * good state for that part yet, so it is simply not configured until IMDS is consistent.
+ */
+export interface HeldEni {
+  mac: string;
+  interfaceId: string;
+  part: 'all' | 'ipv4' | 'ipv6';
+  reason: string;
+  waiting?: boolean;
+  /** IMDS does not list the ENI at all (kept because its link is here): a targeted re-read cannot help. */
+  unlisted?: boolean;
+}
+
+/** What ec2netd takes IMDS to say: the latest consistent read of each ENI (and of each part of it). */
 export interface ImdsSnapshot {
   primaryMac: string;
   enis: EniInfo[];
+  /** Listed, never read consistently yet: not configured. */
   pending: PendingEni[];
+  /** Configured from their last good read (see HeldEni); absent: none. */
+  held?: HeldEni[];
 }
 
 /** Observed kernel objects. Addresses are plain strings (10.0.1.5, fd00::1). */

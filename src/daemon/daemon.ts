@@ -10,6 +10,7 @@ import { openNetlink } from '../kernel/netlink';
 import type { Logger } from '../log';
 import { noopNotifier, type Notifier } from '../systemd/notify';
 import { AddressLedger } from './ledger';
+import { writeStatus, type DaemonStatus } from './status-file';
 import { ALL_KINDS, Reconciler, type Kind, type SyncReport } from './reconciler';
 import { SyncTrigger } from './trigger';
 
@@ -36,6 +37,8 @@ export function describeReport(r: SyncReport | undefined, imdsError: string | un
   if (r === undefined) return 'starting';
   const parts = [r.haveSnapshot ? `${r.enis} ENIs configured` : 'waiting for the first IMDS answer'];
   if (r.waiting.length + r.unknownMacs.length > 0) parts.push(`${r.waiting.length + r.unknownMacs.length} waiting for IMDS`);
+  const held = r.held.filter((h) => h.waiting !== true).length;
+  if (held > 0) parts.push(`${held} held on their last good IMDS read`);
   if (r.errors.length > 0) parts.push(`${r.errors.length} errors`);
   if (r.problems.length > 0) parts.push(`${r.problems.length} problems (ec2netd status)`);
   if (r.conflicts.length > 0) parts.push(`${r.conflicts.length} conflicts`);
@@ -60,6 +63,9 @@ export class Daemon {
   private readonly loggedWaits = new Set<string>();
   private ready = false;
   private stopped = false;
+  private retryTimer: NodeJS.Timeout | undefined;
+  private retryDelayMs: number;
+  private published = '';
 
   constructor(
     private readonly config: Config,
@@ -77,6 +83,7 @@ export class Daemon {
     this.events = new KernelEvents();
     this.netfilter = config.containers.enabled ? new NetfilterEvents() : undefined;
     this.pendingDelayMs = config.sync.pendingRetryBaseMs;
+    this.retryDelayMs = config.sync.pendingRetryBaseMs;
   }
 
   async start(): Promise<void> {
@@ -120,6 +127,7 @@ export class Daemon {
     this.supervisor.stopping();
     for (const t of this.timers) clearTimeout(t);
     if (this.pendingTimer !== undefined) clearTimeout(this.pendingTimer);
+    if (this.retryTimer !== undefined) clearTimeout(this.retryTimer);
     this.trigger.stop();
     await this.events.stop();
     await this.netfilter?.stop();
@@ -141,6 +149,8 @@ export class Daemon {
       if (!this.ready && report.haveSnapshot && report.errors.length === 0) this.markReady(status);
       else this.supervisor.status(status);
       this.followWaiting(report);
+      this.retryFailures(report);
+      this.publish(report);
       return report.applied > 0;
     } catch (err) {
       // A kernel read failed (timeout, socket trouble): nothing was planned from it. Retry soon with a full read.
@@ -148,6 +158,43 @@ export class Daemon {
       this.reconciler.forget();
       this.timer(this.config.sync.pendingRetryBaseMs, () => this.trigger.request(ALL_KINDS));
       return false;
+    }
+  }
+
+  /**
+   * A write the kernel refused is retried with exponential backoff (pendingRetryBaseMs doubling up to
+   * pendingRetryMaxMs), not only on the next event; a clean sync resets the schedule.
+   */
+  private retryFailures(report: SyncReport): void {
+    if (report.errors.length === 0) {
+      this.retryDelayMs = this.config.sync.pendingRetryBaseMs;
+      return;
+    }
+    if (this.retryTimer !== undefined) return;
+    const delay = this.retryDelayMs;
+    this.retryDelayMs = Math.min(delay * 2, this.config.sync.pendingRetryMaxMs);
+    this.retryTimer = setTimeout(() => {
+      this.retryTimer = undefined;
+      this.reconciler.forget();
+      this.trigger.request([...ALL_KINDS, 'iptables']);
+    }, delay);
+  }
+
+  /** The daemon's view for `ec2netd status` (another process): held ENIs, failing writes, the snapshot. */
+  private publish(report: SyncReport): void {
+    const status: DaemonStatus = {
+      pid: process.pid, at: report.at.toISOString(), imdsError: this.reconciler.lastImdsError ?? null,
+      snapshot: this.reconciler.snapshot ?? null, held: report.held, waiting: report.waiting,
+      failing: this.reconciler.failures.current, fights: [], notes: [...report.conflicts, ...report.problems],
+    };
+    const { at: _at, ...content } = status;
+    const text = JSON.stringify(content);
+    if (text === this.published) return;
+    try {
+      writeStatus(this.config.stateDir, status);
+      this.published = text;
+    } catch (err) {
+      this.log.warn({ err: (err as Error).message }, `cannot write the status file: ${(err as Error).message}`);
     }
   }
 
@@ -181,7 +228,12 @@ export class Daemon {
     // A link that IMDS never lists (not an ENI after all) is given up after a bounded number of tries;
     // the periodic refresh still looks at it.
     const unknown = report.unknownMacs.filter((m) => (this.unknownAttempts.get(m) ?? 0) < 12);
-    const waiting = report.waiting.filter((w) => !w.reason.startsWith('no link'));
+    // Held ENIs (read inconsistently, configured from their last good read) are re-read the same way, so they
+    // take IMDS's settled answer within a second or so rather than at the next refresh.
+    const waiting = [
+      ...report.waiting.filter((w) => !w.reason.startsWith('no link')),
+      ...report.held.filter((h) => h.unlisted !== true).map((h) => ({ mac: h.mac, reason: h.reason })),
+    ];
     // Before the first IMDS answer (boot, IMDS not reachable yet) keep asking with backoff, not only every refresh.
     const noSnapshot = !report.haveSnapshot;
     if (unknown.length === 0 && waiting.length === 0 && !noSnapshot) {
@@ -192,7 +244,8 @@ export class Daemon {
     if (this.pendingTimer !== undefined || this.imdsBusy !== undefined) return;
     const firstTry = unknown.some((m) => !this.unknownAttempts.has(m));
     const delay = firstTry ? 0 : this.pendingDelayMs;
-    for (const w of waiting) {
+    // Held ENIs are in the journal already (ImdsState says so once per cause).
+    for (const w of report.waiting.filter((p) => !p.reason.startsWith('no link'))) {
       const line = `waiting for IMDS: ${w.mac}: ${w.reason}`;
       if (this.loggedWaits.has(line)) continue;
       this.loggedWaits.add(line);

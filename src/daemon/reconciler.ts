@@ -1,22 +1,24 @@
-// One reconciliation: read what changed in the kernel, build the desired state from the last good IMDS
-// snapshot, diff, apply. Also owns the IMDS snapshot and its refreshes. No timers here: src/daemon/daemon.ts
-// decides when things run.
+// One reconciliation: read what changed in the kernel, build the desired state from the last good IMDS state,
+// diff, apply, record. The pieces it holds each do one thing: ImdsState (reads folded into the last good state per
+// ENI), KernelCache (the kernel as last read), the address ledger, ContainerSync (mangle chain and sysctls),
+// FailedWrites (per-object failure status). No timers here: src/daemon/daemon.ts decides when things run.
 import type { Config } from '../config';
 import { resolveCoexistence, withAdoption } from '../core/coexistence';
-import { buildDesired, linkForMac, retainAttached } from '../core/desired';
+import { buildDesired, linkForMac } from '../core/desired';
 import { diff } from '../core/diff';
 import { formatChange } from '../core/format';
-import type { Change, DesiredState, ImdsSnapshot, KernelLink, KernelState, PendingEni, Plan } from '../core/types';
+import type { Change, DesiredState, HeldEni, ImdsSnapshot, KernelLink, KernelState, PendingEni, Plan } from '../core/types';
 import type { ImdsReader } from '../imds/client';
-import { MACS_PATH, readEni, readSnapshot } from '../imds/snapshot';
-import { splitList } from '../imds/client';
 import type { IptablesAdapter } from '../iptables/apply';
-import { ensureContainerSysctls } from '../iptables/sysctl';
 import { applyPlan } from '../kernel/apply';
+import { KernelCache } from '../kernel/cache';
 import { cachedManagers } from '../kernel/foreign';
-import type { Netlink } from '../kernel/netlink';
-import { readKernelState, type ObjectKind } from '../kernel/observe';
+import type { KernelError, Netlink } from '../kernel/netlink';
+import { type ObjectKind } from '../kernel/observe';
 import type { Logger } from '../log';
+import { ContainerSync } from './containers-sync';
+import { FailedWrites } from './failures';
+import { ImdsState } from './imds-state';
 import type { AddressLedger } from './ledger';
 
 export type Kind = ObjectKind;
@@ -46,6 +48,8 @@ export interface SyncReport {
   conflicts: string[];
   /** ENIs IMDS lists but that cannot be configured yet, and links that may be ENIs IMDS does not know yet. */
   waiting: PendingEni[];
+  /** ENIs (or parts) configured from their last good IMDS read. */
+  held: HeldEni[];
   unknownMacs: string[];
 }
 
@@ -57,94 +61,49 @@ export interface PlanResult {
 }
 
 export class Reconciler {
-  snapshot: ImdsSnapshot | undefined;
-  lastImdsError: string | undefined;
-  lastImdsSuccess: Date | undefined;
   lastReport: SyncReport | undefined;
-  private kernel: KernelState | undefined;
-  /** ENIs kept although IMDS stopped listing them (warned once, not on every refresh). */
-  private retained = new Set<string>();
-  /** The links of the last observation; kept when the cached state is dropped after writes (forget()). */
-  private links: KernelLink[] = [];
+  readonly imds: ImdsState;
+  readonly kernel: KernelCache;
+  readonly failures: FailedWrites;
+  private readonly containers: ContainerSync;
+  private lastNotes = new Set<string>();
 
-  constructor(private readonly deps: ReconcilerDeps) {}
-
-  /** Reads the whole of IMDS. On failure the last good snapshot stays in force. */
-  async refreshImds(): Promise<boolean> {
-    try {
-      const next = await readSnapshot(this.deps.imds);
-      this.acceptSnapshot(next);
-      return true;
-    } catch (err) {
-      this.imdsFailed(err);
-      return false;
-    }
+  constructor(private readonly deps: ReconcilerDeps) {
+    this.imds = new ImdsState(deps.imds, deps.log);
+    this.kernel = new KernelCache(deps.nl);
+    this.failures = new FailedWrites(deps.log);
+    this.containers = new ContainerSync(deps.config, deps.iptables, deps.log);
   }
 
-  /**
-   * Reads only the listing and the given MACs: what a newly attached ENI needs, at a fraction of a full read.
-   * Falls back to a full read when there is no snapshot yet.
-   */
-  async refreshMacs(macs: string[]): Promise<boolean> {
-    const current = this.snapshot;
-    if (current === undefined) return this.refreshImds();
-    try {
-      const listed = new Set(splitList((await this.deps.imds.get(MACS_PATH)) ?? '').map((m) => m.replace(/\/$/, '').toLowerCase()));
-      const wanted = macs.filter((m) => listed.has(m));
-      const results = await Promise.all(wanted.map((mac) => readEni(this.deps.imds, mac, current.primaryMac)));
-      const done = new Set(wanted);
-      const next: ImdsSnapshot = {
-        primaryMac: current.primaryMac,
-        enis: [...current.enis.filter((e) => !done.has(e.mac)), ...results.flatMap((r) => (r.status === 'ready' ? [r.eni] : []))],
-        pending: [...current.pending.filter((p) => !done.has(p.mac)), ...results.flatMap((r) => (r.status === 'pending' ? [r.pending] : []))],
-      };
-      this.acceptSnapshot(next);
-      return true;
-    } catch (err) {
-      this.imdsFailed(err);
-      return false;
-    }
+  get snapshot(): ImdsSnapshot | undefined { return this.imds.snapshot; }
+  get lastImdsError(): string | undefined { return this.imds.lastError; }
+  get lastImdsSuccess(): Date | undefined { return this.imds.lastSuccess; }
+
+  /** Reads the whole of IMDS; every ENI keeps its last good state when its read (or the whole read) fails. */
+  refreshImds(): Promise<boolean> {
+    return this.imds.refresh(this.kernel.links);
   }
 
-  private acceptSnapshot(next: ImdsSnapshot): void {
-    const merged = retainAttached(this.snapshot, next, this.links);
-    const retained = new Set(merged.enis.filter((e) => !next.enis.includes(e)).map((e) => e.interfaceId));
-    for (const id of retained) {
-      if (!this.retained.has(id)) {
-        this.deps.log.warn({ eni: id }, `IMDS no longer lists ${id} but its link is still here: keeping its routing until the link goes`);
-      }
-    }
-    this.retained = retained;
-    if (this.lastImdsError !== undefined) this.deps.log.info('IMDS answers again');
-    this.snapshot = merged;
-    this.lastImdsError = undefined;
-    this.lastImdsSuccess = new Date();
-  }
-
-  private imdsFailed(err: unknown): void {
-    const message = err instanceof Error ? err.message : String(err);
-    if (message !== this.lastImdsError) {
-      this.deps.log.warn({ err: message }, `IMDS read failed, keeping the last good state: ${message}`);
-    }
-    this.lastImdsError = message;
+  /** Re-reads only these MACs (a new link, an ENI waiting for IMDS). */
+  refreshMacs(macs: string[]): Promise<boolean> {
+    return this.imds.refreshMacs(macs, this.kernel.links);
   }
 
   /** Reads the kinds of kernel objects that changed (all of them the first time). */
   async observe(kinds: ReadonlySet<Kind>): Promise<KernelState> {
-    const ask = this.kernel === undefined ? ALL_KINDS : kinds;
-    this.kernel = await readKernelState(this.deps.nl, new Set(ask), this.kernel);
-    this.links = this.kernel.links;
-    this.deps.ledger.prune(this.kernel);
-    return this.kernel;
+    const kernel = await this.kernel.observe(kinds);
+    this.deps.ledger.prune(kernel);
+    return kernel;
   }
 
   /** The plan for the current kernel state; without an IMDS snapshot there is nothing to plan. */
   planFor(kernel: KernelState): PlanResult | undefined {
-    if (this.snapshot === undefined) return undefined;
+    const snapshot = this.imds.snapshot;
+    if (snapshot === undefined) return undefined;
     const { config } = this.deps;
     // Other managers of the same sources/tables: coexistence.policy decides (docs/coexistence.md).
     const coexist = resolveCoexistence({
-      snapshot: this.snapshot, kernel, config, managers: cachedManagers(config.coexistence.root), build: (s) => buildDesired(s, kernel, config),
+      snapshot, kernel, config, managers: cachedManagers(config.coexistence.root), build: (s) => buildDesired(s, kernel, config),
     });
     const { desired } = coexist;
     const { plan, conflicts } = diff({
@@ -155,7 +114,8 @@ export class Reconciler {
 
   /** Links that look like ENIs (a kind of eniLinkKinds, not enslaved) but that IMDS does not describe yet. */
   unknownMacs(kernel: KernelState): string[] {
-    const known = new Set([...(this.snapshot?.enis ?? []).map((e) => e.mac), ...(this.snapshot?.pending ?? []).map((p) => p.mac)]);
+    const snapshot = this.imds.snapshot;
+    const known = new Set([...(snapshot?.enis ?? []).map((e) => e.mac), ...(snapshot?.pending ?? []).map((p) => p.mac)]);
     const kinds = new Set(this.deps.config.eniLinkKinds);
     return kernel.links
       .filter((l) => kinds.has(l.kind ?? 'physical') && l.master === undefined && l.mac !== '' && l.mac !== '00:00:00:00:00:00')
@@ -177,44 +137,29 @@ export class Reconciler {
     phase('observeMs');
     const result = this.planFor(kernel);
     phase('planMs');
+    const snapshot = this.imds.snapshot;
     const report: SyncReport = {
       at: new Date(), durationMs: 0, haveSnapshot: result !== undefined, enis: result?.desired.enis.length ?? 0,
       planned: result?.plan.length ?? 0, applied: 0, errors: [], problems: result?.desired.problems ?? [], conflicts: result?.conflicts ?? [],
-      waiting: this.snapshot === undefined ? [] : [...this.snapshot.pending, ...(result?.desired.skipped ?? [])],
+      waiting: snapshot === undefined ? [] : [...snapshot.pending, ...(result?.desired.skipped ?? [])],
+      held: snapshot?.held ?? [],
       unknownMacs: this.unknownMacs(kernel),
     };
     if (result !== undefined && result.plan.length > 0) {
-      // Write-ahead: addresses about to be added are in the ledger on disk first, so a crash (kill -9)
-      // between the add and the save can never leave an address ec2netd added but does not know it owns.
-      // An entry whose add never happened is pruned at the next observe (the address is not there).
-      const adds = result.plan.filter((c) => c.op === 'add-address');
-      for (const change of adds) this.record(change, kernel, true);
-      if (adds.length > 0) this.saveLedger();
-      phase('ledgerMs');
-      const outcome = await applyPlan(this.deps.nl, result.plan);
+      await this.write(result, kernel, report);
       phase('applyMs');
-      const failed = new Set<Change>(outcome.failed.map((f) => f.change));
-      for (const change of result.plan) {
-        this.record(change, kernel, !failed.has(change));
-        if (!failed.has(change)) this.deps.log.info(changeFields(change, result.desired), formatChange(change));
-      }
-      for (const f of outcome.failed) {
-        report.errors.push(`${formatChange(f.change)}: ${f.error.message}`);
-        this.deps.log.error({ ...changeFields(f.change, result.desired), err: f.error.message }, `failed: ${formatChange(f.change)}: ${f.error.message}`);
-      }
-      report.applied = outcome.applied;
-      this.saveLedger();
-      // What was written changes the kernel: read it fresh next time rather than trusting the plan.
-      this.kernel = undefined;
     }
     if (result !== undefined) {
-      await this.syncContainers(result.desired, checkIptables, report);
+      this.failures.retain(new Set(result.plan.map(formatChange)));
+      const containers = await this.containers.sync(result.desired.mangle, checkIptables);
+      if (containers.changed) report.applied += 1;
+      if (containers.error !== undefined) {
+        report.errors.push(containers.error);
+        if (!this.lastNotes.has(`error:${containers.error}`)) this.deps.log.error({ action: 'iptables' }, containers.error);
+      }
       phase('containersMs');
     }
-    // Conflicts and problems persist until their cause goes: logged when they appear, not on every sync.
-    const notes = [...report.conflicts.map((c) => ['conflict', c]), ...report.problems.map((p) => ['problem', p])];
-    for (const [action, text] of notes) if (!this.lastNotes.has(`${action}:${text}`)) this.deps.log.warn({ action }, text ?? '');
-    this.lastNotes = new Set(notes.map(([action, text]) => `${action}:${text}`));
+    this.noteOnce(report);
     report.durationMs = performance.now() - started;
     this.deps.log.debug({ action: 'sync', kinds: [...kinds].join(','), planned: report.planned, applied: report.applied, ...phases },
       `sync: ${report.planned} changes planned, ${report.applied} applied in ${report.durationMs.toFixed(1)} ms`);
@@ -222,28 +167,39 @@ export class Reconciler {
     return report;
   }
 
-  private lastMangle = '';
-  private lastNotes = new Set<string>();
-
-  private async syncContainers(desired: DesiredState, check: boolean, report: SyncReport): Promise<void> {
-    const spec = JSON.stringify(desired.mangle);
-    if (!check && spec === this.lastMangle) return;
-    try {
-      if (desired.mangle.rules.length > 0) {
-        const sysctl = await ensureContainerSysctls(this.deps.config.containers);
-        if (sysctl.changed) this.deps.log.info({ action: 'sysctl' }, `net.ipv4.conf.all.src_valid_mark set to 1 (was ${sysctl.previous})`);
-      }
-      const result = await this.deps.iptables.sync(desired.mangle);
-      if (result.changed) {
-        report.applied += 1;
-        this.deps.log.info({ action: 'iptables', backend: result.backend.name }, `iptables mangle chain ${desired.mangle.chain} rebuilt (${result.backend.name}): ${result.reasons.join('; ')}`);
-      }
-      this.lastMangle = spec;
-    } catch (err) {
-      const message = `container marks (iptables): ${(err as Error).message}`;
-      report.errors.push(message);
-      this.deps.log.error({ action: 'iptables', err: (err as Error).message }, message);
+  /** Applies a plan: ledger written ahead, each outcome recorded, failures reported once each. */
+  private async write(result: PlanResult, kernel: KernelState, report: SyncReport): Promise<void> {
+    // Write-ahead: addresses about to be added are in the ledger on disk first, so a crash (kill -9) between the
+    // add and the save can never leave an address ec2netd added but does not know it owns. An entry whose add
+    // never happened is pruned at the next observe (the address is not there).
+    const adds = result.plan.filter((c) => c.op === 'add-address');
+    for (const change of adds) this.record(change, kernel, true);
+    if (adds.length > 0) this.saveLedger();
+    const outcome = await applyPlan(this.deps.nl, result.plan);
+    const failed = new Map<Change, KernelError>(outcome.failed.map((f) => [f.change, f.error]));
+    // An add answered EEXIST found the object there: someone else (DHCP, an administrator) made it between the
+    // dump and the add. It is not ec2netd's, and must never be deleted as if it were.
+    const existed = new Set<Change>(outcome.existed);
+    for (const change of result.plan) {
+      this.record(change, kernel, !failed.has(change) && !existed.has(change));
+      if (!failed.has(change) && !existed.has(change)) this.deps.log.info(changeFields(change, result.desired), formatChange(change));
     }
+    const byText = new Map(result.plan.map((c) => [formatChange(c), c]));
+    this.failures.record([...byText.keys()], new Map(outcome.failed.map((f) => [formatChange(f.change), f.error.message])),
+      (what) => { const c = byText.get(what); return c === undefined ? {} : changeFields(c, result.desired); });
+    report.errors.push(...outcome.failed.map((f) => `${formatChange(f.change)}: ${f.error.message}`));
+    report.applied = outcome.applied - existed.size;
+    this.saveLedger();
+    // What was written changes the kernel: read it fresh next time rather than trusting the plan.
+    this.kernel.forget();
+  }
+
+  /** Conflicts and problems persist until their cause goes: logged when they appear, not on every sync. */
+  private noteOnce(report: SyncReport): void {
+    const notes = [...report.conflicts.map((c) => ['conflict', c]), ...report.problems.map((p) => ['problem', p])];
+    for (const [action, text] of notes) if (!this.lastNotes.has(`${action}:${text}`)) this.deps.log.warn({ action }, text ?? '');
+    this.lastNotes = new Set([...notes.map(([action, text]) => `${action}:${text}`),
+      ...report.errors.filter((e) => e.startsWith('container marks')).map((e) => `error:${e}`)]);
   }
 
   /** Keeps the ledger in step with an address change: an added address is owned, a removed one is not. */
@@ -266,11 +222,12 @@ export class Reconciler {
 
   /** Drops the cached kernel state: the next sync reads everything (after lost events, on SIGHUP). */
   forget(): void {
-    this.kernel = undefined;
+    this.kernel.forget();
   }
 
   linkOf(mac: string): KernelLink | undefined {
-    return this.kernel === undefined ? undefined : linkForMac(this.kernel.links, mac);
+    const state = this.kernel.current;
+    return state === undefined ? undefined : linkForMac(state.links, mac);
   }
 }
 

@@ -1,16 +1,21 @@
 // Reads what IMDS says about this instance's ENIs and validates every value before it reaches the planner.
 //
-// Outcomes:
-// - A value that is present but wrong (bad syntax, out of range, outside its subnet, too many entries) throws an
-//   ImdsValidationError naming the path and the value: the snapshot as a whole fails and the caller keeps its
-//   last good state. IMDS is trusted to be IMDS, not to be well-formed.
-// - A listed MAC whose data is not complete yet (eventual consistency after an attach) becomes a PendingEni with
-//   the reason, and the caller retries it later (readEni).
-// - Network/HTTP failures are the client's ImdsError, thrown as they are.
-import type { EniInfo, ImdsSnapshot, PendingEni } from '../core/types';
+// The result is per ENI, never all-or-nothing (docs/architecture.md, "the contract"):
+// - The primary MAC and the MAC listing are the read itself: if either is absent or malformed, or IMDS does not
+//   answer, the read fails as a whole (ImdsError) and the caller keeps its last good state for every ENI.
+// - Each listed MAC is read on its own. An ENI whose identity (device-number, network-card, interface-id) is
+//   incomplete (eventual consistency after an attach) is `pending`; one with a malformed identity value is
+//   `invalid`, with an ImdsValidationError naming the path and the value.
+// - Within a ready ENI, the IPv4 keys and the IPv6 keys are each settled or not: a 404 on one IPv4 key, IPv6
+//   addresses listed before their subnet, a malformed address. An unsettled part is reported, and its fields are
+//   empty; src/core/last-good.ts then keeps that part as the last consistent read had it.
+import type { EniInfo, ImdsSnapshot } from '../core/types';
+import { mergeRead, type EniRead, type ImdsRead, type EniPart } from '../core/last-good';
 import { canonicalAddress, cidrContains, isIPv4, isIPv6, networkOf, normalizeMac, parseCidr, type Cidr } from '../core/ip';
 import { imdsPath, splitList, type ImdsReader } from './client';
 import { ImdsError, ImdsValidationError } from './errors';
+
+export type { EniRead, ImdsRead } from '../core/last-good';
 
 export interface SnapshotOptions {
   /** IMDS requests in flight at once (IMDS throttles at 1024 packets/s per ENI). Default 8. */
@@ -18,8 +23,6 @@ export interface SnapshotOptions {
   /** Most entries accepted in any list (MACs, addresses, prefixes). Default 256. */
   maxListEntries?: number;
 }
-
-export type ReadEniResult = { status: 'ready'; eni: EniInfo } | { status: 'pending'; pending: PendingEni };
 
 export const MACS_PATH = 'meta-data/network/interfaces/macs/';
 const DEFAULT_CONCURRENCY = 8;
@@ -30,14 +33,16 @@ const MAX_INDEX = 255;
 const IPV4_SUBNET_LEN = { min: 16, max: 28 };
 const IPV6_SUBNET_LEN = { min: 32, max: 64 };
 
-/** Keys whose absence (404) makes an ENI pending. */
-const REQUIRED_KEYS = ['device-number', 'interface-id', 'local-ipv4s', 'subnet-ipv4-cidr-block'] as const;
+/** Keys an ENI cannot be configured without: which table it gets, and its name in logs. */
+const IDENTITY_KEYS = ['device-number', 'interface-id'] as const;
+/** The IPv4 part: both or neither (an ENI always has a primary private IPv4 in a subnet with IPv4). */
+const IPV4_KEYS = ['local-ipv4s', 'subnet-ipv4-cidr-block'] as const;
 /** Keys whose absence means "none". */
 const OPTIONAL_KEYS = ['network-card', 'ipv4-prefix', 'ipv6s', 'ipv6-prefix', 'subnet-ipv6-cidr-blocks'] as const;
-type EniKey = (typeof REQUIRED_KEYS)[number] | (typeof OPTIONAL_KEYS)[number] | 'network-card-index';
+type EniKey = (typeof IDENTITY_KEYS)[number] | (typeof IPV4_KEYS)[number] | (typeof OPTIONAL_KEYS)[number] | 'network-card-index';
 
-/** Reads the primary MAC, the MAC listing and every listed ENI. */
-export async function readSnapshot(client: ImdsReader, options: SnapshotOptions = {}): Promise<ImdsSnapshot> {
+/** Reads the primary MAC, the MAC listing and every listed ENI, each ENI on its own (see the top of this file). */
+export async function readImds(client: ImdsReader, options: SnapshotOptions = {}): Promise<ImdsRead> {
   const ctx = context(client, options);
   const primaryPath = imdsPath('meta-data/mac');
   const primaryBody = await ctx.get('meta-data/mac');
@@ -62,46 +67,23 @@ export async function readSnapshot(client: ImdsReader, options: SnapshotOptions 
   const reads = await Promise.all([...macs].map(([mac, listed]) => readEniWith(ctx, mac, listed, mac === primaryMac)));
   // An instance either serves network-card for its ENIs or (single-card types, older IMDS) for none of them.
   const cardServed = reads.some((r) => r.cardServed);
-  const enis: EniInfo[] = [];
-  const pending: PendingEni[] = [];
-  for (const { result, cardServed: own } of reads) {
-    if (result.status === 'ready' && !own && cardServed && result.eni.mac !== primaryMac) pending.push(cardLagging(result.eni.mac));
-    else if (result.status === 'ready') enis.push(result.eni);
-    else pending.push(result.pending);
-  }
-  // Two ENIs on one (network-card, device-number) would share a routing table: IMDS is mid-change (a detached
-  // ENI lingering). Keep the primary; hold the others back until IMDS agrees with itself.
-  const slots = new Map<string, EniInfo[]>();
-  for (const eni of enis) {
-    const slot = `${eni.networkCard}/${eni.deviceNumber}`;
-    slots.set(slot, [...(slots.get(slot) ?? []), eni]);
-  }
-  const clashing = new Set<string>();
-  for (const group of slots.values()) {
-    if (group.length < 2) continue;
-    for (const eni of group) {
-      if (eni.mac === primaryMac) continue;
-      clashing.add(eni.mac);
-      const others = group.filter((other) => other !== eni).map((other) => other.mac).join(', ');
-      pending.push({
-        mac: eni.mac,
-        reason: `network-card ${eni.networkCard} device-number ${eni.deviceNumber} is also claimed by ${others} (IMDS not yet consistent)`,
-      });
-    }
-  }
   return {
     primaryMac,
-    enis: enis
-      .filter((eni) => !clashing.has(eni.mac))
-      .sort((a, b) => a.networkCard - b.networkCard || a.deviceNumber - b.deviceNumber || a.mac.localeCompare(b.mac)),
-    pending: pending.sort((a, b) => a.mac.localeCompare(b.mac)),
+    macs: [...macs.keys()],
+    enis: reads.map(({ result, cardServed: own }) =>
+      result.status === 'ready' && !own && cardServed && result.mac !== primaryMac ? cardLagging(result.mac) : result),
   };
 }
 
-/** Reads one ENI (e.g. to retry a pending one). `primaryMac` decides whether device-number 0 is plausible. */
+/** A whole read merged into nothing: what IMDS says now, for one-shot commands (doctor). */
+export async function readSnapshot(client: ImdsReader, options: SnapshotOptions = {}): Promise<ImdsSnapshot> {
+  return mergeRead(undefined, await readImds(client, options), []);
+}
+
+/** Reads one ENI (a targeted re-read). `primaryMac` decides whether device-number 0 is plausible. */
 export async function readEni(
   client: ImdsReader, mac: string, primaryMac: string, options: SnapshotOptions = {},
-): Promise<ReadEniResult> {
+): Promise<EniRead> {
   const canonical = normalizeMac(mac);
   if (canonical === undefined) throw new ImdsValidationError(imdsPath(MACS_PATH), 'not a MAC address', mac);
   const ctx = context(client, options);
@@ -112,7 +94,7 @@ export async function readEni(
   // primary ENI's entry (it is always listed, and always on card 0).
   const base = `${MACS_PATH}${normalizeMac(primaryMac) ?? primaryMac}/`;
   const served = (await ctx.get(`${base}network-card`)) !== undefined || (await ctx.get(`${base}network-card-index`)) !== undefined;
-  return served ? { status: 'pending', pending: cardLagging(canonical) } : result;
+  return served ? cardLagging(canonical) : result;
 }
 
 /**
@@ -120,8 +102,8 @@ export async function readEni(
  * after the attach (docs/ec2-networking.md §3). Reading it as card 0 would configure a guess (card 0's table range,
  * and container mark slots), so it waits like any incomplete ENI.
  */
-function cardLagging(mac: string): PendingEni {
-  return { mac, reason: 'network-card absent while this instance reports it for other ENIs (IMDS not yet consistent)' };
+function cardLagging(mac: string): EniRead {
+  return { mac, status: 'pending', reason: 'network-card absent while this instance reports it for other ENIs (IMDS not yet consistent)' };
 }
 
 interface Context {
@@ -172,10 +154,10 @@ function context(client: ImdsReader, options: SnapshotOptions): Context {
  * network-card-index) was there. */
 async function readEniWith(
   ctx: Context, mac: string, listed: string, primary: boolean,
-): Promise<{ result: ReadEniResult; cardServed: boolean }> {
+): Promise<{ result: EniRead; cardServed: boolean }> {
   const base = `${MACS_PATH}${listed}/`;
   const pathOf = (key: EniKey): string => imdsPath(base + key);
-  const keys = [...REQUIRED_KEYS, ...OPTIONAL_KEYS];
+  const keys = [...IDENTITY_KEYS, ...IPV4_KEYS, ...OPTIONAL_KEYS];
   const bodies = await Promise.all(keys.map((key) => ctx.get(base + key)));
   const raw = new Map<EniKey, string | undefined>(keys.map((key, i) => [key, bodies[i]]));
   // Older IMDS versions (and the AWS mock) name it network-card-index.
@@ -191,62 +173,80 @@ async function readEniWith(
     const entries = capped(pathOf(key), splitList(body), ctx.maxList);
     return entries.length === 0 ? undefined : entries;
   };
-
-  // 1. Validate everything that is present, whether or not the ENI turns out complete: a hostile value anywhere
-  //    fails the snapshot.
-  const deviceBody = value('device-number');
-  const deviceNumber = deviceBody === undefined ? undefined : parseIndex(pathOf('device-number'), deviceBody);
   const cardBody = value(cardKey);
-  // Absent network-card ⇒ 0 here. On single-card instances IMDS may not serve the key at all; an instance that
-  // serves it for other ENIs is lagging for this one: readSnapshot and readEni hold such an ENI back (cardLagging).
-  const networkCard = cardBody === undefined ? 0 : parseIndex(pathOf(cardKey), cardBody);
   const cardServed = cardBody !== undefined;
-  const idBody = value('interface-id');
-  const interfaceId = idBody === undefined ? undefined : parseInterfaceId(pathOf('interface-id'), idBody);
-  const subnetBody = value('subnet-ipv4-cidr-block');
-  const subnet4 = subnetBody === undefined ? undefined : parseSubnet(pathOf('subnet-ipv4-cidr-block'), subnetBody, 4);
-  const subnets6 = (list('subnet-ipv6-cidr-blocks') ?? []).map((entry) => parseSubnet(pathOf('subnet-ipv6-cidr-blocks'), entry, 6));
-  const ipv4s = list('local-ipv4s')?.map((entry) => parseAddress(pathOf('local-ipv4s'), entry, 4, subnet4 ? [subnet4] : undefined));
-  const ipv4Prefixes = (list('ipv4-prefix') ?? []).map((entry) =>
-    parsePrefix(pathOf('ipv4-prefix'), entry, 4, subnet4 ? [subnet4] : undefined));
-  const ipv6List = list('ipv6s') ?? [];
-  const ipv6PrefixList = list('ipv6-prefix') ?? [];
-  const within6 = subnets6.length > 0 ? subnets6 : undefined;
-  const ipv6s = ipv6List.map((entry) => parseAddress(pathOf('ipv6s'), entry, 6, within6));
-  const ipv6Prefixes = ipv6PrefixList.map((entry) => parsePrefix(pathOf('ipv6-prefix'), entry, 6, within6));
+  const done = (result: EniRead): { result: EniRead; cardServed: boolean } => ({ result, cardServed });
 
-  // 2. Complete?
-  const missing = REQUIRED_KEYS.filter((key) => key === 'local-ipv4s' ? ipv4s === undefined : value(key) === undefined);
-  const pending = (reason: string): { result: ReadEniResult; cardServed: boolean } => ({ result: { status: 'pending', pending: { mac, reason } }, cardServed });
-  if (missing.length > 0) return pending(`IMDS key${missing.length > 1 ? 's' : ''} absent: ${missing.join(', ')}`);
+  // 1. Identity. A malformed value makes the ENI invalid (its last good state is kept); an absent one, pending.
+  let deviceNumber: number | undefined;
+  let networkCard = 0;
+  let interfaceId: string | undefined;
+  try {
+    const deviceBody = value('device-number');
+    deviceNumber = deviceBody === undefined ? undefined : parseIndex(pathOf('device-number'), deviceBody);
+    // Absent network-card ⇒ 0 here. On single-card instances IMDS may not serve the key at all; an instance that
+    // serves it for other ENIs is lagging for this one: readImds and readEni hold such an ENI back (cardLagging).
+    networkCard = cardBody === undefined ? 0 : parseIndex(pathOf(cardKey), cardBody);
+    const idBody = value('interface-id');
+    interfaceId = idBody === undefined ? undefined : parseInterfaceId(pathOf('interface-id'), idBody);
+  } catch (err) {
+    return done(invalid(mac, err));
+  }
+  const missing = [...IDENTITY_KEYS, ...IPV4_KEYS].filter((key) => value(key) === undefined);
+  if (deviceNumber === undefined || interfaceId === undefined) {
+    return done({ mac, status: 'pending', reason: `IMDS key${missing.length > 1 ? 's' : ''} absent: ${missing.join(', ')}` });
+  }
   // Right after an attach a non-primary MAC can read device-number 0: card 0 / device 0 is the primary's slot, so
   // that reading is not yet true. (On network cards > 0, device 0 is a legitimate slot and is accepted.)
-  if (deviceNumber === 0 && networkCard === 0 && !primary) return pending('device-number reads 0 (IMDS not yet consistent)');
-  if (within6 === undefined && (ipv6s.length > 0 || ipv6Prefixes.length > 0)) {
-    return pending('IPv6 addresses listed but subnet-ipv6-cidr-blocks absent (IMDS not yet consistent)');
+  if (deviceNumber === 0 && networkCard === 0 && !primary) {
+    return done({ mac, status: 'pending', reason: 'device-number reads 0 (IMDS not yet consistent)' });
   }
-  if (deviceNumber === undefined || interfaceId === undefined || ipv4s === undefined || subnet4 === undefined) {
-    // Unreachable: `missing` covers these; kept so the types need no assertions.
-    return pending('incomplete');
+
+  // 2. The IPv4 part and the IPv6 part, each settled or not.
+  const unsettled: Array<{ part: EniPart; reason: string }> = [];
+  let v4 = { ipv4s: [] as string[], ipv4Prefixes: [] as string[], subnetIpv4Cidr: '' };
+  try {
+    const subnetBody = value('subnet-ipv4-cidr-block');
+    const subnet4 = subnetBody === undefined ? undefined : parseSubnet(pathOf('subnet-ipv4-cidr-block'), subnetBody, 4);
+    const within = subnet4 === undefined ? undefined : [subnet4];
+    const ipv4s = list('local-ipv4s')?.map((entry) => parseAddress(pathOf('local-ipv4s'), entry, 4, within));
+    const ipv4Prefixes = (list('ipv4-prefix') ?? []).map((entry) => parsePrefix(pathOf('ipv4-prefix'), entry, 4, within));
+    const absentV4 = IPV4_KEYS.filter((key) => key === 'local-ipv4s' ? ipv4s === undefined : value(key) === undefined);
+    if (absentV4.length > 0 || ipv4s === undefined || subnet4 === undefined) {
+      unsettled.push({ part: 'ipv4', reason: `IMDS key${absentV4.length > 1 ? 's' : ''} absent: ${absentV4.join(', ')}` });
+    } else {
+      v4 = { ipv4s: unique(ipv4s), ipv4Prefixes: unique(ipv4Prefixes), subnetIpv4Cidr: networkOf(subnet4) };
+    }
+  } catch (err) {
+    unsettled.push({ part: 'ipv4', reason: reasonOf(err) });
   }
-  return {
-    cardServed,
-    result: {
-      status: 'ready',
-      eni: {
-        mac,
-        deviceNumber,
-        networkCard,
-        interfaceId,
-        ipv4s: unique(ipv4s),
-        ipv4Prefixes: unique(ipv4Prefixes),
-        ipv6s: unique(ipv6s),
-        ipv6Prefixes: unique(ipv6Prefixes),
-        subnetIpv4Cidr: networkOf(subnet4),
-        subnetIpv6Cidrs: unique(subnets6.map(networkOf)),
-      },
-    },
-  };
+  let v6 = { ipv6s: [] as string[], ipv6Prefixes: [] as string[], subnetIpv6Cidrs: [] as string[] };
+  try {
+    const subnets6 = (list('subnet-ipv6-cidr-blocks') ?? []).map((entry) => parseSubnet(pathOf('subnet-ipv6-cidr-blocks'), entry, 6));
+    const within6 = subnets6.length > 0 ? subnets6 : undefined;
+    const ipv6s = (list('ipv6s') ?? []).map((entry) => parseAddress(pathOf('ipv6s'), entry, 6, within6));
+    const ipv6Prefixes = (list('ipv6-prefix') ?? []).map((entry) => parsePrefix(pathOf('ipv6-prefix'), entry, 6, within6));
+    if (within6 === undefined && (ipv6s.length > 0 || ipv6Prefixes.length > 0)) {
+      unsettled.push({ part: 'ipv6', reason: 'IPv6 addresses listed but subnet-ipv6-cidr-blocks absent (IMDS not yet consistent)' });
+    } else {
+      v6 = { ipv6s: unique(ipv6s), ipv6Prefixes: unique(ipv6Prefixes), subnetIpv6Cidrs: unique(subnets6.map(networkOf)) };
+    }
+  } catch (err) {
+    unsettled.push({ part: 'ipv6', reason: reasonOf(err) });
+  }
+  const eni: EniInfo = { mac, deviceNumber, networkCard, interfaceId, ...v4, ...v6 };
+  return done({ mac, status: 'ready', eni, unsettled });
+}
+
+function invalid(mac: string, err: unknown): EniRead {
+  if (!(err instanceof ImdsValidationError)) throw err;
+  return { mac, status: 'invalid', reason: err.message };
+}
+
+/** A malformed value in one part of one ENI is that part's problem only; anything else is the read's. */
+function reasonOf(err: unknown): string {
+  if (err instanceof ImdsValidationError) return err.message;
+  throw err;
 }
 
 function absent(path: string, what: string): ImdsError {

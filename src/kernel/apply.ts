@@ -11,6 +11,8 @@ export interface ApplyResult {
   /** Changes that are in effect now, including adds that were already there and deletes already gone. */
   applied: number;
   failed: { change: Change; error: KernelError }[];
+  /** Additions the kernel answered EEXIST: someone else made the object meanwhile, so it is not ec2netd's. */
+  existed: Change[];
 }
 
 type ApplyLog = Pick<Logger, 'debug' | 'warn'>;
@@ -66,7 +68,7 @@ function describe(change: Change): string {
  * not in place. Later additions are still tried (they are independent, e.g. another ENI). Never throws.
  */
 export async function applyPlan(nl: Netlink, plan: Plan, log?: ApplyLog): Promise<ApplyResult> {
-  const result: ApplyResult = { applied: 0, failed: [] };
+  const result: ApplyResult = { applied: 0, failed: [], existed: [] };
   let addFailed: KernelError | undefined;
   for (const change of plan) {
     if (addFailed !== undefined && isDeletion(change)) {
@@ -82,6 +84,7 @@ export async function applyPlan(nl: Netlink, plan: Plan, log?: ApplyLog): Promis
       const error = toKernelError(err, describe(change));
       if (alreadyDone(change, error.code)) {
         result.applied++;
+        if (!isDeletion(change)) result.existed.push(change);
         log?.debug({ err: error.message }, `${error.message}: counted as done`);
         continue;
       }

@@ -14,6 +14,9 @@ const IMDS_TIMEOUT_MS = 2000;
 
 const failed = (l: LogLine): boolean => l.msg.startsWith('IMDS read failed, keeping the last good state');
 const recovered = (l: LogLine): boolean => l.msg === 'IMDS answers again';
+/** A bad value in one ENI's keys holds that ENI (or that part of it) on its last good read; the read goes on. */
+const held = (l: LogLine): boolean => l.msg.includes('held on its last good IMDS read');
+const consistent = (l: LogLine): boolean => l.msg.includes('IMDS is consistent again');
 
 describe('ec2netd under faults', () => {
   const sim = useSimulatedEc2('faults', {
@@ -36,13 +39,20 @@ describe('ec2netd under faults', () => {
     daemon.child.kill('SIGHUP');
     return waitForLog(daemon, mark, failed, what, 4 * IMDS_TIMEOUT_MS + 2000);
   };
-  /** Clears faults and overrides, SIGHUP, waits for "IMDS answers again" and the good state. */
-  const recover = async (): Promise<void> => {
+  /** SIGHUP and wait for the held ENI's log line. */
+  const reloadExpectingHold = async (what: string): Promise<LogLine> => {
+    const mark = logMark(daemon);
+    daemon.child.kill('SIGHUP');
+    return waitForLog(daemon, mark, held, what, 4 * IMDS_TIMEOUT_MS + 2000);
+  };
+  /** Clears faults and overrides, SIGHUP, waits for "IMDS answers again" (or "consistent again") and the good state. */
+  const recover = async (after: 'read' | 'eni' = 'read'): Promise<void> => {
     await sim().imds.setFault({ mode: 'ok' });
     await sim().patchImdsEni('eth1', { override: {} });
     const mark = logMark(daemon);
     daemon.child.kill('SIGHUP');
-    await waitForLog(daemon, mark, recovered, 'IMDS answers again', 4 * IMDS_TIMEOUT_MS + 2000);
+    await waitForLog(daemon, mark, after === 'read' ? recovered : consistent, after === 'read' ? 'IMDS answers again' : 'IMDS consistent again',
+      4 * IMDS_TIMEOUT_MS + 2000);
     await waitSnapshot(sim(), good, 'after IMDS recovered');
   };
   const expectGood = async (what: string): Promise<void> => {
@@ -142,6 +152,8 @@ describe('ec2netd under faults', () => {
     });
   });
 
+  // A bad value in one ENI's keys holds that ENI (or that part of it) on its last good read, named with its path;
+  // a body the client refuses (too large, not UTF-8) fails the read as a whole. Either way: nothing written.
   describe('hostile IMDS values: no crash, no kernel write, last good state kept, the path named', () => {
     const many = Array.from({ length: 1000 }, (_, i) => `10.0.1.${(i % 200) + 20}`).join('\n');
     const manyMacs = Array.from({ length: 1000 }, (_, i) => `${simMac(0x1000 + i)}/`).join('\n');
@@ -170,7 +182,8 @@ describe('ec2netd under faults', () => {
         try {
           if (c.override !== undefined) await sim().patchImdsEni('eth1', { override: { [c.key]: c.override } });
           if (c.fault !== undefined) await sim().imds.setFault({ mode: 'body', ...c.fault });
-          const line = await reloadExpectingFailure(c.name);
+          const scope = c.override !== undefined ? 'eni' : 'read';
+          const line = scope === 'eni' ? await reloadExpectingHold(c.name) : await reloadExpectingFailure(c.name);
           expect(line.msg).toContain(`${ENI_PATH}${c.key}`);
           expect(line.msg).toMatch(c.says);
           // Nothing written: the reload's full resync, planned from the last good snapshot, finds nothing to do.
@@ -180,7 +193,7 @@ describe('ec2netd under faults', () => {
         } finally {
           await mon.stop();
         }
-        await recover();
+        await recover(c.override !== undefined ? 'eni' : 'read');
       });
     }
 

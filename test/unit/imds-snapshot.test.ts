@@ -1,7 +1,7 @@
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { ImdsClient, type ImdsConfig, type ImdsReader } from '../../src/imds/client';
 import { ImdsError, ImdsValidationError, describeValue } from '../../src/imds/errors';
-import { readEni, readSnapshot } from '../../src/imds/snapshot';
+import { readEni, readImds, readSnapshot } from '../../src/imds/snapshot';
 import { startImdsServer, type ImdsServer, type SimEni, type SimInstance } from '../../sim/imds-server';
 
 const MAC0 = '0e:aa:00:00:00:01';
@@ -67,6 +67,7 @@ describe('readSnapshot', () => {
     expect(snap).toEqual({
       primaryMac: MAC0,
       pending: [],
+      held: [],
       enis: [
         {
           mac: MAC0, deviceNumber: 0, networkCard: 0, interfaceId: 'eni-0123456789abcdef0',
@@ -125,7 +126,7 @@ describe('readSnapshot', () => {
     expect(snap.pending).toEqual([{ mac: MAC2, reason }]);
     // The single-ENI retry asks the primary's entry whether the instance serves the key.
     sim.resetStats();
-    expect(await readEni(client(), MAC2, MAC0)).toEqual({ status: 'pending', pending: { mac: MAC2, reason } });
+    expect(await readEni(client(), MAC2, MAC0)).toEqual({ mac: MAC2, status: 'pending', reason });
     expect(sim.stats().byPath[macPath(MAC0, 'network-card')]).toBe(1);
     // The primary itself is card 0 whatever IMDS says about the key.
     sim.setInstance(instance({ ...eni0(), hide: noCards }, eni1(), eni2()));
@@ -159,12 +160,15 @@ describe('readSnapshot', () => {
     ]);
   });
 
-  it('holds back an ENI with IPv6 addresses but no IPv6 subnet yet', async () => {
+  it('configures the IPv4 part of an ENI whose IPv6 addresses come before their subnet; IPv6 waits', async () => {
     sim.setInstance(instance(eni0(), { ...eni1(), ipv6s: ['2600:1f18:0:2::5'] }));
     const snap = await readSnapshot(client());
-    expect(snap.pending).toEqual([
-      { mac: MAC1, reason: 'IPv6 addresses listed but subnet-ipv6-cidr-blocks absent (IMDS not yet consistent)' },
-    ]);
+    expect(snap.pending).toEqual([]);
+    expect(snap.enis.find((e) => e.mac === MAC1)).toMatchObject({ ipv4s: ['10.0.2.20'], ipv6s: [] });
+    expect(snap.held).toEqual([{
+      mac: MAC1, interfaceId: 'eni-0000000000000000a', part: 'ipv6', waiting: true,
+      reason: 'IPv6 addresses listed but subnet-ipv6-cidr-blocks absent (IMDS not yet consistent)',
+    }]);
   });
 
   it('holds back non-primary ENIs that claim the same card and device', async () => {
@@ -199,49 +203,64 @@ describe('readSnapshot', () => {
 });
 
 describe('readSnapshot validation', () => {
-  const hostile: Array<[string, () => SimEni[], string, string]> = [
+  // The last column: what the bad value spoils. `read`: the whole read fails (the listing); `eni`: that ENI's
+  // identity (the ENI keeps its last good state); `ipv4`/`ipv6`: that part of that ENI only.
+  const hostile: Array<[string, () => SimEni[], string, string, 'read' | 'eni' | 'ipv4' | 'ipv6']> = [
     ['shell metacharacters in local-ipv4s', () => [{ ...eni0(), ipv4s: ['10.0.1.5; rm -rf /'] }],
-      macPath(MAC0, 'local-ipv4s'), 'not an IPv4 address: "10.0.1.5; rm -rf /"'],
+      macPath(MAC0, 'local-ipv4s'), 'not an IPv4 address: "10.0.1.5; rm -rf /"', 'ipv4'],
     ['an iptables option as interface-id', () => [{ ...eni0(), interfaceId: '-j ACCEPT' }],
-      macPath(MAC0, 'interface-id'), 'not an ENI id (eni-<hex>): "-j ACCEPT"'],
+      macPath(MAC0, 'interface-id'), 'not an ENI id (eni-<hex>): "-j ACCEPT"', 'eni'],
     ['an iptables option as device-number', () => [eni0(), { ...eni1(), override: { 'device-number': '1 -j ACCEPT' } }],
-      macPath(MAC1, 'device-number'), 'not an integer from 0 to 255: "1 -j ACCEPT"'],
+      macPath(MAC1, 'device-number'), 'not an integer from 0 to 255: "1 -j ACCEPT"', 'eni'],
     ['a device-number out of range', () => [eni0(), { ...eni1(), deviceNumber: 256 }],
-      macPath(MAC1, 'device-number'), 'not an integer from 0 to 255: "256"'],
+      macPath(MAC1, 'device-number'), 'not an integer from 0 to 255: "256"', 'eni'],
     ['a negative network-card', () => [eni0(), { ...eni1(), networkCard: -1 }],
-      macPath(MAC1, 'network-card'), 'not an integer from 0 to 255: "-1"'],
+      macPath(MAC1, 'network-card'), 'not an integer from 0 to 255: "-1"', 'eni'],
     ['an IPv4 address outside the subnet', () => [{ ...eni0(), ipv4s: ['10.0.1.10', '10.0.9.5'] }],
-      macPath(MAC0, 'local-ipv4s'), 'address outside the subnet 10.0.1.0/24: "10.0.9.5"'],
+      macPath(MAC0, 'local-ipv4s'), 'address outside the subnet 10.0.1.0/24: "10.0.9.5"', 'ipv4'],
     ['an IPv4 prefix outside the subnet', () => [eni0(), { ...eni1(), ipv4Prefixes: ['10.0.9.0/28'] }],
-      macPath(MAC1, 'ipv4-prefix'), 'prefix outside the subnet 10.0.2.0/24: "10.0.9.0/28"'],
+      macPath(MAC1, 'ipv4-prefix'), 'prefix outside the subnet 10.0.2.0/24: "10.0.9.0/28"', 'ipv4'],
     ['an IPv4 prefix larger than the subnet', () => [eni0(), { ...eni1(), ipv4Prefixes: ['10.0.0.0/16'] }],
-      macPath(MAC1, 'ipv4-prefix'), 'prefix outside the subnet 10.0.2.0/24: "10.0.0.0/16"'],
+      macPath(MAC1, 'ipv4-prefix'), 'prefix outside the subnet 10.0.2.0/24: "10.0.0.0/16"', 'ipv4'],
     ['an IPv6 address outside the subnet', () => [{ ...eni0(), ipv6s: ['2600:1f18:0:9::1'] }],
-      macPath(MAC0, 'ipv6s'), 'address outside the subnet 2600:1f18:0:1::/64: "2600:1f18:0:9::1"'],
+      macPath(MAC0, 'ipv6s'), 'address outside the subnet 2600:1f18:0:1::/64: "2600:1f18:0:9::1"', 'ipv6'],
     ['an IPv6 zone id', () => [{ ...eni0(), ipv6s: ['fe80::1%eth0'] }],
-      macPath(MAC0, 'ipv6s'), 'not an IPv6 address: "fe80::1%eth0"'],
+      macPath(MAC0, 'ipv6s'), 'not an IPv6 address: "fe80::1%eth0"', 'ipv6'],
     ['an IPv6 address in the IPv4 list', () => [{ ...eni0(), ipv4s: ['2600:1f18:0:1::a'] }],
-      macPath(MAC0, 'local-ipv4s'), 'not an IPv4 address: "2600:1f18:0:1::a"'],
+      macPath(MAC0, 'local-ipv4s'), 'not an IPv4 address: "2600:1f18:0:1::a"', 'ipv4'],
     ['a /0 subnet', () => [{ ...eni0(), subnetIpv4Cidr: '0.0.0.0/0' }],
-      macPath(MAC0, 'subnet-ipv4-cidr-block'), 'subnet prefix length must be /16 to /28: "0.0.0.0/0"'],
+      macPath(MAC0, 'subnet-ipv4-cidr-block'), 'subnet prefix length must be /16 to /28: "0.0.0.0/0"', 'ipv4'],
     ['a subnet with an iptables tail', () => [{ ...eni0(), subnetIpv4Cidr: '10.0.1.0/24 -j ACCEPT' }],
-      macPath(MAC0, 'subnet-ipv4-cidr-block'), 'not an IPv4 CIDR: "10.0.1.0/24 -j ACCEPT"'],
+      macPath(MAC0, 'subnet-ipv4-cidr-block'), 'not an IPv4 CIDR: "10.0.1.0/24 -j ACCEPT"', 'ipv4'],
     ['a bare address as subnet', () => [{ ...eni0(), subnetIpv4Cidr: '10.0.1.0' }],
-      macPath(MAC0, 'subnet-ipv4-cidr-block'), 'not an IPv4 CIDR: "10.0.1.0"'],
+      macPath(MAC0, 'subnet-ipv4-cidr-block'), 'not an IPv4 CIDR: "10.0.1.0"', 'ipv4'],
     ['a newline forging a log line in interface-id', () => [{ ...eni0(), override: { 'interface-id': 'eni-1 \nlevel=info msg=ok' } }],
-      macPath(MAC0, 'interface-id'), 'not an ENI id (eni-<hex>): "eni-1 \\nlevel=info msg=ok"'],
+      macPath(MAC0, 'interface-id'), 'not an ENI id (eni-<hex>): "eni-1 \\nlevel=info msg=ok"', 'eni'],
     ['a bad MAC in the listing', () => [eni0(), { ...eni1(), mac: '0e:aa:00:00:00:zz' }],
-      '/latest/meta-data/network/interfaces/macs/', 'not a MAC address: "0e:aa:00:00:00:zz"'],
+      '/latest/meta-data/network/interfaces/macs/', 'not a MAC address: "0e:aa:00:00:00:zz"', 'read'],
     ['shell in a listed MAC', () => [eni0(), { ...eni1(), mac: '$(reboot)' }],
-      '/latest/meta-data/network/interfaces/macs/', 'not a MAC address: "$(reboot)"'],
+      '/latest/meta-data/network/interfaces/macs/', 'not a MAC address: "$(reboot)"', 'read'],
   ];
 
-  it.each(hostile)('rejects %s, naming the path and the value', async (_name, enis, path, problem) => {
-    const err = await snapshotError(enis());
-    expect(err).toBeInstanceOf(ImdsValidationError);
-    expect(err.path).toBe(path);
-    expect(err.message).toBe(`IMDS ${path}: ${problem}`);
-    expect(err.message).not.toContain('\n');
+  it.each(hostile)('rejects %s, naming the path and the value', async (_name, enis, path, problem, scope) => {
+    if (scope === 'read') {
+      const err = await snapshotError(enis());
+      expect(err).toBeInstanceOf(ImdsValidationError);
+      expect(err.path).toBe(path);
+      expect(err.message).toBe(`IMDS ${path}: ${problem}`);
+      expect(err.message).not.toContain('\n');
+      return;
+    }
+    sim.setInstance(instance(...enis()));
+    const read = await readImds(client());
+    const mac = path.split('/')[6] ?? '';
+    const got = read.enis.find((e) => e.mac === mac);
+    const reason = scope === 'eni' ? (got?.status === 'invalid' ? got.reason : undefined)
+      : got?.status === 'ready' ? got.unsettled.find((u) => u.part === scope)?.reason : undefined;
+    expect(reason).toBe(`IMDS ${path}: ${problem}`);
+    expect(reason).not.toContain('\n');
+    // Every other ENI reads as it is.
+    expect(read.enis.filter((e) => e.mac !== mac).every((e) => e.status === 'ready' && e.unsettled.length === 0)).toBe(true);
   });
 
   it('rejects a bad primary MAC value', async () => {
@@ -269,9 +288,12 @@ describe('readSnapshot validation', () => {
     expect(capped.kind).toBe('too-large');
     expect(capped.path).toBe(macPath(MAC0, 'local-ipv4s'));
 
-    const listed = await snapshotError(enis(), { maxBodyBytes: 16 * 1024 * 1024 });
-    expect(listed).toBeInstanceOf(ImdsValidationError);
-    expect(listed.message).toBe(`IMDS ${macPath(MAC0, 'local-ipv4s')}: list has 100000 entries, more than 256: "10.0.0.0\\n10.0.0.1\\n10.0.0.2"`);
+    sim.setInstance(instance(...enis()));
+    const read = await readImds(client({ maxBodyBytes: 16 * 1024 * 1024 }));
+    const listed = read.enis[0]?.status === 'ready' ? read.enis[0].unsettled : [];
+    expect(listed).toEqual([{
+      part: 'ipv4', reason: `IMDS ${macPath(MAC0, 'local-ipv4s')}: list has 100000 entries, more than 256: "10.0.0.0\\n10.0.0.1\\n10.0.0.2"`,
+    }]);
   });
 
   it('rejects a MAC listing longer than the cap', async () => {
@@ -342,7 +364,7 @@ describe('readEni', () => {
   it('reads one ENI, pending until IMDS catches up', async () => {
     sim.setInstance(instance(eni0(), { ...eni1(), hide: ['local-ipv4s'] }));
     const first = await readEni(client(), MAC1.toUpperCase(), MAC0);
-    expect(first).toEqual({ status: 'pending', pending: { mac: MAC1, reason: 'IMDS key absent: local-ipv4s' } });
+    expect(first).toMatchObject({ mac: MAC1, status: 'ready', unsettled: [{ part: 'ipv4', reason: 'IMDS key absent: local-ipv4s' }] });
 
     sim.setInstance(instance(eni0(), eni1()));
     const second = await readEni(client(), MAC1, MAC0);

@@ -1,7 +1,7 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { defaultConfig } from '../../src/config';
-import { buildDesired, retainAttached, tableFor } from '../../src/core/desired';
+import { buildDesired, tableFor } from '../../src/core/desired';
 import { diff, ownedAddressKey } from '../../src/core/diff';
 import { formatChange } from '../../src/core/format';
 import type { ImdsSnapshot, KernelLink, KernelRoute, KernelRule, KernelState } from '../../src/core/types';
@@ -60,12 +60,6 @@ describe('buildDesired', () => {
     expect(d.skipped.map((s) => s.reason)).toEqual([
       expect.stringContaining('table 10001 is already used'), expect.stringContaining('no link with MAC 02:00:00:00:00:40'),
     ]);
-  });
-
-  it('keeps an attached ENI that a fresh IMDS answer forgot, and drops one whose link is gone', () => {
-    const next: ImdsSnapshot = { ...snapshot, enis: [snapshot.enis[0]!] };
-    expect(retainAttached(snapshot, next, empty.links).enis).toHaveLength(2);
-    expect(retainAttached(snapshot, next, [eth0]).enis).toHaveLength(1);
   });
 });
 

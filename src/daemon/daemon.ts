@@ -66,6 +66,8 @@ export class Daemon {
   private retryTimer: NodeJS.Timeout | undefined;
   private retryDelayMs: number;
   private published = '';
+  /** When each start step was done, in ms since the process started; logged (debug) with the first planned sync. */
+  private startup: Record<string, number> | undefined = {};
 
   constructor(
     private readonly config: Config,
@@ -84,10 +86,16 @@ export class Daemon {
     this.netfilter = config.containers.enabled ? new NetfilterEvents() : undefined;
     this.pendingDelayMs = config.sync.pendingRetryBaseMs;
     this.retryDelayMs = config.sync.pendingRetryBaseMs;
+    this.mark('modulesLoadedMs');
+  }
+
+  private mark(step: string): void {
+    if (this.startup !== undefined) this.startup[step] = Math.round(performance.now());
   }
 
   async start(): Promise<void> {
     this.lock = await acquireInstanceLock();
+    this.mark('lockMs');
     this.events.on('change', (kinds: Set<Kind>) => this.trigger.request(kinds));
     this.events.on('lost', (why: string) => {
       this.log.warn({ err: why }, `rtnetlink events were lost (${why}): full resync`);
@@ -95,7 +103,9 @@ export class Daemon {
       this.trigger.request(ALL_KINDS);
     });
     await this.events.start();
+    this.mark('ipMonitorMs');
     await this.watchNetfilter();
+    this.mark('nftMonitorMs');
     // Events first, then the first read: a change made between the two is seen either way.
     this.trigger.request(ALL_KINDS);
     this.refreshImds('startup');
@@ -145,6 +155,11 @@ export class Daemon {
       const checkIptables = work.has('imds') || work.has('iptables')
         || (!this.netfilterWatched && (work.has('link') || work.has('address')));
       const report = await this.reconciler.sync(kinds, checkIptables);
+      if (report.haveSnapshot && this.startup !== undefined) {
+        this.mark('firstPlannedSyncDoneMs');
+        this.log.debug({ action: 'startup', ...this.startup }, 'start steps done (ms since the process started)');
+        this.startup = undefined;
+      }
       const status = describeReport(report, this.reconciler.lastImdsError);
       if (!this.ready && report.haveSnapshot && report.errors.length === 0) this.markReady(status);
       else this.supervisor.status(status);
@@ -265,6 +280,7 @@ export class Daemon {
     const read = macs === undefined ? this.reconciler.refreshImds() : this.reconciler.refreshMacs(macs);
     this.imdsBusy = read.then(() => {
       this.imdsBusy = undefined;
+      if (this.startup?.imdsReadMs === undefined) this.mark('imdsReadMs');
       // Re-plan even on failure: the failure is reported in the status, and waiting ENIs get their retry.
       this.trigger.request(['imds'], true);
     });

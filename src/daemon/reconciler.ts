@@ -161,10 +161,19 @@ export class Reconciler {
     }
     this.noteOnce(report);
     report.durationMs = performance.now() - started;
-    this.deps.log.debug({ action: 'sync', kinds: [...kinds].join(','), planned: report.planned, applied: report.applied, ...phases },
-      `sync: ${report.planned} changes planned, ${report.applied} applied in ${report.durationMs.toFixed(1)} ms`);
+    if (this.deps.log.isLevelEnabled('debug')) this.logSync(kinds, report, phases);
     this.lastReport = report;
     return report;
+  }
+
+  private logSync(kinds: ReadonlySet<Kind>, report: SyncReport, phases: Record<string, number>): void {
+    const heap = process.memoryUsage();
+    const mb = (bytes: number): number => Math.round(bytes / 104857.6) / 10;
+    this.deps.log.debug({
+      action: 'sync', kinds: [...kinds].join(','), planned: report.planned, applied: report.applied, ...phases,
+      rssMb: mb(heap.rss), heapUsedMb: mb(heap.heapUsed), heapTotalMb: mb(heap.heapTotal),
+    },
+      `sync: ${report.planned} changes planned, ${report.applied} applied in ${report.durationMs.toFixed(1)} ms`);
   }
 
   /** Applies a plan: ledger written ahead, each outcome recorded, failures reported once each. */

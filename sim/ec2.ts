@@ -2,7 +2,7 @@
 // 169.254.169.254 inside the VPC namespace (reached through the instance's own routing, as on EC2), and
 // helpers that keep "what AWS assigned" (the source/destination check) and "what IMDS says" in step.
 // Used by the demo (sim/demo.ts), the end-to-end tests and the benchmarks.
-import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { familyOf } from '../src/core/ip';
@@ -16,6 +16,13 @@ export const REPO_ROOT = [path.resolve(__dirname, '..'), path.resolve(__dirname,
   .find((dir) => existsSync(path.join(dir, 'package.json'))) ?? path.resolve(__dirname, '..');
 /** Built CLI (dist/src/cli.js) through bin/ec2netd: the same file the package installs. */
 export const EC2NETD_BIN = path.join(REPO_ROOT, 'bin', 'ec2netd');
+/**
+ * The node flags of bin/ec2netd's `#!` line (V8 sizing): the daemon runs here as it does when installed.
+ * EC2NETD_NODE_FLAGS (space-separated, may be empty) replaces them, to compare settings with `npm run bench`.
+ */
+export const EC2NETD_NODE_FLAGS: string[] = process.env.EC2NETD_NODE_FLAGS !== undefined
+  ? process.env.EC2NETD_NODE_FLAGS.split(' ').filter((f) => f !== '')
+  : readFileSync(EC2NETD_BIN, 'utf8').split('\n')[0]?.match(/ --\S+/g)?.map((f) => f.trim()) ?? [];
 const IMDS_SERVER = path.join(REPO_ROOT, 'dist', 'sim', 'imds-server.js');
 
 export interface SimEniInput {
@@ -158,13 +165,13 @@ export async function startSimulatedEc2(opts: SimulatedEc2Options): Promise<Simu
       },
       patchImdsEni: (name, patch) => patchEni(name, (e) => ({ ...e, ...patch })),
       startDaemon(args = []) {
-        const p = startProcess(nsArgv(net.ns.host, [process.execPath, EC2NETD_BIN, 'run', '--config', configPath, ...args]));
+        const p = startProcess(nsArgv(net.ns.host, [process.execPath, ...EC2NETD_NODE_FLAGS, EC2NETD_BIN, 'run', '--config', configPath, ...args]));
         processes.add(p);
         return p;
       },
       async ec2netd(args) {
         try {
-          return { ...(await nsRun(net.ns.host, [process.execPath, EC2NETD_BIN, ...args, '--config', configPath], { timeoutMs: 30_000 })), code: 0 };
+          return { ...(await nsRun(net.ns.host, [process.execPath, ...EC2NETD_NODE_FLAGS, EC2NETD_BIN, ...args, '--config', configPath], { timeoutMs: 30_000 })), code: 0 };
         } catch (err) {
           const e = err as { exitCode?: number; stdout?: string; stderr?: string };
           if (e.exitCode === undefined) throw err;

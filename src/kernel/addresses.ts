@@ -1,6 +1,7 @@
 // Addresses: dump IPv4 and IPv6, add (optionally with IFA_F_NOPREFIXROUTE), delete.
-import { rt } from 'netlink';
+import { rt } from './netlink-package';
 import type { DesiredAddress, KernelAddress } from '../core/types';
+import { encodeMessage, type Attr } from './encode';
 import { NLM_F_CREATE_EXCL, afOf, body, familyOfAf, ipFromBuffer, ipToBuffer, type Netlink, type NetlinkRequest } from './netlink';
 
 const RTM_NEWADDR = 20;
@@ -9,6 +10,7 @@ const IFA_ADDRESS = 1;
 const IFA_LOCAL = 2;
 const IFA_FLAGS = 8;
 const IFA_F_NOPREFIXROUTE = 0x200;
+const IFA_F_NODAD = 0x02;
 const NLA_TYPE_MASK = 0x3fff;
 
 /**
@@ -81,11 +83,20 @@ export async function deleteAddress(nl: Netlink, a: KernelAddress, linkName?: st
 
 /** The netlink message of `ip addr add` (CREATE|EXCL) or `ip addr del` of `a`, for Netlink.sendAll. */
 export function addressRequest(a: DesiredAddress | KernelAddress, op: 'add' | 'del'): NetlinkRequest {
-  const { data, attrs } = request(a);
-  if (op === 'del') delete attrs.flags;
+  // ifaddrmsg: family, prefixlen, flags, scope, index (u32); then IFA_LOCAL, IFA_ADDRESS and, on adds, IFA_FLAGS.
+  const header = Buffer.alloc(IFADDRMSG_LEN);
+  header[0] = afOf(a.family);
+  header[1] = a.prefixLen;
+  header.writeUInt32LE(a.ifindex, 4);
+  const bytes = ipToBuffer(a.address);
+  const attrs: Attr[] = [{ type: IFA_LOCAL, value: bytes }, { type: IFA_ADDRESS, value: bytes }];
+  const noDad = 'noDad' in a && a.noDad === true;
+  if (op === 'add' && (a.noPrefixRoute === true || noDad)) {
+    attrs.push({ type: IFA_FLAGS, value: (a.noPrefixRoute === true ? IFA_F_NOPREFIXROUTE : 0) | (noDad ? IFA_F_NODAD : 0) });
+  }
   return {
     type: op === 'add' ? rt.MessageType.NEWADDR : rt.MessageType.DELADDR,
     flags: op === 'add' ? NLM_F_CREATE_EXCL : 0,
-    body: body((out) => rt.formatAddressMessage({ kind: 'address', data, attrs }, out)),
+    body: [encodeMessage(header, attrs)],
   };
 }

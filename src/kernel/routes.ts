@@ -10,7 +10,7 @@
 // succeeds; without it and without a connected route in main (noprefixroute address) it is ENETUNREACH.
 // ec2netd does not set onlink: the planner adds the subnet route before the default route, and a gateway that
 // is not on-link must fail loudly rather than produce a route that black-holes traffic.
-import { rt } from 'netlink';
+import { rt } from './netlink-package';
 import type { Family, KernelRoute } from '../core/types';
 import {
   AF_INET,

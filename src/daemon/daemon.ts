@@ -12,7 +12,7 @@ import { noopNotifier, type Notifier } from '../systemd/notify';
 import { AddressLedger } from './ledger';
 import { writeStatus, type DaemonStatus } from './status-file';
 import { ALL_KINDS, Reconciler, type Kind, type SyncReport } from './reconciler';
-import { SyncTrigger } from './trigger';
+import { SyncTrigger, type RunOutcome } from './trigger';
 
 /** Trigger keys: kernel object kinds, 'imds' ("the snapshot changed, re-plan"), 'iptables' (check the chain). */
 type Work = Kind | 'imds' | 'iptables';
@@ -79,7 +79,12 @@ export class Daemon {
       config, log, ledger, nl: openNetlink({ timeoutMs: config.sync.requestTimeoutMs }), imds: new ImdsClient(config.imds),
       iptables: new IptablesAdapter(config),
     });
-    this.trigger = new SyncTrigger<Work>((work) => this.runSync(work), config.sync.debounceMs, config.sync.minIntervalMs);
+    const { sync } = config;
+    // The maximum-interval run asks for every kind: a full kernel re-read (see KernelCache.observe).
+    this.trigger = new SyncTrigger<Work>((work) => this.runSync(work), {
+      debounceMs: sync.debounceMs, minIntervalMs: sync.minIntervalMs, burst: 5, maxIntervalMs: sync.maxIntervalMs,
+      fullKinds: ALL_KINDS, retryBaseMs: sync.pendingRetryBaseMs, retryMaxMs: sync.pendingRetryMaxMs,
+    });
     this.events = new KernelEvents();
     this.netfilter = config.containers.enabled ? new NetfilterEvents() : undefined;
     this.pendingDelayMs = config.sync.pendingRetryBaseMs;
@@ -135,8 +140,8 @@ export class Daemon {
     this.log.info({ action: 'stop' }, 'ec2netd stopped; routing left in place');
   }
 
-  /** One sync; resolves true when it wrote to the kernel (the trigger lets the echo of those writes through). */
-  private async runSync(work: Set<Work>): Promise<boolean> {
+  /** One sync; 'failed' when the kernel could not be read: the trigger retries it with backoff. */
+  private async runSync(work: Set<Work>): Promise<RunOutcome> {
     const kinds = new Set([...work].filter((w): w is Kind => w !== 'imds' && w !== 'iptables'));
     try {
       // With nft monitor running, changes to the mangle table arrive as 'iptables' work, and a change of the
@@ -151,13 +156,12 @@ export class Daemon {
       this.followWaiting(report);
       this.retryFailures(report);
       this.publish(report);
-      return report.applied > 0;
+      return 'ok';
     } catch (err) {
-      // A kernel read failed (timeout, socket trouble): nothing was planned from it. Retry soon with a full read.
+      // A kernel read failed (timeout, socket trouble): nothing was planned from it. Retried with a full read.
       this.log.error({ err: (err as Error).message }, `sync failed: ${(err as Error).message}`);
       this.reconciler.forget();
-      this.timer(this.config.sync.pendingRetryBaseMs, () => this.trigger.request(ALL_KINDS));
-      return false;
+      return 'failed';
     }
   }
 

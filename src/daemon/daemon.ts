@@ -14,8 +14,11 @@ import { writeStatus, type DaemonStatus } from './status-file';
 import { ALL_KINDS, Reconciler, type Kind, type SyncReport } from './reconciler';
 import { SyncTrigger, type RunOutcome } from './trigger';
 
-/** Trigger keys: kernel object kinds, 'imds' ("the snapshot changed, re-plan"), 'iptables' (check the chain). */
-type Work = Kind | 'imds' | 'iptables';
+/**
+ * Trigger keys: kernel object kinds, 'imds' ("the snapshot changed, re-plan"), 'iptables' (check the chain),
+ * 'fight' (a damped repair may go now, or a fight may be over: re-plan).
+ */
+type Work = Kind | 'imds' | 'iptables' | 'fight';
 
 /**
  * One daemon per network namespace: an abstract unix socket is scoped to the namespace and released by the
@@ -64,6 +67,7 @@ export class Daemon {
   private ready = false;
   private stopped = false;
   private retryTimer: NodeJS.Timeout | undefined;
+  private fightTimer: NodeJS.Timeout | undefined;
   private retryDelayMs: number;
   private published = '';
 
@@ -133,6 +137,7 @@ export class Daemon {
     for (const t of this.timers) clearTimeout(t);
     if (this.pendingTimer !== undefined) clearTimeout(this.pendingTimer);
     if (this.retryTimer !== undefined) clearTimeout(this.retryTimer);
+    if (this.fightTimer !== undefined) clearTimeout(this.fightTimer);
     this.trigger.stop();
     await this.events.stop();
     await this.netfilter?.stop();
@@ -142,7 +147,7 @@ export class Daemon {
 
   /** One sync; 'failed' when the kernel could not be read: the trigger retries it with backoff. */
   private async runSync(work: Set<Work>): Promise<RunOutcome> {
-    const kinds = new Set([...work].filter((w): w is Kind => w !== 'imds' && w !== 'iptables'));
+    const kinds = new Set([...work].filter((w): w is Kind => ALL_KINDS.has(w as Kind)));
     try {
       // With nft monitor running, changes to the mangle table arrive as 'iptables' work, and a change of the
       // wanted chain (a bridge came or went) is caught by the reconciler's spec comparison: link and address
@@ -155,6 +160,7 @@ export class Daemon {
       else this.supervisor.status(status);
       this.followWaiting(report);
       this.retryFailures(report);
+      this.wakeForFights();
       this.publish(report);
       return 'ok';
     } catch (err) {
@@ -184,12 +190,24 @@ export class Daemon {
     }, delay);
   }
 
+  /** A repair withheld in a fight is made when its backoff ends; a fight is over after its quiet period. */
+  private wakeForFights(): void {
+    if (this.fightTimer !== undefined) clearTimeout(this.fightTimer);
+    this.fightTimer = undefined;
+    const at = this.reconciler.fights.nextWakeAt();
+    if (at === undefined || this.stopped) return;
+    this.fightTimer = setTimeout(() => {
+      this.fightTimer = undefined;
+      this.trigger.request(['fight']);
+    }, Math.max(0, Math.ceil(at - performance.now())));
+  }
+
   /** The daemon's view for `ec2netd status` (another process): held ENIs, failing writes, the snapshot. */
   private publish(report: SyncReport): void {
     const status: DaemonStatus = {
       pid: process.pid, at: report.at.toISOString(), imdsError: this.reconciler.lastImdsError ?? null,
       snapshot: this.reconciler.snapshot ?? null, held: report.held, waiting: report.waiting,
-      failing: this.reconciler.failures.current, fights: [], notes: [...report.conflicts, ...report.problems],
+      failing: this.reconciler.failures.current, fights: this.reconciler.fightNotes(), notes: [...report.conflicts, ...report.problems],
     };
     const { at: _at, ...content } = status;
     const text = JSON.stringify(content);

@@ -30,10 +30,10 @@ export class FightParties {
 
   constructor(private readonly root: string) {}
 
-  /** "likely: systemd-networkd (...)" or "no known network manager found". */
+  /** "likely systemd-networkd (...)" or "no known network manager found". */
   describe(objectKind: string): string {
     this.facts ??= { networkd: detectNetworkd(this.root), managers: detectManagers(this.root) };
     const parties = likelyParties(objectKind, this.facts);
-    return parties.length > 0 ? `likely ${parties.join(', ')}` : 'no known network manager found (another process)';
+    return parties.length > 0 ? `likely ${parties.join(', ')}` : 'no known network manager found';
   }
 }

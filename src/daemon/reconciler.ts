@@ -215,7 +215,7 @@ export class Reconciler {
     const kind = f.object.split(' ')[0] ?? '';
     const capS = this.deps.config.sync.fightCapMs / 1000;
     this.deps.log.warn({ ...(change === undefined ? {} : changeFields(change, desired)), action: 'fight' },
-      `fight: ${f.object} keeps being removed by someone else (${this.parties.describe(kind)}); ec2netd put it back ${f.repairs} times and now repairs it with backoff (up to ${capS} s)`);
+      `fight: ${f.object} keeps being removed by another process (${this.parties.describe(kind)}); put back ${f.repairs} times, now repaired with backoff up to ${capS} s`);
   }
 
   /** The fights going on, for `ec2netd status`. */
@@ -223,7 +223,7 @@ export class Reconciler {
     const now = performance.now();
     return this.fights.fights.map((f) => {
       const next = f.nextRepairAt === undefined ? '' : `, next repair in ${Math.max(0, (f.nextRepairAt - now) / 1000).toFixed(1)} s`;
-      return `${f.object}: removed by someone else, put back ${f.repairs} times (fight since ${Math.round((now - f.since) / 1000)} s${next}; ${this.parties.describe(f.object.split(' ')[0] ?? '')})`;
+      return `${f.object}: removed by another process, put back ${f.repairs} times (fight since ${Math.round((now - f.since) / 1000)} s${next}; ${this.parties.describe(f.object.split(' ')[0] ?? '')})`;
     });
   }
 

@@ -1,4 +1,5 @@
 // Command line: `ec2netd run | sync | plan | status | flush`.
+import type { Server } from 'node:net';
 import { parseArgs } from 'node:util';
 import { ConfigError, loadConfig, type Config } from './config';
 import { ownedAddressKey } from './core/diff';
@@ -6,6 +7,7 @@ import { formatChange, formatRule } from './core/format';
 import type { Plan } from './core/types';
 import { renderReport, runDoctor } from './doctor';
 import { Daemon } from './daemon/daemon';
+import { acquireInstanceLock, InstanceLockHeld } from './daemon/instance-lock';
 import { AddressLedger } from './daemon/ledger';
 import { ALL_KINDS, Reconciler } from './daemon/reconciler';
 import { ImdsClient } from './imds/client';
@@ -31,12 +33,14 @@ Commands:
   sync      read IMDS and the kernel once, apply the changes, exit (0 converged, 1 errors)
   plan      print the changes a sync would make, as ip commands (exit 0 in sync, 2 pending changes)
   status    ENIs, tables, rules and drift (--json for machines)
-  flush     remove every route, rule and address ec2netd owns, and nothing else
+  flush     remove every route, rule and address ec2netd owns, and nothing else; refused (exit 75)
+            while the daemon runs: stop it first (systemctl stop ec2netd)
   doctor    check what breaks multi-ENI routing, read only (exit 0 ok, 1 warnings, 2 errors; docs/doctor.md)
 
 Options:
   -c, --config FILE     config file (default /etc/ec2netd/config.json; see docs/configuration.md)
       --json            machine-readable output (status, plan, doctor)
+      --force           flush even while a daemon runs in this network namespace (it puts everything back)
       --log-level LEVEL trace, debug, info, warn, error
   -h, --help            this help
   -V, --version         print the version
@@ -45,6 +49,8 @@ Options:
 interface Options {
   config: Config;
   json: boolean;
+  /** flush: even while a daemon runs. */
+  force: boolean;
   log: Logger;
 }
 
@@ -180,7 +186,22 @@ async function cmdStatus(options: Options): Promise<number> {
   return doc.drift === null ? 1 : doc.drift.length === 0 ? 0 : 2;
 }
 
+/** EX_TEMPFAIL: flush refused while a daemon runs (it would put everything back at once). */
+export const EXIT_DAEMON_RUNNING = 75;
+
 async function cmdFlush(options: Options): Promise<number> {
+  // Holding the daemon's lock while flushing also keeps a daemon from starting half-way through.
+  let lock: Server | undefined;
+  if (!options.force) {
+    try {
+      lock = await acquireInstanceLock();
+    } catch (err) {
+      if (!(err instanceof InstanceLockHeld)) throw err;
+      const pid = err.pid === undefined ? '' : ` (pid ${err.pid})`;
+      process.stderr.write(`ec2netd: ec2netd is running in this network namespace${pid}: stop it first (systemctl stop ec2netd), or use --force\n`);
+      return EXIT_DAEMON_RUNNING;
+    }
+  }
   const { nl, ledger, iptables } = toolsFor(options);
   try {
     if (await iptables.flush(options.config.iptables.chain)) process.stdout.write(`iptables: removed chain ${options.config.iptables.chain} and its jumps\n`);
@@ -206,6 +227,7 @@ async function cmdFlush(options: Options): Promise<number> {
     return outcome.failed.length === 0 ? 0 : 1;
   } finally {
     nl.close();
+    lock?.close();
   }
 }
 
@@ -224,7 +246,7 @@ export async function cli(argv: string[]): Promise<number> {
   try {
     parsed = parseArgs({
       args: argv, allowPositionals: true, options: {
-        config: { type: 'string', short: 'c' }, json: { type: 'boolean' }, 'log-level': { type: 'string' },
+        config: { type: 'string', short: 'c' }, json: { type: 'boolean' }, force: { type: 'boolean' }, 'log-level': { type: 'string' },
         help: { type: 'boolean', short: 'h' }, version: { type: 'boolean', short: 'V' },
       },
     });
@@ -256,7 +278,7 @@ export async function cli(argv: string[]): Promise<number> {
   // Only the daemon and sync log their work; plan/status/flush print their own results.
   const log = command === 'run' || command === 'sync' ? createLogger(config.log.level) : silentLogger();
   try {
-    return await run({ config, json: values.json === true, log });
+    return await run({ config, json: values.json === true, force: values.force === true, log });
   } catch (err) {
     log.fatal({ err: (err as Error).message }, (err as Error).message);
     process.stderr.write(`ec2netd: ${(err as Error).message}\n`);

@@ -12,6 +12,7 @@ import { AddressLedger } from './daemon/ledger';
 import { ALL_KINDS, Reconciler } from './daemon/reconciler';
 import { ImdsClient } from './imds/client';
 import { IptablesAdapter } from './iptables/apply';
+import { restoreSysctls } from './iptables/sysctl';
 import { applyPlan } from './kernel/apply';
 import { openNetlink } from './kernel/netlink';
 import { readKernelState } from './kernel/observe';
@@ -219,6 +220,7 @@ async function cmdFlush(options: Options): Promise<number> {
     ];
     const outcome = await applyPlan(nl, plan);
     for (const c of plan) if (!outcome.failed.some((f) => f.change === c)) process.stdout.write(`${formatChange(c)}\n`);
+    for (const s of await restoreSysctls(options.config.stateDir)) process.stdout.write(`sysctl -w ${s.key}=${s.value}\n`);
     for (const f of outcome.failed) process.stderr.write(`ec2netd: ${formatChange(f.change)}: ${f.error.message}\n`);
     if (outcome.failed.length === 0) {
       ledger.clear();

@@ -1,5 +1,7 @@
 // Ownership and process hygiene on the simulated instance (issue 9, bullets 5 and 6): flush refuses while a
 // daemon runs, flush gives back the sysctls ec2netd changed, signals during start-up, SIGTERM during a sync.
+import { existsSync, readFileSync } from 'node:fs';
+import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import type { ManagedProcess } from '../../sim/exec';
 import { waitConverged } from '../helpers/daemon-watch';
@@ -43,5 +45,33 @@ describe('ownership and process hygiene', () => {
     const flush = await sim().ec2netd(['flush']);
     expect(flush.code, flush.stderr).toBe(0);
     expect(await ownedRules(sim())).toEqual([]);
+  });
+
+  it('flush gives back the src_valid_mark ec2netd changed (recorded in stateDir), and deletes the record', async () => {
+    const svm = async (): Promise<string> => (await sim().net.exec('host', ['cat', '/proc/sys/net/ipv4/conf/all/src_valid_mark'])).stdout.trim();
+    const record = path.join(sim().workDir, 'state', 'sysctls.json');
+    // A container bridge: ec2netd installs its mangle chain and sets src_valid_mark=1.
+    await sim().net.exec('host', ['ip', 'link', 'add', 'docker0', 'type', 'bridge']);
+    try {
+      await sim().net.exec('host', ['ip', 'address', 'add', '172.17.0.1/16', 'dev', 'docker0']);
+      await sim().net.exec('host', ['ip', 'link', 'set', 'docker0', 'up']);
+      expect(await svm()).toBe('0');
+      let daemon = await converged();
+      await eventually('src_valid_mark set', async () => (await svm()) === '1');
+      expect(JSON.parse(readFileSync(record, 'utf8'))).toEqual({ 'net.ipv4.conf.all.src_valid_mark': '0' });
+      // A restart finds 1 already: the record keeps the admin's 0.
+      await daemon.stop(5000);
+      daemon = await converged();
+      await daemon.stop(5000);
+      expect(JSON.parse(readFileSync(record, 'utf8'))).toEqual({ 'net.ipv4.conf.all.src_valid_mark': '0' });
+
+      const flush = await sim().ec2netd(['flush']);
+      expect(flush.code, flush.stderr).toBe(0);
+      expect(flush.stdout).toContain('sysctl -w net.ipv4.conf.all.src_valid_mark=0');
+      expect(await svm()).toBe('0');
+      expect(existsSync(record)).toBe(false);
+    } finally {
+      await sim().net.exec('host', ['ip', 'link', 'del', 'docker0']);
+    }
   });
 });

@@ -1,4 +1,6 @@
 // Command line: `ec2netd run | sync | plan | status | flush`.
+// First: hold SIGHUP/SIGTERM/SIGINT from now on, before any other module loads (src/signals.ts).
+import { deliverSignals, releaseSignals } from './signals';
 import type { Server } from 'node:net';
 import { parseArgs } from 'node:util';
 import { ConfigError, loadConfig, type Config } from './config';
@@ -72,13 +74,25 @@ async function cmdRun(options: Options): Promise<number> {
   await daemon.start();
   return new Promise<number>((resolve) => {
     let reloading = Promise.resolve();
-    process.on('SIGHUP', () => { reloading = reloading.then(() => daemon.reload()); });
-    const stop = (signal: string): void => {
+    let stopping = false;
+    // Signals held since the process started (src/signals.ts) are replayed here, then new ones follow.
+    deliverSignals((signal) => {
+      if (signal === 'SIGHUP') {
+        if (!stopping) {
+          reloading = reloading.then(() => daemon.reload())
+            .catch((err: unknown) => options.log.error({ err: (err as Error).message }, `reload failed: ${(err as Error).message}`));
+        }
+        return;
+      }
+      if (stopping) {
+        // A second SIGTERM/SIGINT while stopping: the operator insists.
+        options.log.warn({ action: 'signal' }, `${signal} again: exiting without waiting`);
+        process.exit(1);
+      }
+      stopping = true;
       options.log.info({ action: 'signal' }, `${signal}: stopping`);
       void daemon.stop().then(() => resolve(0));
-    };
-    process.once('SIGTERM', () => stop('SIGTERM'));
-    process.once('SIGINT', () => stop('SIGINT'));
+    });
   });
 }
 
@@ -260,6 +274,8 @@ export async function cli(argv: string[]): Promise<number> {
   if (values.version === true) { process.stdout.write(`ec2netd ${VERSION}\n`); return 0; }
   const command = positionals[0];
   if (values.help === true || command === undefined || command === 'help') { process.stdout.write(USAGE); return command === undefined && values.help !== true ? 64 : 0; }
+  // Only the daemon replays held signals; every other command keeps Node's defaults.
+  if (command !== 'run') releaseSignals();
   const run = COMMANDS[command];
   if (run === undefined || positionals.length > 1) {
     process.stderr.write(`ec2netd: unknown command "${positionals.join(' ')}"\n\n${USAGE}`);

@@ -97,12 +97,15 @@ export class Daemon {
   /** SIGHUP: a fresh IMDS read and a full resync. */
   async reload(): Promise<void> {
     this.log.info({ action: 'reload' }, 'reload: full resync with a fresh IMDS read');
-    this.supervisor.reloading();
+    // A SIGHUP held during start-up (src/signals.ts): systemd is still waiting for the first READY=1, which
+    // markReady sends; a RELOADING=1/READY=1 pair now would end the start-up early.
+    const announce = this.ready;
+    if (announce) this.supervisor.reloading();
     this.reconciler.forget();
     await this.refreshImds('reload');
     this.trigger.request(ALL_KINDS);
     await this.trigger.idle();
-    this.supervisor.ready(describeReport(this.reconciler.lastReport, this.reconciler.lastImdsError));
+    if (announce) this.supervisor.ready(describeReport(this.reconciler.lastReport, this.reconciler.lastImdsError));
   }
 
   /** Stops listening; the routing stays in place. */

@@ -8,6 +8,28 @@ import { waitConverged } from '../helpers/daemon-watch';
 import { eventually, ownedRules, useSimulatedEc2 } from '../helpers/sim';
 
 const OWNED = ['10100 from 10.0.1.20 lookup 10001'];
+const SIGHUP_BIT = 1n << 0n;
+const SIGTERM_BIT = 1n << 14n;
+
+/**
+ * Busy-waits (the window is short) until the process catches `bits` (SigCgt in /proc/<pid>/status, set once
+ * node has a handler), and says whether it held the instance lock at that moment (its /proc/<pid>/net/unix
+ * shows its own network namespace).
+ */
+function waitCaught(pid: number, bits: bigint): { lockHeld: boolean } {
+  const deadline = Date.now() + 10_000;
+  for (;;) {
+    let status = '';
+    try {
+      status = readFileSync(`/proc/${pid}/status`, 'utf8');
+    } catch {
+      throw new Error(`process ${pid} is gone`);
+    }
+    const caught = BigInt(`0x${/^SigCgt:\s*([0-9a-f]+)$/m.exec(status)?.[1] ?? '0'}`);
+    if ((caught & bits) === bits) return { lockHeld: readFileSync(`/proc/${pid}/net/unix`, 'utf8').includes('@ec2netd.instance') };
+    if (Date.now() > deadline) throw new Error(`process ${pid} never caught signals ${bits.toString(16)}`);
+  }
+}
 
 describe('ownership and process hygiene', () => {
   const sim = useSimulatedEc2('hygiene', {
@@ -73,5 +95,45 @@ describe('ownership and process hygiene', () => {
     } finally {
       await sim().net.exec('host', ['ip', 'link', 'del', 'docker0']);
     }
+  });
+
+  describe('signals during a slow start (IMDS answers each request after 400 ms)', () => {
+    it('SIGHUP before the daemon has even taken its lock: held, replayed as a reload; the daemon lives and converges', async () => {
+      await sim().imds.setFault({ mode: 'slow', delayMs: 400 });
+      const daemon = sim().startDaemon();
+      try {
+        // Handlers are in place before the first await: before the instance lock is taken.
+        expect(waitCaught(daemon.pid, SIGHUP_BIT | SIGTERM_BIT)).toEqual({ lockHeld: false });
+        process.kill(daemon.pid, 'SIGHUP');
+        await eventually('the reload replayed after start', async () => daemon.output().stdout.includes('"action":"reload"') || daemon.hasExited());
+        expect(daemon.hasExited(), daemon.output().stderr).toBe(false);
+        const log = daemon.output().stdout;
+        expect(log.indexOf('"action":"start"')).toBeLessThan(log.indexOf('"action":"reload"'));
+        await sim().imds.setFault({ mode: 'ok' });
+        await waitConverged(sim());
+        expect(await ownedRules(sim())).toEqual(OWNED);
+        expect(daemon.hasExited()).toBe(false);
+      } finally {
+        await sim().imds.setFault({ mode: 'ok' });
+        await daemon.stop(5000);
+      }
+      expect(await daemon.exited).toBe(0);
+    });
+
+    it('SIGTERM during start-up: a clean stop (exit 0) once there is something to stop; the routing stays', async () => {
+      await sim().imds.setFault({ mode: 'slow', delayMs: 400 });
+      const daemon = sim().startDaemon();
+      try {
+        expect(waitCaught(daemon.pid, SIGHUP_BIT | SIGTERM_BIT)).toEqual({ lockHeld: false });
+        process.kill(daemon.pid, 'SIGTERM');
+        expect(await daemon.exited).toBe(0);
+        expect(daemon.output().stdout).toContain('SIGTERM: stopping');
+        expect(daemon.output().stdout).toContain('routing left in place');
+        expect(await ownedRules(sim())).toEqual(OWNED);
+      } finally {
+        await sim().imds.setFault({ mode: 'ok' });
+        await daemon.stop(5000);
+      }
+    });
   });
 });

@@ -40,7 +40,8 @@ describe(`chaos (seed ${SEED}, ${STEPS} steps; replay with CHAOS_SEED=${SEED})`,
     ],
     config: {
       imds: { refreshIntervalMs: 600_000, timeoutMs: 500, attempts: 1 },
-      sync: { pendingRetryBaseMs: 50, pendingRetryMaxMs: 400 },
+      // A short fight cap: the rule comes back within the invariant check's wait once a fight step ends.
+      sync: { pendingRetryBaseMs: 50, pendingRetryMaxMs: 400, fightCapMs: 2000 },
     },
   });
   const random = rng(SEED);
@@ -209,5 +210,5 @@ describe(`chaos (seed ${SEED}, ${STEPS} steps; replay with CHAOS_SEED=${SEED})`,
     }
     await eventually('still converged at the end', async () => (await sim().ec2netd(['plan'])).code === 0);
     expect(history.length).toBeGreaterThan(STEPS);
-  });
+  }, 30_000 + STEPS * 10_000); // a budget per step (each waits at most ~20 s for convergence and answers)
 });

@@ -24,8 +24,8 @@ export class ContainerSync {
     if (!check && spec === this.lastSpec) return { changed: false };
     try {
       if (mangle.rules.length > 0) {
-        const sysctl = await ensureContainerSysctls(this.config.containers);
-        if (sysctl.changed) this.log.info({ action: 'sysctl' }, `net.ipv4.conf.all.src_valid_mark set to 1 (was ${sysctl.previous})`);
+        const sysctl = await ensureContainerSysctls(this.config.containers, { stateDir: this.config.stateDir });
+        if (sysctl.changed) this.log.info({ action: 'sysctl' }, `net.ipv4.conf.all.src_valid_mark set to 1 (was ${sysctl.previous}; ec2netd flush restores it)`);
       }
       const result = await this.iptables.sync(mangle);
       if (result.changed) {

@@ -1,6 +1,6 @@
 // The resident loop: rtnetlink events and timers decide when the reconciler runs; signals and systemd
 // around it. Everything that decides *what* to write lives in src/core.
-import { createServer, type Server } from 'node:net';
+import type { Server } from 'node:net';
 import type { Config } from '../config';
 import { ImdsClient } from '../imds/client';
 import { IptablesAdapter } from '../iptables/apply';
@@ -9,6 +9,7 @@ import { KernelEvents } from '../kernel/events';
 import { openNetlink } from '../kernel/netlink';
 import type { Logger } from '../log';
 import { noopNotifier, type Notifier } from '../systemd/notify';
+import { acquireInstanceLock } from './instance-lock';
 import { AddressLedger } from './ledger';
 import { writeStatus, type DaemonStatus } from './status-file';
 import { ALL_KINDS, Reconciler, type Kind, type SyncReport } from './reconciler';
@@ -19,22 +20,6 @@ import { SyncTrigger, type RunOutcome } from './trigger';
  * 'fight' (a damped repair may go now, or a fight may be over: re-plan).
  */
 type Work = Kind | 'imds' | 'iptables' | 'fight';
-
-/**
- * One daemon per network namespace: an abstract unix socket is scoped to the namespace and released by the
- * kernel when the process dies (even by SIGKILL), so there is no stale lock file to clean up.
- */
-function acquireInstanceLock(): Promise<Server> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once('error', (err: NodeJS.ErrnoException) =>
-      reject(err.code === 'EADDRINUSE' ? new Error('another ec2netd is already running in this network namespace') : err));
-    server.listen('\0ec2netd.instance', () => {
-      server.unref();
-      resolve(server);
-    });
-  });
-}
 
 export function describeReport(r: SyncReport | undefined, imdsError: string | undefined): string {
   if (r === undefined) return 'starting';
@@ -121,12 +106,15 @@ export class Daemon {
   /** SIGHUP: a fresh IMDS read and a full resync. */
   async reload(): Promise<void> {
     this.log.info({ action: 'reload' }, 'reload: full resync with a fresh IMDS read');
-    this.supervisor.reloading();
+    // A SIGHUP held during start-up (src/signals.ts): systemd is still waiting for the first READY=1, which
+    // markReady sends; a RELOADING=1/READY=1 pair now would end the start-up early.
+    const announce = this.ready;
+    if (announce) this.supervisor.reloading();
     this.reconciler.forget();
     await this.refreshImds('reload');
     this.trigger.request(ALL_KINDS);
     await this.trigger.idle();
-    this.supervisor.ready(describeReport(this.reconciler.lastReport, this.reconciler.lastImdsError));
+    if (announce) this.supervisor.ready(describeReport(this.reconciler.lastReport, this.reconciler.lastImdsError));
   }
 
   /** Stops listening; the routing stays in place. */

@@ -161,7 +161,9 @@ async function cmdStatus(options: Options): Promise<number> {
     out.push(`IMDS: ${doc.imds}`);
     for (const e of enis) {
       out.push(`${e.interfaceId} ${e.mac} ${e.interface}${e.primary ? ' (primary, main table)' : ` table ${e.table}`} card ${e.networkCard} device ${e.deviceNumber}`);
-      out.push(`  ipv4: ${e.ipv4s.join(' ')}${e.ipv4Prefixes.length > 0 ? `  prefixes: ${e.ipv4Prefixes.join(' ')}` : ''}`);
+      if (e.ipv4s.length + e.ipv4Prefixes.length > 0 || e.ipv6s.length + e.ipv6Prefixes.length === 0) {
+        out.push(`  ipv4: ${e.ipv4s.join(' ')}${e.ipv4Prefixes.length > 0 ? `  prefixes: ${e.ipv4Prefixes.join(' ')}` : ''}`);
+      }
       if (e.ipv6s.length + e.ipv6Prefixes.length > 0) {
         out.push(`  ipv6: ${e.ipv6s.join(' ')}${e.ipv6Prefixes.length > 0 ? `  prefixes: ${e.ipv6Prefixes.join(' ')}` : ''}`);
       }

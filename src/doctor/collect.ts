@@ -108,6 +108,7 @@ export function desiredFromKernel(kernel: KernelState, config: Config): DesiredS
     enis: [], skipped: [], linksUp: [], addresses: [], routes: [], problems: [],
     rules: kernel.rules.filter((r) => r.protocol === config.protocol && r.src !== undefined),
     mangle: { chain: config.iptables.chain, mask: config.containers.markMask >>> 0, rules: [] },
+    mangle6: { chain: config.iptables.chain, mask: config.containers.markMask >>> 0, rules: [] },
   };
   for (const table of [...new Set(state.rules.map((r) => r.table))]) {
     const route = kernel.routes.find((r) => r.table === table && r.protocol === config.protocol && r.gateway !== undefined)

@@ -1,5 +1,5 @@
 // The doctor's IPv6 checks (docs/ipv6.md, "Main table and the RA on secondary ENIs"; docs/doctor.md). Pure.
-import { learnedIpv6Router } from '../core/desired';
+import { isLinkLocal6, learnedIpv6Router } from '../core/desired';
 import type { KernelRoute } from '../core/types';
 import type { DoctorFacts, Finding } from './types';
 
@@ -40,6 +40,8 @@ export function checkIpv6MainRoutes(facts: Pick<DoctorFacts, 'desired' | 'kernel
     const sec = secondaries.get(r.ifindex ?? -1);
     if (sec === undefined) continue;
     const isDefault = r.dst === '::/0';
+    // fe80::/64 is on every link, each its own: never a competition.
+    if (isLinkLocal6(r.dst.split('/')[0] ?? '')) continue;
     const own = main.filter((p) => p.ifindex === primary.ifindex && p.dst === r.dst);
     // A secondary's subnet route that the primary does not share is its own subnet: nothing to compete with.
     if (!isDefault && own.length === 0) continue;
@@ -50,13 +52,16 @@ export function checkIpv6MainRoutes(facts: Pick<DoctorFacts, 'desired' | 'kernel
       ? `and ${primary.name} has none`
       : `${metric(r) < best ? 'ahead of' : 'level with'} ${primary.name}'s (metric ${best})`;
     out.push({
-      check: 'ipv6-main-routes', severity: best !== undefined && metric(r) === best ? 'warn' : 'error',
+      check: 'ra-routes', severity: best !== undefined && metric(r) === best ? 'warn' : 'error',
       message: `the main table holds ${what} via ${sec.name} (metric ${metric(r)}, ${r.protocol === 9 ? 'from its router advertisement' : `protocol ${r.protocol}`}) ${than}: ` +
         `IPv6 traffic from the primary's addresses can leave through ${sec.name} and the VPC's source/destination check drops it`,
       fix: `give the ENIs distinct RA route metrics (networkd [IPv6AcceptRA] RouteMetric=, ec2-net-utils uses 512 + 10 * device-number) or keep ${sec.name}'s RA routes out of main ([IPv6AcceptRA] RouteTable=; ec2netd learns the router there too)`,
     });
   }
-  return out.length === 0 ? [{ check: 'ipv6-main-routes', severity: 'ok', message: `the main table prefers ${primary.name} for IPv6` }] : out;
+  if (out.length > 0) return out;
+  // An instance without IPv6 routes in main has nothing to say here.
+  const any6 = main.some((r) => !isLinkLocal6(r.dst.split('/')[0] ?? ''));
+  return any6 ? [{ check: 'ra-routes', severity: 'ok', message: `the main table prefers ${primary.name} for IPv6` }] : [];
 }
 
 /** The primary ENI's link: from IMDS, else (IMDS silent) the link of main's IPv4 default route, as `eniLinks` does. */

@@ -71,4 +71,19 @@ describe('ec2netd on an IPv6-only instance', () => {
     expect(status.stdout).not.toContain('waiting:');
     expect(status.stdout).not.toContain('ipv4:');
   });
+
+  it('plan is in sync; doctor is quiet, and finds accept_ra off on eth1 once its router is gone', async () => {
+    const plan = await sim().ec2netd(['plan']);
+    expect(plan.code, plan.stdout).toBe(0);
+    const doctor = async (): Promise<Array<{ check: string; severity: string; message: string }>> =>
+      (JSON.parse((await sim().ec2netd(['doctor', '--json'])).stdout) as { findings: Array<{ check: string; severity: string; message: string }> }).findings;
+    const before = await doctor();
+    expect(before.filter((f) => f.severity === 'warn' || f.severity === 'error')).toEqual([]);
+    expect(before).toEqual(expect.arrayContaining([expect.objectContaining({ check: 'ra-routes', severity: 'ok' }), expect.objectContaining({ check: 'accept-ra', severity: 'ok' })]));
+    // IPv6 forwarding on (as Docker with IPv6 does) and the RA route expired: eth1's table can no longer learn its router.
+    await sim().net.exec('host', ['sysctl', '-q', '-w', 'net.ipv6.conf.eth1.forwarding=1']);
+    await sim().net.exec('host', ['ip', '-6', 'route', 'del', 'default', 'dev', 'eth1', 'proto', 'ra']);
+    const after = (await doctor()).filter((f) => f.check === 'accept-ra');
+    expect(after).toEqual([expect.objectContaining({ severity: 'error', message: expect.stringContaining('net.ipv6.conf.eth1.accept_ra=1 with forwarding=1') })]);
+  });
 });

@@ -44,11 +44,15 @@ function facts(routes: KernelRoute[], sysctl6: Record<string, number> = {}): Doc
 }
 const severities = (fs: { severity: string }[]): string[] => fs.map((f) => f.severity);
 
-describe('ipv6-main-routes', () => {
+describe('ra-routes', () => {
   it('ok when main prefers the primary (ENIs with distinct RA metrics)', () => {
-    const f = facts([ra(eth0, 512), ra(eth0, 512, SUBNET6), ra(eth1, 522), ra(eth1, 522, SUBNET6)]);
-    expect(checkIpv6MainRoutes(f)).toEqual([{ check: 'ipv6-main-routes', severity: 'ok', message: 'the main table prefers eth0 for IPv6' }]);
+    // Every link's own fe80::/64 (metric 256, kernel) competes with nothing.
+    const kernelLl = (link: KernelLink): KernelRoute => ({ family: 6, table: 254, dst: 'fe80::/64', ifindex: link.index, protocol: 2, scope: 0, type: 1, metric: 256 });
+    const f = facts([ra(eth0, 512), ra(eth0, 512, SUBNET6), ra(eth1, 522), ra(eth1, 522, SUBNET6), kernelLl(eth0), kernelLl(eth1)]);
+    expect(checkIpv6MainRoutes(f)).toEqual([{ check: 'ra-routes', severity: 'ok', message: 'the main table prefers eth0 for IPv6' }]);
     expect(runChecks(f).filter((x) => x.severity === 'warn' || x.severity === 'error')).toEqual([]);
+    // Without IPv6 routes in main (an IPv4-only instance) there is nothing to say.
+    expect(checkIpv6MainRoutes(facts([kernelLl(eth0), kernelLl(eth1)]))).toEqual([]);
   });
 
   it('a plain kernel: one RA default route per ENI at 1024 is a warning, for the default and the shared subnet', () => {

@@ -234,7 +234,7 @@ async function readEniWith(
       // IPv6-only (docs/ipv6.md): no IPv4 key at all, and a settled IPv6 part with addresses or prefixes. That the
       // ENI had IPv4 before is src/core/last-good.ts's to tell (then it is held, not taken as IPv6-only).
     } else if (absentV4.length === IPV4_KEYS.length && !hasIpv6 && v6Settled) {
-      unsettled.push({ part: 'ipv4', reason: 'neither IPv4 keys (local-ipv4s, subnet-ipv4-cidr-block) nor IPv6 addresses or prefixes' });
+      unsettled.push({ part: 'ipv4', reason: 'IMDS keys absent: local-ipv4s, subnet-ipv4-cidr-block, and no IPv6 address or prefix' });
     } else if (absentV4.length > 0 || ipv4s === undefined || subnet4 === undefined) {
       unsettled.push({ part: 'ipv4', reason: `IMDS key${absentV4.length > 1 ? 's' : ''} absent: ${absentV4.join(', ')}` });
     } else {

@@ -436,7 +436,7 @@ describe('IPv6-only ENIs (docs/ipv6.md)', () => {
     let snap = await readSnapshot(client());
     expect(snap.enis.map((e) => e.mac)).toEqual([MAC0]);
     expect(snap.pending).toEqual([
-      { mac: MAC1, reason: 'neither IPv4 keys (local-ipv4s, subnet-ipv4-cidr-block) nor IPv6 addresses or prefixes' },
+      { mac: MAC1, reason: 'IMDS keys absent: local-ipv4s, subnet-ipv4-cidr-block, and no IPv6 address or prefix' },
       { mac: MAC2, reason: 'IMDS key absent: local-ipv4s' },
     ]);
     sim.setInstance(instance(eni0(), only6(MAC1, 1, { subnetIpv6Cidrs: [] })));

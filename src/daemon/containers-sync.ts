@@ -28,8 +28,8 @@ export class ContainerSync {
     const errors: string[] = [];
     try {
       if (mangle.rules.length > 0) {
-        const sysctl = await ensureContainerSysctls(this.config.containers);
-        if (sysctl.changed) this.log.info({ action: 'sysctl' }, `net.ipv4.conf.all.src_valid_mark set to 1 (was ${sysctl.previous})`);
+        const sysctl = await ensureContainerSysctls(this.config.containers, { stateDir: this.config.stateDir });
+        if (sysctl.changed) this.log.info({ action: 'sysctl' }, `net.ipv4.conf.all.src_valid_mark set to 1 (was ${sysctl.previous}; ec2netd flush restores it)`);
       }
     } catch (err) {
       errors.push(`container marks (sysctl): ${(err as Error).message}`);

@@ -162,7 +162,7 @@ export class Reconciler {
     }
     if (result !== undefined) {
       this.failures.retain(new Set(result.plan.map(formatChange)));
-      const containers = await this.containers.sync(result.desired.mangle, checkIptables);
+      const containers = await this.containers.sync(result.desired.mangle, checkIptables, result.desired.mangle6);
       if (containers.changed) report.applied += 1;
       if (containers.error !== undefined) {
         report.errors.push(containers.error);

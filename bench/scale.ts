@@ -89,12 +89,15 @@ function eniObjects(dev: string, ips: string[], table: number): string[] {
   ];
 }
 
-export async function hotAttach(sim: SimulatedEc2, runs: number, k = 15, n = 50): Promise<ScaleFigure> {
+/** Each repetition attaches another ENI (device `first + i`): the same objects put back within the fight damper's
+ * quiet period would count as a fight (src/daemon/fights.ts). */
+export async function hotAttach(sim: SimulatedEc2, runs: number, first = 15, n = 50): Promise<ScaleFigure> {
   const ns = sim.net.ns.host;
-  const ips = Array.from({ length: n }, (_, i) => `10.0.${k}.${10 + i}`);
-  const table = 10000 + k;
-  const figure: ScaleFigure = { daemonMs: [], floorMs: [], objects: eniObjects('x', ips, table).length - 1 };
+  const figure: ScaleFigure = { daemonMs: [], floorMs: [], objects: eniObjects('x', Array.from({ length: n }, () => ''), 0).length - 1 };
   for (let i = 0; i < runs; i++) {
+    const k = first + i;
+    const ips = Array.from({ length: n }, (_, j) => `10.0.${k}.${10 + j}`);
+    const table = 10000 + k;
     const mon = await startMonitor(ns);
     try {
       await sim.attachEni({ name: `eth${k}`, ipv4s: ips, deviceNumber: k }, { imdsFirst: true });

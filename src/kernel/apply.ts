@@ -1,5 +1,6 @@
 // Applies a Plan to the kernel, in order, make-before-break, in batches of netlink messages.
 import type { rt } from './netlink-package';
+import { blockedDeletions, isDeletion } from '../core/dependencies';
 import type { Change, Family, KernelRoute, KernelRule, Plan } from '../core/types';
 import type { Logger } from '../log';
 import { addressRequest, describeAddress } from './addresses';
@@ -17,10 +18,6 @@ export interface ApplyResult {
 }
 
 type ApplyLog = Pick<Logger, 'debug' | 'warn'>;
-
-function isDeletion(change: Change): boolean {
-  return change.op === 'del-address' || change.op === 'del-route' || change.op === 'del-rule';
-}
 
 /**
  * Errors that mean the goal of the change is reached: an add that finds the object there (someone created it
@@ -64,9 +61,10 @@ function describe(change: Change): string {
 type Outcome = 'done' | 'existed' | KernelError;
 
 /**
- * Applies the changes in order. When an addition (link-up, add, replace) fails, every later deletion of this
- * plan is skipped and reported as failed with code ESKIPPED: the old path is never removed while the new one is
- * not in place. Later additions are still tried (they are independent, e.g. another ENI). Never throws.
+ * Applies the changes in order. When an addition (link-up, add, replace) fails, the deletions that depend on it
+ * (src/core/dependencies.ts: same table, link, source address, mark, or connected to it through the plan's other
+ * changes) are skipped and reported as failed with code ESKIPPED: an old path is never removed while its
+ * replacement is not in place. Every other change is still tried. Never throws.
  *
  * The writes go out in batches (Netlink.sendAll): the kernel handles a batch's messages in order, each seeing what
  * the ones before it did, so a run of additions (or of deletions) is exactly the same sequence of kernel
@@ -75,22 +73,26 @@ type Outcome = 'done' | 'existed' | KernelError;
  */
 export async function applyPlan(nl: Netlink, plan: Plan, log?: ApplyLog): Promise<ApplyResult> {
   const outcomes: Outcome[] = [];
-  let addFailed: KernelError | undefined;
+  const failedAdds = new Map<Change, KernelError>();
   for (let start = 0; start < plan.length;) {
     const deleting = isDeletion(plan[start] as Change);
     let end = start;
     while (end < plan.length && isDeletion(plan[end] as Change) === deleting) end++;
     const run = plan.slice(start, end);
     if (!deleting) {
-      for (const outcome of await applyAdditions(nl, run)) {
+      (await applyAdditions(nl, run)).forEach((outcome, i) => {
         outcomes.push(outcome);
-        if (outcome instanceof KernelError) addFailed ??= outcome;
-      }
-    } else if (addFailed !== undefined) {
-      const cause = addFailed;
-      for (const change of run) outcomes.push(new KernelError('ESKIPPED', describe(change), `not attempted: ${cause.message}`));
+        if (outcome instanceof KernelError) failedAdds.set(run[i] as Change, outcome);
+      });
     } else {
-      outcomes.push(...await applyDeletions(nl, run));
+      const blocked = blockedDeletions(plan, new Set(failedAdds.keys()));
+      const cause = [...failedAdds.values()].map((e) => e.message).join('; ');
+      const free = run.filter((change) => !blocked.has(change));
+      const done = free.length === 0 ? [] : await applyDeletions(nl, free);
+      let k = 0;
+      for (const change of run) {
+        outcomes.push(blocked.has(change) ? new KernelError('ESKIPPED', describe(change), `not attempted: ${cause}`) : done[k++] as Outcome);
+      }
     }
     start = end;
   }

@@ -129,24 +129,29 @@ function eniBatch(dev: string, ips: string[], table: number): string[] {
   ];
 }
 
-/** 1. A new ENI: link appears → its last rule is in place. */
+/**
+ * 1. A new ENI: link appears → its last rule is in place. Another ENI each time (device 20 + i): the same rules put
+ * back within the fight damper's quiet period would count as a fight and be delayed (src/daemon/fights.ts).
+ */
 async function newEni(sim: SimulatedEc2): Promise<void> {
   const host = sim.net.ns.host;
-  const ips = eniIps(1, 3);
   const latencies: number[] = [];
   for (let i = 0; i < RUNS; i++) {
+    const k = 20 + i;
+    const name = `eth${k}`;
+    const ips = eniIps(k, 3);
     const mon = await startMonitor(host);
     try {
-      await sim.attachEni({ name: 'eth1', ipv4s: ips, deviceNumber: 1 }, { imdsFirst: true });
-      const ruleLine = (ip: string) => (l: MonitorLine) => l.text.startsWith('[RULE]') && !l.text.includes('Deleted') && l.text.includes(`from ${ip} lookup 10001`);
+      await sim.attachEni({ name, ipv4s: ips, deviceNumber: k }, { imdsFirst: true });
+      const ruleLine = (ip: string) => (l: MonitorLine) => l.text.startsWith('[RULE]') && !l.text.includes('Deleted') && l.text.includes(`from ${ip} lookup ${10_000 + k}`);
       await until('the new ENI\'s rules', () => ips.every((ip) => mon.lines().some(ruleLine(ip))));
       const lines = mon.lines();
-      const appear = lines.find((l) => /^\[LINK\]\d+: eth1[@:]/.test(l.text));
+      const appear = lines.find((l) => new RegExp(`^\\[LINK\\]\\d+: ${name}[@:]`).test(l.text));
       const done = Math.max(...ips.map((ip) => lines.find(ruleLine(ip))?.t ?? NaN));
-      if (appear === undefined) throw new Error('bench: the link event of eth1 was not seen');
+      if (appear === undefined) throw new Error(`bench: the link event of ${name} was not seen`);
       latencies.push(done - appear.t);
-      await sim.detachEni('eth1');
-      await until('the ENI\'s rules removed', () => ips.every((ip) => mon.lines().some((l) => l.text.startsWith('[RULE]Deleted') && l.text.includes(`from ${ip} lookup 10001`))));
+      await sim.detachEni(name);
+      await until('the ENI\'s rules removed', () => ips.every((ip) => mon.lines().some((l) => l.text.startsWith('[RULE]Deleted') && l.text.includes(`from ${ip} lookup ${10_000 + k}`))));
       await waitQuiet(mon, 100, 2000);
     } finally {
       await mon.stop();

@@ -205,7 +205,8 @@ export class Reconciler {
     const existed = new Set<Change>(outcome.existed);
     const done = result.plan.filter((c) => !failed.has(c) && !existed.has(c));
     for (const f of this.fights.applied(done)) this.warnFight(f, done, result.desired);
-    for (const change of result.plan) this.record(change, kernel, done.includes(change));
+    const doneSet = new Set(done);
+    for (const change of result.plan) this.record(change, kernel, doneSet.has(change));
     // A repair in a fight is in the fight's warning: not one journal line per round.
     for (const change of done) {
       if (this.fights.inFight(change)) this.deps.log.debug(changeFields(change, result.desired), formatChange(change));

@@ -11,7 +11,7 @@ import type { Logger } from '../log';
 import { noopNotifier, type Notifier } from '../systemd/notify';
 import { acquireInstanceLock } from './instance-lock';
 import { AddressLedger } from './ledger';
-import { writeStatus, type DaemonStatus } from './status-file';
+import { readPreviousSnapshot, writeStatus, type DaemonStatus } from './status-file';
 import { ALL_KINDS, Reconciler, type Kind, type SyncReport } from './reconciler';
 import { SyncTrigger, type RunOutcome } from './trigger';
 
@@ -64,8 +64,11 @@ export class Daemon {
     const ledger = new AddressLedger(config.stateDir);
     const problem = ledger.load();
     if (problem !== undefined) log.warn(problem);
+    const previous = readPreviousSnapshot(config.stateDir);
+    if (previous.problem !== undefined) log.warn(previous.problem);
+    if (previous.snapshot !== undefined) log.info(`restarting over the previous run's IMDS state (${previous.snapshot.enis.length} ENIs): an ENI read incompletely now keeps it`);
     this.reconciler = new Reconciler({
-      config, log, ledger, nl: openNetlink({ timeoutMs: config.sync.requestTimeoutMs }), imds: new ImdsClient(config.imds),
+      config, log, ledger, previousSnapshot: previous.snapshot, nl: openNetlink({ timeoutMs: config.sync.requestTimeoutMs }), imds: new ImdsClient(config.imds),
       iptables: new IptablesAdapter(config),
     });
     const { sync } = config;

@@ -4,7 +4,8 @@ import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import type { ManagedProcess } from '../../sim/exec';
-import { waitConverged } from '../helpers/daemon-watch';
+import { startMonitor } from '../../bench/inspect';
+import { logMark, logSince, waitConverged } from '../helpers/daemon-watch';
 import { eventually, ownedRules, useSimulatedEc2 } from '../helpers/sim';
 
 const OWNED = ['10100 from 10.0.1.20 lookup 10001'];
@@ -135,5 +136,30 @@ describe('ownership and process hygiene', () => {
         await daemon.stop(5000);
       }
     });
+  });
+
+  it('SIGTERM during a sync of 200 new addresses: the sync finishes before the process exits (nothing half done)', async () => {
+    const ips = Array.from({ length: 200 }, (_, i) => `10.0.1.${30 + i}`);
+    const daemon = await converged();
+    const mon = await startMonitor(sim().net.ns.host, ['address', 'rule']);
+    try {
+      const mark = logMark(daemon);
+      await sim().patchImdsEni('eth1', { ipv4s: ['10.0.1.20', ...ips] });
+      daemon.child.kill('SIGHUP');
+      // SIGTERM at the sync's first write.
+      await eventually('the first write', async () => mon.lines().some((l) => /inet 10\.0\.1\.(3\d|[4-9]\d|1\d\d|2[0-2]\d)\//.test(l.text)));
+      process.kill(daemon.pid, 'SIGTERM');
+      expect(await daemon.exited).toBe(0);
+      const said = logSince(daemon, mark).map((l) => l.msg);
+      expect(said).toContain('stopping: waiting up to 5 s for the sync in flight');
+      expect(said.indexOf('ec2netd stopped; routing left in place')).toBeGreaterThan(said.indexOf('stopping: waiting up to 5 s for the sync in flight'));
+    } finally {
+      await mon.stop();
+      await daemon.stop(5000);
+    }
+    // Everything the sync set out to do is there, with no daemon running: the plan is empty.
+    const plan = await sim().ec2netd(['plan']);
+    expect(plan.code, plan.stdout).toBe(0);
+    expect(await ownedRules(sim())).toHaveLength(1 + ips.length);
   });
 });

@@ -4,6 +4,26 @@ import { SyncTrigger } from '../../src/daemon/trigger';
 const tick = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 describe('SyncTrigger', () => {
+  it('stop() during a run: busy until the run ends, idle() resolves only then, and nothing runs after', async () => {
+    let release = (): void => undefined;
+    const runs: string[][] = [];
+    const t = new SyncTrigger<string>((k) => { runs.push([...k]); return new Promise<void>((r) => { release = r; }); }, 0);
+    t.request(['a']);
+    await tick(5);
+    expect(t.busy).toBe(true);
+    t.request(['b']);
+    t.stop();
+    let idle = false;
+    const waiting = t.idle().then(() => { idle = true; });
+    await tick(5);
+    expect([t.busy, idle]).toEqual([true, false]);
+    release();
+    await waiting;
+    expect(t.busy).toBe(false);
+    await tick(5);
+    expect(runs).toEqual([['a']]);
+  });
+
   it('coalesces a burst into one run with the union of kinds', async () => {
     const runs: string[][] = [];
     const t = new SyncTrigger<string>(async (k) => { runs.push([...k].sort()); }, 5);

@@ -6,7 +6,9 @@ import { describe, expect, it } from 'vitest';
 import type { ManagedProcess } from '../../sim/exec';
 import { startMonitor } from '../../bench/inspect';
 import { logMark, logSince, waitConverged } from '../helpers/daemon-watch';
-import { eventually, ownedRules, useSimulatedEc2 } from '../helpers/sim';
+import { runInNs } from '../helpers/netns';
+import { eventually, ownedRules, routes, useSimulatedEc2 } from '../helpers/sim';
+import { ipJson } from '../../sim/exec';
 
 const OWNED = ['10100 from 10.0.1.20 lookup 10001'];
 const SIGHUP_BIT = 1n << 0n;
@@ -136,6 +138,19 @@ describe('ownership and process hygiene', () => {
         await daemon.stop(5000);
       }
     });
+  });
+
+  it('a link dump still interrupted after its retries (and missing eth1) fails the sync: nothing of eth1\'s is deleted', async () => {
+    // Converged and stopped: the kernel holds eth1's rule and table; the sync below is the only writer.
+    const daemon = await converged();
+    await daemon.stop(5000);
+    const before = await ownedRules(sim());
+    expect(before).toContain('10100 from 10.0.1.20 lookup 10001');
+    const [eth1] = await ipJson<Array<{ ifindex: number }>>(sim().net.ns.host, ['link', 'show', 'eth1']);
+    const out = await runInNs(sim().net.ns.host, 'test/helpers/interrupted-dump-tool.ts', [sim().configPath, String(eth1?.ifindex)]);
+    expect(JSON.parse(out.stdout)).toMatchObject({ error: 'EINTR' });
+    expect(await ownedRules(sim())).toEqual(before);
+    expect(await routes(sim(), 10001)).toHaveLength(2);
   });
 
   it('SIGTERM during a sync of 200 new addresses: the sync finishes before the process exits (nothing half done)', async () => {

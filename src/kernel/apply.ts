@@ -1,4 +1,5 @@
 // Applies a Plan to the kernel, in order, make-before-break.
+import { blockedDeletions, isDeletion } from '../core/dependencies';
 import type { Change, Plan } from '../core/types';
 import type { Logger } from '../log';
 import { addAddress, deleteAddress, describeAddress } from './addresses';
@@ -16,10 +17,6 @@ export interface ApplyResult {
 }
 
 type ApplyLog = Pick<Logger, 'debug' | 'warn'>;
-
-function isDeletion(change: Change): boolean {
-  return change.op === 'del-address' || change.op === 'del-route' || change.op === 'del-rule';
-}
 
 /**
  * Errors that mean the goal of the change is reached: an add that finds the object there (someone created it
@@ -63,19 +60,25 @@ function describe(change: Change): string {
 }
 
 /**
- * Applies the changes in order. When an addition (link-up, add, replace) fails, every later deletion of this
- * plan is skipped and reported as failed with code ESKIPPED: the old path is never removed while the new one is
- * not in place. Later additions are still tried (they are independent, e.g. another ENI). Never throws.
+ * Applies the changes in order. When an addition (link-up, add, replace) fails, the deletions that depend on it
+ * (src/core/dependencies.ts: same table, link, source address, mark, or connected to it through other additions)
+ * are skipped and reported as failed with code ESKIPPED: an old path is never removed while its replacement is
+ * not in place. Every other change is still tried. Never throws.
  */
 export async function applyPlan(nl: Netlink, plan: Plan, log?: ApplyLog): Promise<ApplyResult> {
   const result: ApplyResult = { applied: 0, failed: [], existed: [] };
-  let addFailed: KernelError | undefined;
+  const failedAdds = new Map<Change, KernelError>();
+  let blocked: { after: number; changes: Set<Change> } = { after: 0, changes: new Set() };
   for (const change of plan) {
-    if (addFailed !== undefined && isDeletion(change)) {
-      const error = new KernelError('ESKIPPED', describe(change), `not attempted: ${addFailed.message}`);
-      result.failed.push({ change, error });
-      log?.warn({ err: error.message }, error.message);
-      continue;
+    if (isDeletion(change) && failedAdds.size > 0) {
+      if (blocked.after !== failedAdds.size) blocked = { after: failedAdds.size, changes: blockedDeletions(plan, new Set(failedAdds.keys())) };
+      if (blocked.changes.has(change)) {
+        const cause = [...failedAdds.values()].map((e) => e.message).join('; ');
+        const error = new KernelError('ESKIPPED', describe(change), `not attempted: ${cause}`);
+        result.failed.push({ change, error });
+        log?.warn({ err: error.message }, error.message);
+        continue;
+      }
     }
     try {
       await applyOne(nl, change);
@@ -90,7 +93,7 @@ export async function applyPlan(nl: Netlink, plan: Plan, log?: ApplyLog): Promis
       }
       result.failed.push({ change, error });
       log?.warn({ err: error.message }, error.message);
-      if (!isDeletion(change)) addFailed ??= error;
+      if (!isDeletion(change)) failedAdds.set(change, error);
     }
   }
   return result;

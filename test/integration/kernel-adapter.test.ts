@@ -240,24 +240,31 @@ describe('kernel adapter (rtnetlink) in a namespace', () => {
     expect(out).toEqual({ applied: 5, failed: [] });
   });
 
-  it('an add that fails for another reason skips every later deletion (make-before-break)', async () => {
+  it('an add that fails skips the deletions that depend on it (same table or source), and only those', async () => {
     const owned = rule({ src: '10.0.1.60/32', priority: 10105 });
     const ownedRoute = route({ table: 10001, dst: '10.66.0.0/16', gateway: '10.0.1.1', ifindex: ifindex.v0 });
+    const unrelated = rule({ src: '10.0.1.62/32', priority: 10107, table: 10002 });
     expect((await apply([
       { op: 'add-rule', rule: owned, reason: 't' },
       { op: 'add-route', route: ownedRoute, linkName: 'v0', reason: 't' },
+      { op: 'add-rule', rule: unrelated, reason: 't' },
     ])).failed).toEqual([]);
     const out = await apply([
+      // The new path of 10.0.1.60 (table 10005) cannot be built: its old rule to 10001 stays, and so does 10001.
       { op: 'add-route', route: route({ table: 10005, dst: '10.77.0.0/16', ifindex: 4242 }), reason: 'link gone' },
-      { op: 'add-rule', rule: rule({ src: '10.0.1.61/32', priority: 10106 }), reason: 'still tried' },
+      { op: 'add-rule', rule: rule({ src: '10.0.1.60/32', priority: 10106, table: 10005 }), reason: 'still tried' },
       { op: 'del-rule', rule: owned, reason: 't' },
       { op: 'del-route', route: ownedRoute, linkName: 'v0', reason: 't' },
+      // Another ENI's table: nothing to do with the failure, deleted.
+      { op: 'del-rule', rule: unrelated, reason: 't' },
     ]);
-    expect(out.applied).toBe(1);
+    expect(out.applied).toBe(2);
     expect(out.failed.map((f) => [f.change.op, f.code])).toEqual([['add-route', 'ENODEV'], ['del-rule', 'ESKIPPED'], ['del-route', 'ESKIPPED']]);
     expect(out.failed[1]?.message).toContain('not attempted');
     expect(ipRuleKeys(4)).toContain(ruleKey(owned));
     expect(ipRoutes(4)).toContain(routeKey(ownedRoute));
+    expect(ipRuleKeys(4)).not.toContain(ruleKey(unrelated));
+    k.ip(['rule', 'del', 'pref', '10106']);
   });
 
   it('replace-route swaps the gateway of an owned route in place; link-up sets the link up', async () => {

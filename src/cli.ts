@@ -124,8 +124,13 @@ async function computePlan(options: Options) {
     const kernel = await reconciler.observe(ALL_KINDS);
     const imdsOk = await reconciler.refreshImds();
     const result = reconciler.planFor(kernel);
-    const mangle = result === undefined ? undefined : await iptables.check(result.desired.mangle);
-    const iptablesDrift = mangle === undefined || mangle.drift.inSync ? [] : mangle.drift.reasons.map((r) => `iptables (${mangle.backend.name}): ${r}`);
+    const iptablesDrift: string[] = [];
+    for (const [family, spec] of result === undefined ? [] : [[4, result.desired.mangle], [6, result.desired.mangle6]] as const) {
+      // ip6tables is asked only when an IPv6 container network wants the chain: nothing changes for other hosts.
+      if (family === 6 && spec.rules.length === 0) continue;
+      const mangle = await iptables.check(spec, family);
+      if (!mangle.drift.inSync) iptablesDrift.push(...mangle.drift.reasons.map((r) => `${family === 6 ? 'ip6tables' : 'iptables'} (${mangle.backend.name}): ${r}`));
+    }
     return { imdsOk, imdsError: reconciler.lastImdsError, result, snapshot: reconciler.snapshot, kernel, iptablesDrift, daemon };
   } finally {
     nl.close();
@@ -173,6 +178,7 @@ async function cmdStatus(options: Options): Promise<number> {
     conflicts: result?.conflicts ?? [],
     problems: result?.desired.problems ?? [],
     containerMarks: result === undefined ? [] : result.desired.mangle.rules,
+    containerMarks6: result === undefined ? [] : result.desired.mangle6.rules,
     ownedRules: owned.length,
     ownedRoutes: kernel.routes.filter((r) => r.protocol === options.config.protocol).length,
   };
@@ -183,7 +189,9 @@ async function cmdStatus(options: Options): Promise<number> {
     out.push(`IMDS: ${doc.imds}`);
     for (const e of enis) {
       out.push(`${e.interfaceId} ${e.mac} ${e.interface}${e.primary ? ' (primary, main table)' : ` table ${e.table}`} card ${e.networkCard} device ${e.deviceNumber}`);
-      out.push(`  ipv4: ${e.ipv4s.join(' ')}${e.ipv4Prefixes.length > 0 ? `  prefixes: ${e.ipv4Prefixes.join(' ')}` : ''}`);
+      if (e.ipv4s.length + e.ipv4Prefixes.length > 0 || e.ipv6s.length + e.ipv6Prefixes.length === 0) {
+        out.push(`  ipv4: ${e.ipv4s.join(' ')}${e.ipv4Prefixes.length > 0 ? `  prefixes: ${e.ipv4Prefixes.join(' ')}` : ''}`);
+      }
       if (e.ipv6s.length + e.ipv6Prefixes.length > 0) {
         out.push(`  ipv6: ${e.ipv6s.join(' ')}${e.ipv6Prefixes.length > 0 ? `  prefixes: ${e.ipv6Prefixes.join(' ')}` : ''}`);
       }

@@ -143,7 +143,9 @@ export class Reconciler {
     const kernel = await this.observe(kinds);
     phase('observeMs');
     const result = this.planFor(kernel);
-    // Repairs of an object in a fight wait for their turn; everything else in the plan goes on.
+    // Repairs of an object in a fight wait for their turn; everything else in the plan goes on. Routes missing after a
+    // link or address change were dropped by the kernel (a link flap), not by another tool.
+    if (kinds.has('link') || kinds.has('address')) this.fights.forgive('route');
     if (result !== undefined) result.plan = this.fights.filter(result.plan).allowed;
     phase('planMs');
     const snapshot = this.imds.snapshot;
@@ -160,7 +162,7 @@ export class Reconciler {
     }
     if (result !== undefined) {
       this.failures.retain(new Set(result.plan.map(formatChange)));
-      const containers = await this.containers.sync(result.desired.mangle, checkIptables);
+      const containers = await this.containers.sync(result.desired.mangle, checkIptables, result.desired.mangle6);
       if (containers.changed) report.applied += 1;
       if (containers.error !== undefined) {
         report.errors.push(containers.error);

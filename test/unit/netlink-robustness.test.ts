@@ -19,6 +19,10 @@ class FakeRaw extends EventEmitter {
   requests = 0;
   constructor(private readonly reply: (n: number) => Promise<[Msg[], object]>) { super(); }
   address(): { port: number } { return { port: 4242 }; }
+  private seq = 0;
+  generateSeq(): number { return ++this.seq; }
+  /** The OS socket under the package's: sendAll's batches go through it; this one refuses every send. */
+  readonly socket = { send: (_buf: Buffer, _opts: object, cb: (err: NodeJS.ErrnoException) => void): void => cb(Object.assign(new Error('sendmsg: ENOBUFS'), { code: 'ENOBUFS' })) };
   close(): void { this.closed = true; }
   request(): Promise<[Msg[], object]> {
     this.requests++;
@@ -69,6 +73,18 @@ describe('Netlink: a failed socket is replaced', () => {
     expect(await nl.call('add rule x', async () => 'ok')).toBe('ok');
     expect(nl.opened).toBe(3);
     expect(made.map((s) => s.socket.closed)).toEqual([true, true, false]);
+  });
+});
+
+describe('Netlink: batched writes', () => {
+  it('a batch whose sendmsg fails: every request of it gets the error, and the next batch goes through a fresh socket', async () => {
+    const { made, createSocket } = factory();
+    const nl = new Netlink({ createSocket });
+    const req = { type: rt.MessageType.NEWRULE, flags: 0, body: [Buffer.alloc(12)] };
+    expect(await nl.sendAll([req, req])).toEqual(['ENOBUFS', 'ENOBUFS']);
+    expect(made[0]?.socket.closed).toBe(true);
+    expect(await nl.sendAll([req])).toEqual(['ENOBUFS']);
+    expect(nl.opened).toBe(2);
   });
 });
 

@@ -15,6 +15,9 @@ import { readPreviousSnapshot, writeStatus, type DaemonStatus } from './status-f
 import { ALL_KINDS, Reconciler, type Kind, type SyncReport } from './reconciler';
 import { SyncTrigger, type RunOutcome } from './trigger';
 
+/** How long SIGTERM waits for a sync in flight before the process exits anyway (well within the unit's TimeoutStopSec=15s). */
+const STOP_WAIT_MS = 5000;
+
 /**
  * Trigger keys: kernel object kinds, 'imds' ("the snapshot changed, re-plan"), 'iptables' (check the chain),
  * 'fight' (a damped repair may go now, or a fight may be over: re-plan).
@@ -130,10 +133,27 @@ export class Daemon {
     if (this.retryTimer !== undefined) clearTimeout(this.retryTimer);
     if (this.fightTimer !== undefined) clearTimeout(this.fightTimer);
     this.trigger.stop();
+    await this.finishSync();
     await this.events.stop();
     await this.netfilter?.stop();
     this.lock?.close();
     this.log.info({ action: 'stop' }, 'ec2netd stopped; routing left in place');
+  }
+
+  /**
+   * SIGTERM during a sync: let it finish (its writes, the ledger, the status file), up to STOP_WAIT_MS; a sync
+   * cut in the middle would leave half a change (an address without its rule) until the next start.
+   */
+  private async finishSync(): Promise<void> {
+    if (!this.trigger.busy) return;
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<'timeout'>((resolve) => { timer = setTimeout(() => resolve('timeout'), STOP_WAIT_MS); });
+    const idle = this.trigger.idle().then(() => 'idle' as const);
+    this.log.info({ action: 'stop' }, `stopping: waiting up to ${STOP_WAIT_MS / 1000} s for the sync in flight`);
+    if ((await Promise.race([idle, timeout])) === 'timeout') {
+      this.log.warn({ action: 'stop' }, `stopping: the sync in flight is still running after ${STOP_WAIT_MS / 1000} s; exiting anyway (the next start completes it)`);
+    }
+    clearTimeout(timer);
   }
 
   /** One sync; 'failed' when the kernel could not be read: the trigger retries it with backoff. */

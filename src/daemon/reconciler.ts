@@ -67,6 +67,10 @@ export class Reconciler {
   readonly failures: FailedWrites;
   private readonly containers: ContainerSync;
   private lastNotes = new Set<string>();
+  /** Sees each kernel observation of a sync before it is planned from (the daemon's AddressWatcher). */
+  onObserved: ((kernel: KernelState) => void) | undefined;
+  /** Addresses IMDS lists that are not to be re-added for now: deleted by someone else, IMDS being re-read. */
+  holdBack: (mac: string, address: string) => boolean = () => false;
 
   constructor(private readonly deps: ReconcilerDeps) {
     this.imds = new ImdsState(deps.imds, deps.log);
@@ -105,7 +109,8 @@ export class Reconciler {
     const coexist = resolveCoexistence({
       snapshot, kernel, config, managers: cachedManagers(config.coexistence.root), build: (s) => buildDesired(s, kernel, config),
     });
-    const { desired } = coexist;
+    const macOf = new Map(kernel.links.map((l) => [l.index, l.mac]));
+    const desired = { ...coexist.desired, addresses: coexist.desired.addresses.filter((a) => !this.holdBack(macOf.get(a.ifindex) ?? '', a.address)) };
     const { plan, conflicts } = diff({
       desired, observed: coexist.observed, protocol: config.protocol, ownedAddresses: this.deps.ledger.owned,
     });
@@ -134,6 +139,7 @@ export class Reconciler {
     let mark = started;
     const phase = (name: string): void => { const now = performance.now(); phases[name] = Math.round((now - mark) * 10) / 10; mark = now; };
     const kernel = await this.observe(kinds);
+    this.onObserved?.(kernel);
     phase('observeMs');
     const result = this.planFor(kernel);
     phase('planMs');

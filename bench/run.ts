@@ -12,9 +12,12 @@
 //   storms      CPU of the daemon (and its children) for 5000 address changes and for 300 links created+deleted
 //   memory      VmRSS / VmHWM of the daemon and of its `ip monitor` child
 //   idle        context switches in 10 s idle; baseline: an idle node process
+//   failover    a secondary IP moved between two instances: IMDS → answered via the new owner, rule in, rule gone
+//               (bench/failover.ts)
 import { performance } from 'node:perf_hooks';
 import { startSimulatedEc2, type SimulatedEc2 } from '../sim/ec2';
 import { run, startProcess, type ManagedProcess } from '../sim/exec';
+import { failoverBench } from './failover';
 import { kernelSnapshot, median, percentile, procStat, startMonitor, waitQuiet, monitorChildren, type MonitorLine } from './inspect';
 import { execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
@@ -366,6 +369,8 @@ async function main(): Promise<void> {
     await storms(sim, daemon);
     process.stdout.write('memory and idle (10 s)...\n');
     await resources(sim, daemon);
+    process.stdout.write(`failover (${RUNS} moves between two instances)...\n`);
+    rows.push(...await failoverBench(RUNS));
     process.stdout.write(`machine after: load ${os.loadavg().map((l) => l.toFixed(2)).join(' ')}\n\n`);
     printTable();
     await daemon.stop(5000);

@@ -6,7 +6,8 @@
 // signal an instance gets, and IMDS follows the move only after a propagation delay. So:
 // - an address that appears on an ENI's link and that IMDS does not list, and an address IMDS lists that
 //   disappears, make the daemon re-read that ENI's keys at once and then with backoff (firstRetryMs doubling up to
-//   maxRetryMs), for at most windowMs after the event, never two reads of one MAC closer than minGapMs;
+//   maxRetryMs), within windowMs after the event, never two reads of one MAC closer than minGapMs: 9 reads of the
+//   ENI's keys over 9.1 s when IMDS never explains the event;
 // - the watch on an address ends when IMDS explains it: the appeared address is listed (its `from` rule follows), the
 //   vanished one is no longer listed (its rule goes);
 // - a vanished address IMDS still lists is held back (not re-added) while its watch runs. It is re-added only if a
@@ -155,13 +156,15 @@ export class AddressWatch {
     const out: ReadOutcome = { resolved: [], released: [], expired: [] };
     const w = this.watches.get(mac);
     if (w === undefined) return out;
+    // A watch whose next read would fall after its window ends now rather than reading once more.
+    const nextBackoff = now + w.retryMs;
     for (const [address, item] of w.items) {
       const listed = snapshot === undefined ? undefined : listedIn(snapshot, mac, address);
       if (listed !== undefined && listed === (item.change === 'appeared')) {
         out.resolved.push(address);
       } else if (item.change === 'vanished' && listed === true && startedAt >= item.since + this.policy.holdMs) {
         out.released.push(address);
-      } else if (now >= item.since + this.policy.windowMs) {
+      } else if (nextBackoff > item.since + this.policy.windowMs) {
         (item.change === 'vanished' ? out.released : out.expired).push(address);
       } else {
         continue;
@@ -173,7 +176,7 @@ export class AddressWatch {
       return out;
     }
     // The next read: after the backoff, but no later than a hold's end, so that release is decided on a fresh read.
-    let next = now + w.retryMs;
+    let next = nextBackoff;
     for (const item of w.items.values()) {
       const holdEnd = item.since + this.policy.holdMs;
       if (item.change === 'vanished' && holdEnd > startedAt) next = Math.min(next, holdEnd);

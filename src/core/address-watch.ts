@@ -15,8 +15,7 @@
 //   unreadable): a deletion IMDS never confirms was a mistake, and is repaired. While IMDS keeps listing the address
 //   for less than holdMs, it is never put back, so there is no flapping beyond what IMDS says.
 // - An ENI's primary private IP cannot move to another ENI: its deletion is repaired at once, as before.
-import { isLinkLocal6 } from './desired';
-import { linkForMac } from './desired';
+import { isLinkLocal6, linkForMac } from './desired';
 import { canonicalAddress, cidrContains, parseCidr } from './ip';
 import type { EniInfo, ImdsSnapshot, KernelAddress, KernelLink } from './types';
 

@@ -3,7 +3,7 @@
 // for a sync after each read. Why and the rules: src/core/address-watch.ts and docs/failover.md.
 import { AddressWatch, DEFAULT_WATCH_POLICY, type KernelAddresses, type WatchPolicy } from '../core/address-watch';
 import { linkForMac } from '../core/desired';
-import type { ImdsSnapshot, KernelState } from '../core/types';
+import type { ImdsSnapshot, KernelLink, KernelState } from '../core/types';
 import type { Logger } from '../log';
 
 export interface AddressWatcherDeps {
@@ -19,7 +19,7 @@ export interface AddressWatcherDeps {
 export class AddressWatcher {
   private readonly watch: AddressWatch;
   private previous: KernelAddresses | undefined;
-  private links: KernelState['links'] = [];
+  private links: readonly KernelLink[] = [];
   private timer: NodeJS.Timeout | undefined;
   private readonly reading = new Set<string>();
   private stopped = false;
@@ -33,7 +33,7 @@ export class AddressWatcher {
     const current: KernelAddresses = { links: [...kernel.links], addresses: [...kernel.addresses] };
     const before = this.previous;
     this.previous = current;
-    this.links = current.links as KernelState['links'];
+    this.links = current.links;
     const snapshot = this.deps.snapshot();
     if (before === undefined || snapshot === undefined || this.stopped) return;
     const changes = this.watch.observe(before, current, snapshot, performance.now());

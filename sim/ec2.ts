@@ -25,7 +25,7 @@ const IMDS_SERVER = path.join(REPO_ROOT, 'dist', 'sim', 'imds-server.js');
 export interface SimEniInput {
   /** Interface name in the instance (eth0, eth1...). */
   name: string;
-  /** Private IPv4s, primary first. */
+  /** Private IPv4s, primary first. None: an ENI of an IPv6-only subnet (IMDS serves no IPv4 key for it). */
   ipv4s: string[];
   deviceNumber: number;
   networkCard?: number;
@@ -88,7 +88,9 @@ function imdsEni(eni: SimEniInput, subnet: string, subnet6: string | undefined, 
   return {
     mac: macOf(eni, instance), deviceNumber: eni.deviceNumber, networkCard: eni.networkCard ?? 0,
     interfaceId: `eni-${(0x0a000000 + instance * 0x10000 + (eni.networkCard ?? 0) * 0x100 + eni.deviceNumber).toString(16).padStart(17, '0')}`,
-    ipv4s: eni.ipv4s, ipv4Prefixes: eni.ipv4Prefixes ?? [], subnetIpv4Cidr: subnet, vpcIpv4Cidrs: ['10.0.0.0/16'],
+    ipv4s: eni.ipv4s, ipv4Prefixes: eni.ipv4Prefixes ?? [],
+    // An IPv6-only subnet: EC2 lists neither local-ipv4s nor subnet-ipv4-cidr-block (empty values are not served).
+    subnetIpv4Cidr: eni.ipv4s.length === 0 ? '' : subnet, vpcIpv4Cidrs: ['10.0.0.0/16'],
     // A dual-stack subnet's IPv6 CIDR is listed for every ENI in it, with or without IPv6 addresses.
     ipv6s: eni.ipv6s ?? [], ipv6Prefixes: eni.ipv6Prefixes ?? [], subnetIpv6Cidrs: subnet6 === undefined ? [] : [subnet6],
     subnetId: 'subnet-0123456789abcdef0', vpcId: 'vpc-0123456789abcdef0',
@@ -133,7 +135,10 @@ async function simulate(net: SimInstance, enis: SimEniInput[], config: Record<st
     const instanceFile = path.join(workDir, 'imds-instance.json');
     writeFileSync(instanceFile, JSON.stringify(state));
     const controlPath = path.join(workDir, 'imds.sock');
-    const server = net.spawn('vpc', [process.execPath, IMDS_SERVER, '--listen', `${net.imdsIp}:${net.imdsPort}`, '--control', controlPath, '--instance', instanceFile]);
+    // An instance whose primary ENI has no IPv4 reaches IMDS at its IPv6 endpoint only (as on EC2, Nitro). Added
+    // instances (IPv4) reach theirs through the VPC's nat, on their own port (sim/topology.ts).
+    const endpoint = primary.ipv4s.length === 0 && net.imdsIp6 !== undefined ? `[${net.imdsIp6}]` : net.imdsIp;
+    const server = net.spawn('vpc', [process.execPath, IMDS_SERVER, '--listen', `${endpoint}:${net.imdsPort}`, '--control', controlPath, '--instance', instanceFile]);
     const deadline = Date.now() + 10_000;
     while (!server.output().stdout.includes('ready')) {
       if (server.hasExited() || Date.now() > deadline) throw new Error(`IMDS simulator did not start: ${server.output().stderr}`);
@@ -147,7 +152,7 @@ async function simulate(net: SimInstance, enis: SimEniInput[], config: Record<st
       eniLinkKinds: ['physical', 'veth'],
       ...config,
       // Merged, not replaced: a test that tunes one IMDS setting keeps the simulator's endpoint.
-      imds: { endpoint: `http://${net.imdsIp}`, refreshIntervalMs: 60_000, timeoutMs: 1000, ...(config?.imds as object | undefined) },
+      imds: { endpoint: `http://${endpoint}`, refreshIntervalMs: 60_000, timeoutMs: 1000, ...(config?.imds as object | undefined) },
     }, null, 2));
 
     const names = new Map(enis.map((e) => [e.name, mac(e)]));

@@ -42,7 +42,7 @@ export interface SimEniSpec {
   ipv4s?: string[];
   /**
    * Configure the instance side as DHCP on the primary ENI would: primary IPv4 /subnet-len on the link and
-   * `default via <gateway>`. Default: true for the first ENI given to createInstance, false otherwise
+   * `default via <gateway>` (none on an IPv6-only ENI), the first IPv6 as DHCPv6 would. Default: true for the first ENI given to createInstance, false otherwise
    * (secondary ENIs get nothing: ec2netd configures them).
    */
   configure?: boolean;
@@ -118,6 +118,8 @@ export interface SimInstance {
   readonly subnet6: string | undefined;
   readonly clientIp6: string | undefined;
   readonly routerIp6: string | undefined;
+  /** IMDS's IPv6 address (fd00:ec2::254) on the VPC's loopback, with `subnet6`; reached through the RA's default route. */
+  readonly imdsIp6: string | undefined;
   /** Current ENIs, in attach order (copies). */
   enis(): SimEni[];
   eni(name: string): SimEni;
@@ -172,6 +174,8 @@ const CLIENT_SUBNET_LEN = 24;
 const CLIENT_GW = '192.168.50.1';
 const CLIENT_IP = '192.168.50.2';
 const IMDS_IP = '169.254.169.254';
+/** IMDS's IPv6 endpoint (Nitro), the only one an instance without IPv4 can reach. */
+const IMDS_IP6 = 'fd00:ec2::254';
 const NFT_TABLE = 'ec2sim';
 const NFT_SET4 = 'owned4';
 const NFT_DROP4 = 'drop4';
@@ -289,6 +293,7 @@ class Instance implements SimInstance {
   readonly subnet6: string | undefined;
   readonly clientIp6: string | undefined;
   readonly routerIp6: string | undefined;
+  readonly imdsIp6: string | undefined;
   private readonly eniStates = new Map<string, EniState>();
   private readonly raMetric: (deviceNumber: number) => number;
   private readonly processes = new Set<ManagedProcess>();
@@ -323,6 +328,7 @@ class Instance implements SimInstance {
       this.subnet6 = networkOf(c6);
       this.clientIp6 = CLIENT_IP6;
       this.routerIp6 = linkLocalFromMac(BRIDGE_MAC);
+      this.imdsIp6 = IMDS_IP6;
     }
     this.raMetric = raMetric ?? ((device) => 512 + 10 * device);
   }
@@ -413,6 +419,7 @@ class Instance implements SimInstance {
       `addr add ${router}/64 dev ${BRIDGE} nodad`,
       `addr add ${canonicalAddress(base.replace(/::$/, '::1'))}/64 dev ${BRIDGE} nodad`,
       `addr add ${CLIENT_GW6}/${CLIENT_SUBNET6_LEN} dev ${CLIENT_LINK_VPC} nodad`,
+      `addr add ${IMDS_IP6}/128 dev lo nodad`,
     ]);
     await ipBatch(client, [
       `addr add ${CLIENT_IP6}/${CLIENT_SUBNET6_LEN} dev ${CLIENT_LINK} nodad`,
@@ -513,7 +520,7 @@ class Instance implements SimInstance {
     const ipv6s = spec.ipv6s ?? [];
     for (const ip of ipv6s) this.checkIpv6(ip);
     const configure = spec.configure ?? configureDefault;
-    if (configure && ipv4s[0] === undefined) throw new Error(`ENI ${spec.name}: configure needs a primary IPv4`);
+    if (configure && ipv4s[0] === undefined && ipv6s[0] === undefined) throw new Error(`ENI ${spec.name}: configure needs an address`);
     const deviceNumber = spec.deviceNumber ?? this.nextDevice;
     this.nextDevice = Math.max(this.nextDevice, deviceNumber) + 1;
     const state: EniState = {

@@ -1,6 +1,6 @@
 // The resident loop: rtnetlink events and timers decide when the reconciler runs; signals and systemd
 // around it. Everything that decides *what* to write lives in src/core.
-import { createServer, type Server } from 'node:net';
+import type { Server } from 'node:net';
 import type { Config } from '../config';
 import type { ImdsSnapshot } from '../core/types';
 import { ImdsClient } from '../imds/client';
@@ -11,29 +11,17 @@ import { openNetlink } from '../kernel/netlink';
 import type { Logger } from '../log';
 import { noopNotifier, type Notifier } from '../systemd/notify';
 import { AddressWatcher } from './address-watch';
+import { acquireInstanceLock } from './instance-lock';
 import { AddressLedger } from './ledger';
 import { writeStatus, type DaemonStatus } from './status-file';
 import { ALL_KINDS, Reconciler, type Kind, type SyncReport } from './reconciler';
-import { SyncTrigger } from './trigger';
-
-/** Trigger keys: kernel object kinds, 'imds' ("the snapshot changed, re-plan"), 'iptables' (check the chain). */
-type Work = Kind | 'imds' | 'iptables';
+import { SyncTrigger, type RunOutcome } from './trigger';
 
 /**
- * One daemon per network namespace: an abstract unix socket is scoped to the namespace and released by the
- * kernel when the process dies (even by SIGKILL), so there is no stale lock file to clean up.
+ * Trigger keys: kernel object kinds, 'imds' ("the snapshot changed, re-plan"), 'iptables' (check the chain),
+ * 'fight' (a damped repair may go now, or a fight may be over: re-plan).
  */
-function acquireInstanceLock(): Promise<Server> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once('error', (err: NodeJS.ErrnoException) =>
-      reject(err.code === 'EADDRINUSE' ? new Error('another ec2netd is already running in this network namespace') : err));
-    server.listen('\0ec2netd.instance', () => {
-      server.unref();
-      resolve(server);
-    });
-  });
-}
+type Work = Kind | 'imds' | 'iptables' | 'fight';
 
 export function describeReport(r: SyncReport | undefined, imdsError: string | undefined): string {
   if (r === undefined) return 'starting';
@@ -67,6 +55,7 @@ export class Daemon {
   private ready = false;
   private stopped = false;
   private retryTimer: NodeJS.Timeout | undefined;
+  private fightTimer: NodeJS.Timeout | undefined;
   private retryDelayMs: number;
   private published = '';
   /** Address events IMDS does not explain yet: targeted re-reads (failover, docs/failover.md). */
@@ -84,7 +73,12 @@ export class Daemon {
       config, log, ledger, nl: openNetlink({ timeoutMs: config.sync.requestTimeoutMs }), imds: new ImdsClient(config.imds),
       iptables: new IptablesAdapter(config),
     });
-    this.trigger = new SyncTrigger<Work>((work) => this.runSync(work), config.sync.debounceMs, config.sync.minIntervalMs);
+    const { sync } = config;
+    // The maximum-interval run asks for every kind: a full kernel re-read (see KernelCache.observe).
+    this.trigger = new SyncTrigger<Work>((work) => this.runSync(work), {
+      debounceMs: sync.debounceMs, minIntervalMs: sync.minIntervalMs, burst: 5, maxIntervalMs: sync.maxIntervalMs,
+      fullKinds: ALL_KINDS, retryBaseMs: sync.pendingRetryBaseMs, retryMaxMs: sync.pendingRetryMaxMs,
+    });
     this.events = new KernelEvents();
     this.netfilter = config.containers.enabled ? new NetfilterEvents() : undefined;
     this.pendingDelayMs = config.sync.pendingRetryBaseMs;
@@ -122,12 +116,15 @@ export class Daemon {
   /** SIGHUP: a fresh IMDS read and a full resync. */
   async reload(): Promise<void> {
     this.log.info({ action: 'reload' }, 'reload: full resync with a fresh IMDS read');
-    this.supervisor.reloading();
+    // A SIGHUP held during start-up (src/signals.ts): systemd is still waiting for the first READY=1, which
+    // markReady sends; a RELOADING=1/READY=1 pair now would end the start-up early.
+    const announce = this.ready;
+    if (announce) this.supervisor.reloading();
     this.reconciler.forget();
     await this.refreshImds('reload');
     this.trigger.request(ALL_KINDS);
     await this.trigger.idle();
-    this.supervisor.ready(describeReport(this.reconciler.lastReport, this.reconciler.lastImdsError));
+    if (announce) this.supervisor.ready(describeReport(this.reconciler.lastReport, this.reconciler.lastImdsError));
   }
 
   /** Stops listening; the routing stays in place. */
@@ -138,6 +135,7 @@ export class Daemon {
     for (const t of this.timers) clearTimeout(t);
     if (this.pendingTimer !== undefined) clearTimeout(this.pendingTimer);
     if (this.retryTimer !== undefined) clearTimeout(this.retryTimer);
+    if (this.fightTimer !== undefined) clearTimeout(this.fightTimer);
     this.addressWatch.stop();
     this.trigger.stop();
     await this.events.stop();
@@ -146,9 +144,9 @@ export class Daemon {
     this.log.info({ action: 'stop' }, 'ec2netd stopped; routing left in place');
   }
 
-  /** One sync; resolves true when it wrote to the kernel (the trigger lets the echo of those writes through). */
-  private async runSync(work: Set<Work>): Promise<boolean> {
-    const kinds = new Set([...work].filter((w): w is Kind => w !== 'imds' && w !== 'iptables'));
+  /** One sync; 'failed' when the kernel could not be read: the trigger retries it with backoff. */
+  private async runSync(work: Set<Work>): Promise<RunOutcome> {
+    const kinds = new Set([...work].filter((w): w is Kind => ALL_KINDS.has(w as Kind)));
     try {
       // With nft monitor running, changes to the mangle table arrive as 'iptables' work, and a change of the
       // wanted chain (a bridge came or went) is caught by the reconciler's spec comparison: link and address
@@ -161,14 +159,14 @@ export class Daemon {
       else this.supervisor.status(status);
       this.followWaiting(report);
       this.retryFailures(report);
+      this.wakeForFights();
       this.publish(report);
-      return report.applied > 0;
+      return 'ok';
     } catch (err) {
-      // A kernel read failed (timeout, socket trouble): nothing was planned from it. Retry soon with a full read.
+      // A kernel read failed (timeout, socket trouble): nothing was planned from it. Retried with a full read.
       this.log.error({ err: (err as Error).message }, `sync failed: ${(err as Error).message}`);
       this.reconciler.forget();
-      this.timer(this.config.sync.pendingRetryBaseMs, () => this.trigger.request(ALL_KINDS));
-      return false;
+      return 'failed';
     }
   }
 
@@ -191,12 +189,24 @@ export class Daemon {
     }, delay);
   }
 
+  /** A repair withheld in a fight is made when its backoff ends; a fight is over after its quiet period. */
+  private wakeForFights(): void {
+    if (this.fightTimer !== undefined) clearTimeout(this.fightTimer);
+    this.fightTimer = undefined;
+    const at = this.reconciler.fights.nextWakeAt();
+    if (at === undefined || this.stopped) return;
+    this.fightTimer = setTimeout(() => {
+      this.fightTimer = undefined;
+      this.trigger.request(['fight']);
+    }, Math.max(0, Math.ceil(at - performance.now())));
+  }
+
   /** The daemon's view for `ec2netd status` (another process): held ENIs, failing writes, the snapshot. */
   private publish(report: SyncReport): void {
     const status: DaemonStatus = {
       pid: process.pid, at: report.at.toISOString(), imdsError: this.reconciler.lastImdsError ?? null,
       snapshot: this.reconciler.snapshot ?? null, held: report.held, waiting: report.waiting,
-      failing: this.reconciler.failures.current, fights: [], notes: [...report.conflicts, ...report.problems],
+      failing: this.reconciler.failures.current, fights: this.reconciler.fightNotes(), notes: [...report.conflicts, ...report.problems],
     };
     const { at: _at, ...content } = status;
     const text = JSON.stringify(content);

@@ -18,6 +18,8 @@ import { type ObjectKind } from '../kernel/observe';
 import type { Logger } from '../log';
 import { ContainerSync } from './containers-sync';
 import { FailedWrites } from './failures';
+import { FightParties } from './fight-parties';
+import { describeObject, FightDamper, type Fight } from './fights';
 import { ImdsState } from './imds-state';
 import type { AddressLedger } from './ledger';
 
@@ -65,6 +67,9 @@ export class Reconciler {
   readonly imds: ImdsState;
   readonly kernel: KernelCache;
   readonly failures: FailedWrites;
+  /** Repeated repairs of an object someone else keeps undoing: damped, warned about once per fight. */
+  readonly fights: FightDamper;
+  private readonly parties: FightParties;
   private readonly containers: ContainerSync;
   private lastNotes = new Set<string>();
   /** Sees each kernel observation of a sync before it is planned from (the daemon's AddressWatcher). */
@@ -76,6 +81,8 @@ export class Reconciler {
     this.imds = new ImdsState(deps.imds, deps.log);
     this.kernel = new KernelCache(deps.nl);
     this.failures = new FailedWrites(deps.log);
+    this.fights = new FightDamper({ baseMs: 100, capMs: deps.config.sync.fightCapMs }, () => performance.now());
+    this.parties = new FightParties(deps.config.coexistence.root);
     this.containers = new ContainerSync(deps.config, deps.iptables, deps.log);
   }
 
@@ -142,6 +149,8 @@ export class Reconciler {
     this.onObserved?.(kernel);
     phase('observeMs');
     const result = this.planFor(kernel);
+    // Repairs of an object in a fight wait for their turn; everything else in the plan goes on.
+    if (result !== undefined) result.plan = this.fights.filter(result.plan).allowed;
     phase('planMs');
     const snapshot = this.imds.snapshot;
     const report: SyncReport = {
@@ -157,13 +166,16 @@ export class Reconciler {
     }
     if (result !== undefined) {
       this.failures.retain(new Set(result.plan.map(formatChange)));
-      const containers = await this.containers.sync(result.desired.mangle, checkIptables);
+      const containers = await this.containers.sync(result.desired.mangle, checkIptables, result.desired.mangle6);
       if (containers.changed) report.applied += 1;
       if (containers.error !== undefined) {
         report.errors.push(containers.error);
         if (!this.lastNotes.has(`error:${containers.error}`)) this.deps.log.error({ action: 'iptables' }, containers.error);
       }
       phase('containersMs');
+    }
+    for (const f of this.fights.expire()) {
+      this.deps.log.info({ action: 'fight' }, `fight over: ${f.object} stayed in place after ${f.repairs} repairs`);
     }
     this.noteOnce(report);
     report.durationMs = performance.now() - started;
@@ -186,9 +198,13 @@ export class Reconciler {
     // An add answered EEXIST found the object there: someone else (DHCP, an administrator) made it between the
     // dump and the add. It is not ec2netd's, and must never be deleted as if it were.
     const existed = new Set<Change>(outcome.existed);
-    for (const change of result.plan) {
-      this.record(change, kernel, !failed.has(change) && !existed.has(change));
-      if (!failed.has(change) && !existed.has(change)) this.deps.log.info(changeFields(change, result.desired), formatChange(change));
+    const done = result.plan.filter((c) => !failed.has(c) && !existed.has(c));
+    for (const f of this.fights.applied(done)) this.warnFight(f, done, result.desired);
+    for (const change of result.plan) this.record(change, kernel, done.includes(change));
+    // A repair in a fight is in the fight's warning: not one journal line per round.
+    for (const change of done) {
+      if (this.fights.inFight(change)) this.deps.log.debug(changeFields(change, result.desired), formatChange(change));
+      else this.deps.log.info(changeFields(change, result.desired), formatChange(change));
     }
     const byText = new Map(result.plan.map((c) => [formatChange(c), c]));
     this.failures.record([...byText.keys()], new Map(outcome.failed.map((f) => [formatChange(f.change), f.error.message])),
@@ -198,6 +214,23 @@ export class Reconciler {
     this.saveLedger();
     // What was written changes the kernel: read it fresh next time rather than trusting the plan.
     this.kernel.forget();
+  }
+
+  private warnFight(f: Fight, done: readonly Change[], desired: DesiredState): void {
+    const change = done.find((c) => this.fights.inFight(c) && describeObject(c) === f.object);
+    const kind = f.object.split(' ')[0] ?? '';
+    const capS = this.deps.config.sync.fightCapMs / 1000;
+    this.deps.log.warn({ ...(change === undefined ? {} : changeFields(change, desired)), action: 'fight' },
+      `fight: ${f.object} keeps being removed by another process (${this.parties.describe(kind)}); put back ${f.repairs} times, now repaired with backoff up to ${capS} s`);
+  }
+
+  /** The fights going on, for `ec2netd status`. */
+  fightNotes(): string[] {
+    const now = performance.now();
+    return this.fights.fights.map((f) => {
+      const next = f.nextRepairAt === undefined ? '' : `, next repair in ${Math.max(0, (f.nextRepairAt - now) / 1000).toFixed(1)} s`;
+      return `${f.object}: removed by another process, put back ${f.repairs} times (fight since ${Math.round((now - f.since) / 1000)} s${next}; ${this.parties.describe(f.object.split(' ')[0] ?? '')})`;
+    });
   }
 
   /** Conflicts and problems persist until their cause goes: logged when they appear, not on every sync. */

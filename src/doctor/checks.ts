@@ -5,6 +5,7 @@ import { matchesBridgePattern } from '../core/containers';
 import { formatRule } from '../core/format';
 import { networkOf, parseCidr } from '../core/ip';
 import type { KernelRoute } from '../core/types';
+import { checkAcceptRa, checkIpv6MainRoutes } from './ipv6';
 import type { DoctorFacts, Finding, Severity } from './types';
 import { SEVERITY_ORDER } from './types';
 
@@ -334,6 +335,7 @@ export function checkIptables(facts: Pick<DoctorFacts, 'iptables' | 'config'>): 
 
 export const CHECKS: ((facts: DoctorFacts) => Finding[])[] = [
   checkDaemon, checkImds, checkRpFilter, checkForeign, checkManagers, checkNetworkd, checkIptables, checkMtu, checkArp, checkMainRoutes,
+  checkIpv6MainRoutes, checkAcceptRa,
 ];
 
 export function runChecks(facts: DoctorFacts): Finding[] {

@@ -1,7 +1,7 @@
 // Addresses: dump IPv4 and IPv6, add (optionally with IFA_F_NOPREFIXROUTE), delete.
 import { rt } from 'netlink';
 import type { DesiredAddress, KernelAddress } from '../core/types';
-import { NLM_F_CREATE_EXCL, afOf, body, familyOfAf, ipFromBuffer, ipToBuffer, type Netlink } from './netlink';
+import { NLM_F_CREATE_EXCL, afOf, body, familyOfAf, ipFromBuffer, ipToBuffer, type Netlink, type NetlinkRequest } from './netlink';
 
 export function addressFromMessage(msg: rt.AddressMessage): KernelAddress | undefined {
   const family = familyOfAf(msg.data.family);
@@ -57,4 +57,15 @@ export async function deleteAddress(nl: Netlink, a: KernelAddress, linkName?: st
   const { data, attrs } = request(a);
   delete attrs.flags;
   await nl.call(`delete address ${describeAddress(a, linkName)}`, (o) => nl.socket.delAddress(data, attrs, o));
+}
+
+/** The netlink message of `ip addr add` (CREATE|EXCL) or `ip addr del` of `a`, for Netlink.sendAll. */
+export function addressRequest(a: DesiredAddress | KernelAddress, op: 'add' | 'del'): NetlinkRequest {
+  const { data, attrs } = request(a);
+  if (op === 'del') delete attrs.flags;
+  return {
+    type: op === 'add' ? rt.MessageType.NEWADDR : rt.MessageType.DELADDR,
+    flags: op === 'add' ? NLM_F_CREATE_EXCL : 0,
+    body: body((out) => rt.formatAddressMessage({ kind: 'address', data, attrs }, out)),
+  };
 }

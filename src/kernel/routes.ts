@@ -28,6 +28,7 @@ import {
   prefixText,
   prefixToBuffer,
   type Netlink,
+  type NetlinkRequest,
 } from './netlink';
 
 export const RT_TABLE_LOCAL = 255;
@@ -135,11 +136,26 @@ export async function addRoute(nl: Netlink, r: KernelRoute, linkName?: string): 
     await nl.call(what, (o) => nl.socket.newRoute(data, attrs, o), NLM_F_CREATE_EXCL);
   } catch (err) {
     if (!(err instanceof KernelError) || err.code !== 'EEXIST') throw err;
-    const present = await dumpRoutes(nl, { family: r.family });
-    if (present.some((p) => sameRoute(p, r))) throw err;
-    const holder = present.find((p) => p.table === r.table && p.dst === r.dst && effectiveMetric(p) === effectiveMetric(r));
-    throw new KernelError('ECONFLICT', what, `EEXIST: slot held by ${holder === undefined ? 'another route' : describeRoute(holder)}`);
+    throw routeExistsError(await dumpRoutes(nl, { family: r.family }), r, linkName, err);
   }
+}
+
+/** What an EEXIST on adding `r` means, given the routes present: EEXIST (an equal route is there) or ECONFLICT. */
+export function routeExistsError(present: readonly KernelRoute[], r: KernelRoute, linkName?: string, eexist?: KernelError): KernelError {
+  const what = `add route ${describeRoute(r, linkName)}`;
+  if (present.some((p) => sameRoute(p, r))) return eexist ?? new KernelError('EEXIST', what);
+  const holder = present.find((p) => p.table === r.table && p.dst === r.dst && effectiveMetric(p) === effectiveMetric(r));
+  return new KernelError('ECONFLICT', what, `EEXIST: slot held by ${holder === undefined ? 'another route' : describeRoute(holder)}`);
+}
+
+/** The netlink message of `ip route add` (CREATE|EXCL), `replace` (CREATE|REPLACE) or `del` of `r`, for Netlink.sendAll. */
+export function routeRequest(r: KernelRoute, op: 'add' | 'replace' | 'del'): NetlinkRequest {
+  const { data, attrs } = request(r);
+  return {
+    type: op === 'del' ? rt.MessageType.DELROUTE : rt.MessageType.NEWROUTE,
+    flags: op === 'add' ? NLM_F_CREATE_EXCL : op === 'replace' ? NLM_F_CREATE_REPLACE : 0,
+    body: body((out) => rt.formatRouteMessage({ kind: 'route', data, attrs }, out)),
+  };
 }
 
 /** `ip route replace` (NLM_F_CREATE|NLM_F_REPLACE): atomically swaps the route in the slot (table, dst, metric). */

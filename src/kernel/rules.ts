@@ -20,6 +20,7 @@ import {
   prefixText,
   prefixToBuffer,
   type Netlink,
+  type NetlinkRequest,
 } from './netlink';
 
 const FR_ACT_TO_TBL = 1;
@@ -62,7 +63,7 @@ export function ruleFromMessage(msg: rt.RuleMessage): KernelRule | undefined {
   return rule;
 }
 
-async function dumpRuleMessages(nl: Netlink, af: number): Promise<rt.RuleMessage[]> {
+export async function dumpRuleMessages(nl: Netlink, af: number): Promise<rt.RuleMessage[]> {
   const msgs = await nl.dump(`dump ${af === AF_INET ? 'IPv4' : 'IPv6'} rules`, rt.MessageType.GETRULE, body((out) =>
     rt.formatRuleMessage({ kind: 'rule', data: { family: af }, attrs: {} }, out)));
   return msgs.filter((m): m is rt.RuleMessage => m.kind === 'rule');
@@ -142,11 +143,25 @@ export async function addRule(nl: Netlink, r: KernelRule): Promise<void> {
     await nl.call(what, (o) => nl.socket.newRule(data, attrs, o), NLM_F_CREATE_EXCL);
   } catch (err) {
     if (!(err instanceof KernelError) || err.code !== 'EEXIST') throw err;
-    const present = await dumpRules(nl, r.family);
-    if (present.some((p) => sameRule({ ...p, protocol: r.protocol }, r))) throw err;
-    const holder = present.find((p) => p.priority === r.priority && p.table === r.table);
-    throw new KernelError('ECONFLICT', what, `EEXIST: the kernel took it for ${holder === undefined ? 'another rule' : describeRule(holder)}`);
+    throw ruleExistsError(await dumpRules(nl, r.family), r, err);
   }
+}
+
+/** What an EEXIST on adding `r` means, given the rules present: EEXIST (an equal rule is there) or ECONFLICT. */
+export function ruleExistsError(present: readonly KernelRule[], r: KernelRule, eexist = new KernelError('EEXIST', `add rule ${describeRule(r)}`)): KernelError {
+  if (present.some((p) => sameRule({ ...p, protocol: r.protocol }, r))) return eexist;
+  const holder = present.find((p) => p.priority === r.priority && p.table === r.table);
+  return new KernelError('ECONFLICT', `add rule ${describeRule(r)}`, `EEXIST: the kernel took it for ${holder === undefined ? 'another rule' : describeRule(holder)}`);
+}
+
+/** The netlink message of `ip rule add` (CREATE|EXCL) or `ip rule del` of `r`, for Netlink.sendAll. */
+export function ruleRequest(r: KernelRule, op: 'add' | 'del'): NetlinkRequest {
+  const { data, attrs } = request(r);
+  return {
+    type: op === 'add' ? rt.MessageType.NEWRULE : rt.MessageType.DELRULE,
+    flags: op === 'add' ? NLM_F_CREATE_EXCL : 0,
+    body: body((out) => rt.formatRuleMessage({ kind: 'rule', data, attrs }, out)),
+  };
 }
 
 /** What the kernel's rule_find would match for a delete request made of `r`: absent selectors are wildcards. */
@@ -174,15 +189,28 @@ function kernelWouldPick(msg: rt.RuleMessage, r: KernelRule): boolean {
  */
 export async function deleteRule(nl: Netlink, r: KernelRule): Promise<void> {
   const what = `delete rule ${describeRule(r)}`;
-  const msgs = await dumpRuleMessages(nl, afOf(r.family));
-  if (!msgs.some((m) => { const p = ruleFromMessage(m); return p !== undefined && sameRule(p, r); })) {
-    throw new KernelError('ENOENT', what);
-  }
-  const first = msgs.find((m) => kernelWouldPick(m, r));
-  const picked = first === undefined ? undefined : ruleFromMessage(first);
-  if (picked === undefined || !sameRule(picked, r)) {
-    throw new KernelError('ECONFLICT', what, `the kernel would delete ${picked === undefined ? 'a rule with other selectors' : describeRule(picked)}`);
-  }
+  const blocked = ruleDeleteBlocker(await dumpRuleMessages(nl, afOf(r.family)), r);
+  if (blocked !== undefined) throw blocked;
   const { data, attrs } = request(r);
   await nl.call(what, (o) => nl.socket.delRule(data, attrs, o));
+}
+
+/**
+ * Why a delete request for `r` must not be sent, given the rules of its family in kernel order: ENOENT (`r` is
+ * not there) or ECONFLICT (the kernel would remove another rule). Undefined: send it; `msgs` then loses the rule
+ * the kernel will remove, so that a list checked delete after delete follows the kernel.
+ */
+export function ruleDeleteBlocker(msgs: rt.RuleMessage[], r: KernelRule): KernelError | undefined {
+  const what = `delete rule ${describeRule(r)}`;
+  if (!msgs.some((m) => { const p = ruleFromMessage(m); return p !== undefined && sameRule(p, r); })) {
+    return new KernelError('ENOENT', what);
+  }
+  const index = msgs.findIndex((m) => kernelWouldPick(m, r));
+  const first = msgs[index];
+  const picked = first === undefined ? undefined : ruleFromMessage(first);
+  if (picked === undefined || !sameRule(picked, r)) {
+    return new KernelError('ECONFLICT', what, `the kernel would delete ${picked === undefined ? 'a rule with other selectors' : describeRule(picked)}`);
+  }
+  msgs.splice(index, 1);
+  return undefined;
 }

@@ -14,7 +14,8 @@
 //   read that started holdMs or more after the deletion still lists it (or when its window ends with IMDS
 //   unreadable): a deletion IMDS never confirms was a mistake, and is repaired. While IMDS keeps listing the address
 //   for less than holdMs, it is never put back, so there is no flapping beyond what IMDS says.
-// - An ENI's primary private IP cannot move to another ENI: its deletion is repaired at once, as before.
+// - An ENI's primary private IP cannot move to another ENI: its deletion is repaired at once, as before, and so are
+//   the addresses deleted with it (a flush of the link, not a failover).
 import { isLinkLocal6, linkForMac } from './desired';
 import { canonicalAddress, cidrContains, parseCidr } from './ip';
 import type { EniInfo, ImdsSnapshot, KernelAddress, KernelLink } from './types';
@@ -74,6 +75,9 @@ export function unexplainedChanges(before: KernelAddresses, after: KernelAddress
     const now = on(after, is.index);
     const primaryIp = eni.ipv4s[0] === undefined ? undefined : canonicalAddress(eni.ipv4s[0]);
     for (const a of now) if (!old.has(a) && !listedOn(eni, a)) out.push({ mac: eni.mac, address: a, change: 'appeared' });
+    // The primary IP gone with them: the link was flushed, not an IP moved away (repaired at once, as before).
+    const flushed = primaryIp !== undefined && old.has(primaryIp) && !now.has(primaryIp);
+    if (flushed) continue;
     for (const a of old) if (!now.has(a) && a !== primaryIp && listedOn(eni, a)) out.push({ mac: eni.mac, address: a, change: 'vanished' });
   }
   return out;

@@ -300,7 +300,7 @@ export class Daemon {
     while (this.imdsBusy !== undefined) await this.imdsBusy;
     let ok = false;
     this.imdsBusyWhole = false;
-    const read = this.reconciler.refreshMacs([mac]).then((r) => { ok = r; });
+    const read = this.reconciler.refreshMacs([mac], { expectListed: true }).then((r) => { ok = r; });
     this.imdsBusy = read.then(() => { this.imdsBusy = undefined; });
     await this.imdsBusy;
     return ok ? this.reconciler.snapshot : undefined;

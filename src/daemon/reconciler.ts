@@ -96,8 +96,8 @@ export class Reconciler {
   }
 
   /** Re-reads only these MACs (a new link, an ENI waiting for IMDS). */
-  refreshMacs(macs: string[]): Promise<boolean> {
-    return this.imds.refreshMacs(macs, this.kernel.links);
+  refreshMacs(macs: string[], opts: { expectListed?: boolean } = {}): Promise<boolean> {
+    return this.imds.refreshMacs(macs, this.kernel.links, opts);
   }
 
   /** Reads the kinds of kernel objects that changed (all of them the first time). */

@@ -52,6 +52,13 @@ export class AddressWatcher {
     return this.watch.heldBack(mac, address);
   }
 
+  /** One line per watched address, for `ec2netd status`. */
+  notes(): string[] {
+    return this.watch.watched().map((w) => (w.change === 'appeared'
+      ? `${w.address} on ${this.nameOf(w.mac)} is not listed by IMDS yet: re-reading ${w.mac}`
+      : `${w.address} was deleted from ${this.nameOf(w.mac)} while IMDS lists it: not put back while ${w.mac} is re-read`));
+  }
+
   stop(): void {
     this.stopped = true;
     if (this.timer !== undefined) clearTimeout(this.timer);

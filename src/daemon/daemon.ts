@@ -207,6 +207,7 @@ export class Daemon {
       pid: process.pid, at: report.at.toISOString(), imdsError: this.reconciler.lastImdsError ?? null,
       snapshot: this.reconciler.snapshot ?? null, held: report.held, waiting: report.waiting,
       failing: this.reconciler.failures.current, fights: this.reconciler.fightNotes(), notes: [...report.conflicts, ...report.problems],
+      watching: this.addressWatch.notes(),
     };
     const { at: _at, ...content } = status;
     const text = JSON.stringify(content);

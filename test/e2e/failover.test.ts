@@ -82,7 +82,9 @@ describe('secondary-IP failover', () => {
     const mark = logMark(daemons.get(simA()) as ManagedProcess);
     const from = Date.now();
     await host(simA(), ['ip', 'address', 'del', '10.0.1.23/24', 'dev', 'eth1']);
-    await new Promise((r) => setTimeout(r, 2000));
+    await eventually('status shows the watch', async () =>
+      (await simA().ec2netd(['status'])).stdout.includes('watch: 10.0.1.23 was deleted from eth1 while IMDS lists it'), 1500);
+    await new Promise((r) => setTimeout(r, Math.max(0, from + 2000 - Date.now())));
     expect(await hasRule(simA(), '10.0.1.23')).toBe(true); // IMDS still lists it: its rule stays meanwhile
     await simA().unassignIp('eth1', '10.0.1.23');
     await eventually('the rule of 10.0.1.23 gone', async () => !(await hasRule(simA(), '10.0.1.23')), 5000);

@@ -12,12 +12,14 @@
 //   storms      CPU of the daemon (and its children) for 5000 address changes and for 300 links created+deleted
 //   memory      VmRSS / VmHWM of the daemon and of its `ip monitor` child
 //   idle        context switches in 10 s idle; baseline: an idle node process
+//   fight       a 10-s fight over one rule (bench/fight.ts): daemon CPU, journal lines, time until the rule is back
 //   failover    a secondary IP moved between two instances: IMDS → answered via the new owner, rule in, rule gone
 //               (bench/failover.ts)
 import { performance } from 'node:perf_hooks';
 import { startSimulatedEc2, type SimulatedEc2 } from '../sim/ec2';
 import { run, startProcess, type ManagedProcess } from '../sim/exec';
 import { failoverBench } from './failover';
+import { fight } from './fight';
 import { kernelSnapshot, median, percentile, procStat, startMonitor, waitQuiet, monitorChildren, type MonitorLine } from './inspect';
 import { execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
@@ -114,21 +116,23 @@ async function newEni(sim: SimulatedEc2): Promise<void> {
   });
 }
 
-/** 2. Repair of a deleted owned rule. */
+/** 2. Repair of a deleted owned rule: a different rule each time (repairs of one rule in a row are a fight: bench/fight.ts). */
 async function repair(sim: SimulatedEc2): Promise<void> {
   const host = sim.net.ns.host;
-  await sim.attachEni({ name: 'eth1', ipv4s: eniIps(1, 3), deviceNumber: 1 }, { imdsFirst: true });
+  const ips = eniIps(1, 2 * RUNS);
+  await sim.attachEni({ name: 'eth1', ipv4s: ips, deviceNumber: 1 }, { imdsFirst: true });
   await converged(sim);
   const mon = await startMonitor(host);
   const times: number[] = [];
   try {
-    for (let i = 0; i < 2 * RUNS; i++) {
+    for (const ip of ips) {
       const from = mon.lines().length;
-      await run(['ip', '-n', host, 'rule', 'del', 'from', '10.0.1.11', 'lookup', '10001', 'pref', '10100']);
-      await until('rule restored', () => mon.since(from).some((l) => l.text.startsWith('[RULE]10100:') && l.text.includes('from 10.0.1.11 lookup 10001')));
+      const rule = (l: MonitorLine): boolean => l.text.startsWith('[RULE]10100:') && l.text.includes(`from ${ip} lookup 10001`);
+      await run(['ip', '-n', host, 'rule', 'del', 'from', ip, 'lookup', '10001', 'pref', '10100']);
+      await until('rule restored', () => mon.since(from).some(rule));
       const seen = mon.since(from);
       const del = seen.find((l) => l.text.startsWith('[RULE]Deleted'));
-      const add = seen.find((l) => l.text.startsWith('[RULE]10100:') && l.text.includes('from 10.0.1.11 '));
+      const add = seen.find(rule);
       if (del !== undefined && add !== undefined) times.push(add.t - del.t);
       await waitQuiet(mon, 50, 1000);
     }
@@ -369,6 +373,8 @@ async function main(): Promise<void> {
     await storms(sim, daemon);
     process.stdout.write('memory and idle (10 s)...\n');
     await resources(sim, daemon);
+    process.stdout.write('fight over one rule (10 s, own simulated instance)...\n');
+    rows.push(...await fight());
     process.stdout.write(`failover (${RUNS} moves between two instances)...\n`);
     rows.push(...await failoverBench(RUNS));
     process.stdout.write(`machine after: load ${os.loadavg().map((l) => l.toFixed(2)).join(' ')}\n\n`);

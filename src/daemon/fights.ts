@@ -118,6 +118,14 @@ export class FightDamper {
     return started;
   }
 
+  /**
+   * The kernel removed these objects itself (IPv4 routes when their link went down or their `src` address went
+   * away): their next repair is not a round of a fight. Objects already in a fight stay damped.
+   */
+  forgive(kind: 'route'): void {
+    for (const [key, track] of this.tracks) if (key.startsWith(`${kind}|`) && track.fightSince === undefined) this.tracks.delete(key);
+  }
+
   /** Ends the fights whose object has stayed for the quiet period; forgets objects left alone. */
   expire(): Fight[] {
     const now = this.now();

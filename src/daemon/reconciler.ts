@@ -149,7 +149,9 @@ export class Reconciler {
     this.onObserved?.(kernel);
     phase('observeMs');
     const result = this.planFor(kernel);
-    // Repairs of an object in a fight wait for their turn; everything else in the plan goes on.
+    // Repairs of an object in a fight wait for their turn; everything else in the plan goes on. Routes missing after a
+    // link or address change were dropped by the kernel (a link flap), not by another tool.
+    if (kinds.has('link') || kinds.has('address')) this.fights.forgive('route');
     if (result !== undefined) result.plan = this.fights.filter(result.plan).allowed;
     phase('planMs');
     const snapshot = this.imds.snapshot;

@@ -12,24 +12,13 @@ import type { ManagedProcess } from '../../sim/exec';
 import { startTcpServer, waitForTcp, type TcpServer } from '../../sim/probe';
 import { logMark, waitConverged, waitForLog } from '../helpers/daemon-watch';
 import { eventually, flowPort, ownedRules, rules, useSimulatedEc2 } from '../helpers/sim';
+import { seededRandom } from '../helpers/random';
 
 const PORT = 8080;
 const SEED = Number(process.env.CHAOS_SEED ?? Math.floor(Math.random() * 2 ** 31));
 const STEPS = Number(process.env.CHAOS_STEPS ?? 14);
 const ENIS = ['eth1', 'eth2'] as const;
 type Eni = (typeof ENIS)[number];
-
-/** mulberry32: small, seedable, good enough to pick steps. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 describe(`chaos (seed ${SEED}, ${STEPS} steps; replay with CHAOS_SEED=${SEED})`, () => {
   const sim = useSimulatedEc2('chaos', {
@@ -44,7 +33,7 @@ describe(`chaos (seed ${SEED}, ${STEPS} steps; replay with CHAOS_SEED=${SEED})`,
       sync: { pendingRetryBaseMs: 50, pendingRetryMaxMs: 400, fightCapMs: 2000 },
     },
   });
-  const random = rng(SEED);
+  const random = seededRandom(SEED);
   const pick = <T>(xs: readonly T[]): T => xs[Math.floor(random() * xs.length)] as T;
   // The model: the secondary IPs the VPC (and a consistent IMDS) assigns to each secondary ENI.
   const truth: Record<Eni, string[]> = { eth1: ['10.0.1.40'], eth2: ['10.0.1.41'] };

@@ -93,6 +93,21 @@ describe('FightDamper', () => {
     expect(h.d.nextWakeAt()).toBe(101 + 2001); // only the end of the fight
   });
 
+  it('forgive: routes the kernel dropped (link flap) start afresh unless already in a fight', () => {
+    const h = damper();
+    const route: Change = { op: 'add-route', reason: 'missing', route: { family: 4, table: 10001, dst: '0.0.0.0/0', gateway: '10.0.1.1', ifindex: 3, protocol: 236, scope: 0, type: 1 } };
+    sync(h, 0, [route, RULE]);
+    sync(h, 1, [route, RULE]);
+    expect(sync(h, 2, [route, RULE]).allowed).toEqual([]);
+    h.d.forgive('route');
+    expect(sync(h, 3, [route, RULE]).allowed).toEqual([route]);
+    sync(h, 200, [route, RULE]);
+    sync(h, 300, [route]);
+    expect(h.d.fights.map((f) => f.object)).toEqual([describeObject(RULE), describeObject(route)]);
+    h.d.forgive('route');
+    expect(sync(h, 302, [route]).allowed).toEqual([]);
+  });
+
   it('keys objects like the diff does; deletions are never damped', () => {
     expect(objectKey(RULE)).toBe(objectKey(rule('10.0.1.20')));
     expect(objectKey(RULE)).not.toBe(objectKey(OTHER));

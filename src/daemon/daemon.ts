@@ -2,6 +2,7 @@
 // around it. Everything that decides *what* to write lives in src/core.
 import type { Server } from 'node:net';
 import type { Config } from '../config';
+import type { ImdsSnapshot } from '../core/types';
 import { ImdsClient } from '../imds/client';
 import { IptablesAdapter } from '../iptables/apply';
 import { NetfilterEvents } from '../iptables/monitor';
@@ -9,6 +10,7 @@ import { KernelEvents } from '../kernel/events';
 import { openNetlink } from '../kernel/netlink';
 import type { Logger } from '../log';
 import { noopNotifier, type Notifier } from '../systemd/notify';
+import { AddressWatcher } from './address-watch';
 import { acquireInstanceLock } from './instance-lock';
 import { AddressLedger } from './ledger';
 import { readPreviousSnapshot, writeStatus, type DaemonStatus } from './status-file';
@@ -47,6 +49,7 @@ export class Daemon {
   private readonly timers = new Set<NodeJS.Timeout>();
   private lock: Server | undefined;
   private imdsBusy: Promise<void> | undefined;
+  private imdsBusyWhole = false;
   private pendingDelayMs: number;
   private pendingTimer: NodeJS.Timeout | undefined;
   private readonly unknownAttempts = new Map<string, number>();
@@ -58,6 +61,8 @@ export class Daemon {
   private fightTimer: NodeJS.Timeout | undefined;
   private retryDelayMs: number;
   private published = '';
+  /** Address events IMDS does not explain yet: targeted re-reads (failover, docs/failover.md). */
+  private readonly addressWatch: AddressWatcher;
 
   constructor(
     private readonly config: Config,
@@ -84,6 +89,11 @@ export class Daemon {
     this.netfilter = config.containers.enabled ? new NetfilterEvents() : undefined;
     this.pendingDelayMs = config.sync.pendingRetryBaseMs;
     this.retryDelayMs = config.sync.pendingRetryBaseMs;
+    this.addressWatch = new AddressWatcher({
+      log, snapshot: () => this.reconciler.snapshot, read: (mac) => this.readMac(mac), replan: () => this.trigger.request(['imds'], true),
+    });
+    this.reconciler.onObserved = (kernel) => this.addressWatch.observed(kernel);
+    this.reconciler.holdBack = (mac, address) => this.addressWatch.heldBack(mac, address);
   }
 
   async start(): Promise<void> {
@@ -132,6 +142,7 @@ export class Daemon {
     if (this.pendingTimer !== undefined) clearTimeout(this.pendingTimer);
     if (this.retryTimer !== undefined) clearTimeout(this.retryTimer);
     if (this.fightTimer !== undefined) clearTimeout(this.fightTimer);
+    this.addressWatch.stop();
     this.trigger.stop();
     await this.finishSync();
     await this.events.stop();
@@ -219,6 +230,7 @@ export class Daemon {
       pid: process.pid, at: report.at.toISOString(), imdsError: this.reconciler.lastImdsError ?? null,
       snapshot: this.reconciler.snapshot ?? null, held: report.held, waiting: report.waiting,
       failing: this.reconciler.failures.current, fights: this.reconciler.fightNotes(), notes: [...report.conflicts, ...report.problems],
+      watching: this.addressWatch.notes(),
     };
     const { at: _at, ...content } = status;
     const text = JSON.stringify(content);
@@ -293,7 +305,10 @@ export class Daemon {
   }
 
   private refreshImds(why: string, macs?: string[]): Promise<void> {
+    // A whole read asked for during a targeted one (the address watch's) runs after it, never folded into it.
+    if (this.imdsBusy !== undefined && macs === undefined && !this.imdsBusyWhole) return this.imdsBusy.then(() => this.refreshImds(why));
     if (this.imdsBusy !== undefined) return this.imdsBusy;
+    this.imdsBusyWhole = macs === undefined;
     this.log.debug({ action: 'imds' }, `reading IMDS (${why})`);
     const read = macs === undefined ? this.reconciler.refreshImds() : this.reconciler.refreshMacs(macs);
     this.imdsBusy = read.then(() => {
@@ -302,6 +317,17 @@ export class Daemon {
       this.trigger.request(['imds'], true);
     });
     return this.imdsBusy;
+  }
+
+  /** One ENI's keys for the address watch, after any read in flight (two reads merging at once could lose one). */
+  private async readMac(mac: string): Promise<ImdsSnapshot | undefined> {
+    while (this.imdsBusy !== undefined) await this.imdsBusy;
+    let ok = false;
+    this.imdsBusyWhole = false;
+    const read = this.reconciler.refreshMacs([mac], { expectListed: true }).then((r) => { ok = r; });
+    this.imdsBusy = read.then(() => { this.imdsBusy = undefined; });
+    await this.imdsBusy;
+    return ok ? this.reconciler.snapshot : undefined;
   }
 
   /** Secondary-IP changes send no kernel event: IMDS is re-read on a jittered interval. */

@@ -16,6 +16,8 @@ export interface DaemonStatus {
   failing: Array<{ change: string; error: string }>;
   fights: string[];
   notes: string[];
+  /** Addresses whose events IMDS does not explain yet, being re-read (src/daemon/address-watch.ts). */
+  watching: string[];
 }
 
 export const STATUS_FILE = 'status.json';
@@ -37,6 +39,7 @@ export function readStatus(dir: string): DaemonStatus | undefined {
     return {
       pid: doc.pid, at: String(doc.at ?? ''), imdsError: doc.imdsError ?? null, snapshot: doc.snapshot ?? null,
       held: doc.held ?? [], waiting: doc.waiting ?? [], failing: doc.failing ?? [], fights: doc.fights ?? [], notes: doc.notes ?? [],
+      watching: doc.watching ?? [],
     };
   } catch {
     return undefined;

@@ -14,9 +14,12 @@
 //   memory      VmRSS of the daemon and its monitor children (and the V8 heap the daemon reports) after each phase
 //   idle        context switches in 10 s idle; baseline: an idle node process
 //   fight       a 10-s fight over one rule (bench/fight.ts): daemon CPU, journal lines, time until the rule is back
+//   failover    a secondary IP moved between two instances: IMDS → answered via the new owner, rule in, rule gone
+//               (bench/failover.ts)
 import { performance } from 'node:perf_hooks';
 import { startSimulatedEc2, type SimulatedEc2 } from '../sim/ec2';
 import { run, startProcess, type ManagedProcess } from '../sim/exec';
+import { failoverBench } from './failover';
 import { fight } from './fight';
 import { hotAttach, massRepair, summary } from './scale';
 import { kernelSnapshot, median, percentile, procStat, startMonitor, waitQuiet, monitorChildren, type MonitorLine } from './inspect';
@@ -486,6 +489,8 @@ async function main(): Promise<void> {
     await resources(sim, daemon);
     process.stdout.write('fight over one rule (10 s, own simulated instance)...\n');
     rows.push(...await fight());
+    process.stdout.write(`failover (${RUNS} moves between two instances)...\n`);
+    rows.push(...await failoverBench(RUNS));
     process.stdout.write(`machine after: load ${os.loadavg().map((l) => l.toFixed(2)).join(' ')}\n\n`);
     printTable();
     await daemon.stop(5000);

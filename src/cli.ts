@@ -7,6 +7,7 @@ import { ConfigError, loadConfig, type Config } from './config';
 import { ownedAddressKey } from './core/diff';
 import { formatChange, formatRule } from './core/format';
 import type { Plan } from './core/types';
+import { installCrashHandlers } from './crash';
 import { renderReport, runDoctor } from './doctor';
 import { Daemon } from './daemon/daemon';
 import { acquireInstanceLock, InstanceLockHeld } from './daemon/instance-lock';
@@ -168,7 +169,7 @@ async function cmdStatus(options: Options): Promise<number> {
     rules: owned.filter((r) => r.table === d.table).map(formatRule),
   }));
   const doc = {
-    daemon: daemon === undefined ? null : { pid: daemon.pid, lastChange: daemon.at, failing: daemon.failing, fights: daemon.fights },
+    daemon: daemon === undefined ? null : { pid: daemon.pid, lastChange: daemon.at, failing: daemon.failing, fights: daemon.fights, watching: daemon.watching },
     imds: imdsError === undefined ? 'ok' : `failing: ${imdsError}`,
     enis,
     held: (snapshot?.held ?? []).map((h) => ({ ...h, text: describeHeld(h) })),
@@ -200,6 +201,7 @@ async function cmdStatus(options: Options): Promise<number> {
     for (const w of doc.waiting) out.push(`waiting: ${w.mac}: ${w.reason}`);
     for (const f of doc.daemon?.failing ?? []) out.push(`failing: ${f.change}: ${f.error}`);
     for (const f of doc.daemon?.fights ?? []) out.push(`fight: ${f}`);
+    for (const w of doc.daemon?.watching ?? []) out.push(`watch: ${w}`);
     for (const c of doc.conflicts) out.push(`conflict: ${c}`);
     for (const p of doc.problems) out.push(`problem: ${p}`);
     out.push(doc.drift === null ? 'drift: unknown (no IMDS data)' : doc.drift.length === 0 ? 'drift: none' : `drift: ${doc.drift.length} pending changes`);
@@ -303,6 +305,7 @@ export async function cli(argv: string[]): Promise<number> {
   }
   // Only the daemon and sync log their work; plan/status/flush print their own results.
   const log = command === 'run' || command === 'sync' ? createLogger(config.log.level) : silentLogger();
+  installCrashHandlers(log);
   try {
     return await run({ config, json: values.json === true, force: values.force === true, log });
   } catch (err) {

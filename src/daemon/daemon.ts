@@ -2,6 +2,7 @@
 // around it. Everything that decides *what* to write lives in src/core.
 import type { Server } from 'node:net';
 import type { Config } from '../config';
+import type { ImdsSnapshot } from '../core/types';
 import { ImdsClient } from '../imds/client';
 import { IptablesAdapter } from '../iptables/apply';
 import { NetfilterEvents } from '../iptables/monitor';
@@ -9,11 +10,15 @@ import { KernelEvents } from '../kernel/events';
 import { openNetlink } from '../kernel/netlink';
 import type { Logger } from '../log';
 import { noopNotifier, type Notifier } from '../systemd/notify';
+import { AddressWatcher } from './address-watch';
 import { acquireInstanceLock } from './instance-lock';
 import { AddressLedger } from './ledger';
-import { writeStatus, type DaemonStatus } from './status-file';
+import { readPreviousSnapshot, writeStatus, type DaemonStatus } from './status-file';
 import { ALL_KINDS, Reconciler, type Kind, type SyncReport } from './reconciler';
 import { SyncTrigger, type RunOutcome } from './trigger';
+
+/** How long SIGTERM waits for a sync in flight before the process exits anyway (well within the unit's TimeoutStopSec=15s). */
+const STOP_WAIT_MS = 5000;
 
 /**
  * Trigger keys: kernel object kinds, 'imds' ("the snapshot changed, re-plan"), 'iptables' (check the chain),
@@ -44,6 +49,7 @@ export class Daemon {
   private readonly timers = new Set<NodeJS.Timeout>();
   private lock: Server | undefined;
   private imdsBusy: Promise<void> | undefined;
+  private imdsBusyWhole = false;
   private pendingDelayMs: number;
   private pendingTimer: NodeJS.Timeout | undefined;
   private readonly unknownAttempts = new Map<string, number>();
@@ -57,6 +63,8 @@ export class Daemon {
   private published = '';
   /** When each start step was done, in ms since the process started; logged (debug) with the first planned sync. */
   private startup: Record<string, number> | undefined = {};
+  /** Address events IMDS does not explain yet: targeted re-reads (failover, docs/failover.md). */
+  private readonly addressWatch: AddressWatcher;
 
   constructor(
     private readonly config: Config,
@@ -66,8 +74,11 @@ export class Daemon {
     const ledger = new AddressLedger(config.stateDir);
     const problem = ledger.load();
     if (problem !== undefined) log.warn(problem);
+    const previous = readPreviousSnapshot(config.stateDir);
+    if (previous.problem !== undefined) log.warn(previous.problem);
+    if (previous.snapshot !== undefined) log.info(`restarting over the previous run's IMDS state (${previous.snapshot.enis.length} ENIs): an ENI read incompletely now keeps it`);
     this.reconciler = new Reconciler({
-      config, log, ledger, nl: openNetlink({ timeoutMs: config.sync.requestTimeoutMs }), imds: new ImdsClient(config.imds),
+      config, log, ledger, previousSnapshot: previous.snapshot, nl: openNetlink({ timeoutMs: config.sync.requestTimeoutMs }), imds: new ImdsClient(config.imds),
       iptables: new IptablesAdapter(config),
     });
     const { sync } = config;
@@ -80,6 +91,11 @@ export class Daemon {
     this.netfilter = config.containers.enabled ? new NetfilterEvents() : undefined;
     this.pendingDelayMs = config.sync.pendingRetryBaseMs;
     this.retryDelayMs = config.sync.pendingRetryBaseMs;
+    this.addressWatch = new AddressWatcher({
+      log, snapshot: () => this.reconciler.snapshot, read: (mac) => this.readMac(mac), replan: () => this.trigger.request(['imds'], true),
+    });
+    this.reconciler.onObserved = (kernel) => this.addressWatch.observed(kernel);
+    this.reconciler.holdBack = (mac, address) => this.addressWatch.heldBack(mac, address);
     this.mark('modulesLoadedMs');
   }
 
@@ -140,11 +156,29 @@ export class Daemon {
     if (this.pendingTimer !== undefined) clearTimeout(this.pendingTimer);
     if (this.retryTimer !== undefined) clearTimeout(this.retryTimer);
     if (this.fightTimer !== undefined) clearTimeout(this.fightTimer);
+    this.addressWatch.stop();
     this.trigger.stop();
+    await this.finishSync();
     await this.events.stop();
     await this.netfilter?.stop();
     this.lock?.close();
     this.log.info({ action: 'stop' }, 'ec2netd stopped; routing left in place');
+  }
+
+  /**
+   * SIGTERM during a sync: let it finish (its writes, the ledger, the status file), up to STOP_WAIT_MS; a sync
+   * cut in the middle would leave half a change (an address without its rule) until the next start.
+   */
+  private async finishSync(): Promise<void> {
+    if (!this.trigger.busy) return;
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<'timeout'>((resolve) => { timer = setTimeout(() => resolve('timeout'), STOP_WAIT_MS); });
+    const idle = this.trigger.idle().then(() => 'idle' as const);
+    this.log.info({ action: 'stop' }, `stopping: waiting up to ${STOP_WAIT_MS / 1000} s for the sync in flight`);
+    if ((await Promise.race([idle, timeout])) === 'timeout') {
+      this.log.warn({ action: 'stop' }, `stopping: the sync in flight is still running after ${STOP_WAIT_MS / 1000} s; exiting anyway (the next start completes it)`);
+    }
+    clearTimeout(timer);
   }
 
   /** One sync; 'failed' when the kernel could not be read: the trigger retries it with backoff. */
@@ -215,6 +249,7 @@ export class Daemon {
       pid: process.pid, at: report.at.toISOString(), imdsError: this.reconciler.lastImdsError ?? null,
       snapshot: this.reconciler.snapshot ?? null, held: report.held, waiting: report.waiting,
       failing: this.reconciler.failures.current, fights: this.reconciler.fightNotes(), notes: [...report.conflicts, ...report.problems],
+      watching: this.addressWatch.notes(),
     };
     const { at: _at, ...content } = status;
     const text = JSON.stringify(content);
@@ -290,7 +325,10 @@ export class Daemon {
 
   /** `gate`: the sync that follows the read waits for it too (at start: the monitors being subscribed). */
   private refreshImds(why: string, macs?: string[], gate?: Promise<void>): Promise<void> {
+    // A whole read asked for during a targeted one (the address watch's) runs after it, never folded into it.
+    if (this.imdsBusy !== undefined && macs === undefined && !this.imdsBusyWhole) return this.imdsBusy.then(() => this.refreshImds(why));
     if (this.imdsBusy !== undefined) return this.imdsBusy;
+    this.imdsBusyWhole = macs === undefined;
     this.log.debug({ action: 'imds' }, `reading IMDS (${why})`);
     const read = (macs === undefined ? this.reconciler.refreshImds() : this.reconciler.refreshMacs(macs)).then(() => {
       if (this.startup?.imdsReadMs === undefined) this.mark('imdsReadMs');
@@ -301,6 +339,17 @@ export class Daemon {
       this.trigger.request(['imds'], true);
     });
     return this.imdsBusy;
+  }
+
+  /** One ENI's keys for the address watch, after any read in flight (two reads merging at once could lose one). */
+  private async readMac(mac: string): Promise<ImdsSnapshot | undefined> {
+    while (this.imdsBusy !== undefined) await this.imdsBusy;
+    let ok = false;
+    this.imdsBusyWhole = false;
+    const read = this.reconciler.refreshMacs([mac], { expectListed: true }).then((r) => { ok = r; });
+    this.imdsBusy = read.then(() => { this.imdsBusy = undefined; });
+    await this.imdsBusy;
+    return ok ? this.reconciler.snapshot : undefined;
   }
 
   /** Secondary-IP changes send no kernel event: IMDS is re-read on a jittered interval. */

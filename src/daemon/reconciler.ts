@@ -33,6 +33,8 @@ export interface ReconcilerDeps {
   imds: ImdsReader;
   ledger: AddressLedger;
   iptables: IptablesAdapter;
+  /** The IMDS state the previous daemon configured (a restart): the base the first reads are merged into. */
+  previousSnapshot?: ImdsSnapshot;
 }
 
 export interface SyncReport {
@@ -72,9 +74,13 @@ export class Reconciler {
   private readonly parties: FightParties;
   private readonly containers: ContainerSync;
   private lastNotes = new Set<string>();
+  /** Sees each kernel observation of a sync before it is planned from (the daemon's AddressWatcher). */
+  onObserved: ((kernel: KernelState) => void) | undefined;
+  /** Addresses IMDS lists that are not to be re-added for now: deleted by someone else, IMDS being re-read. */
+  holdBack: (mac: string, address: string) => boolean = () => false;
 
   constructor(private readonly deps: ReconcilerDeps) {
-    this.imds = new ImdsState(deps.imds, deps.log);
+    this.imds = new ImdsState(deps.imds, deps.log, deps.previousSnapshot);
     this.kernel = new KernelCache(deps.nl);
     this.failures = new FailedWrites(deps.log);
     this.fights = new FightDamper({ baseMs: 100, capMs: deps.config.sync.fightCapMs }, () => performance.now());
@@ -92,8 +98,8 @@ export class Reconciler {
   }
 
   /** Re-reads only these MACs (a new link, an ENI waiting for IMDS). */
-  refreshMacs(macs: string[]): Promise<boolean> {
-    return this.imds.refreshMacs(macs, this.kernel.links);
+  refreshMacs(macs: string[], opts: { expectListed?: boolean } = {}): Promise<boolean> {
+    return this.imds.refreshMacs(macs, this.kernel.links, opts);
   }
 
   /** Reads the kinds of kernel objects that changed (all of them the first time). */
@@ -112,7 +118,8 @@ export class Reconciler {
     const coexist = resolveCoexistence({
       snapshot, kernel, config, managers: cachedManagers(config.coexistence.root), build: (s) => buildDesired(s, kernel, config),
     });
-    const { desired } = coexist;
+    const macOf = new Map(kernel.links.map((l) => [l.index, l.mac]));
+    const desired = { ...coexist.desired, addresses: coexist.desired.addresses.filter((a) => !this.holdBack(macOf.get(a.ifindex) ?? '', a.address)) };
     const { plan, conflicts } = diff({
       desired, observed: coexist.observed, protocol: config.protocol, ownedAddresses: this.deps.ledger.owned,
     });
@@ -141,6 +148,7 @@ export class Reconciler {
     let mark = started;
     const phase = (name: string): void => { const now = performance.now(); phases[name] = Math.round((now - mark) * 10) / 10; mark = now; };
     const kernel = await this.observe(kinds);
+    this.onObserved?.(kernel);
     phase('observeMs');
     const result = this.planFor(kernel);
     // Repairs of an object in a fight wait for their turn; everything else in the plan goes on. Routes missing after a

@@ -1,5 +1,6 @@
 // The doctor's IPv6 checks (docs/ipv6.md, "Main table and the RA on secondary ENIs"; docs/doctor.md). Pure.
 import { isLinkLocal6, learnedIpv6Router } from '../core/desired';
+import { familyOf, ipv4ToInt } from '../core/ip';
 import type { KernelRoute } from '../core/types';
 import type { DoctorFacts, Finding } from './types';
 
@@ -99,4 +100,21 @@ export function checkAcceptRa(facts: Pick<DoctorFacts, 'desired' | 'kernel' | 's
     out.push({ check: 'accept-ra', severity: 'ok', message: `router advertisements are accepted on ${needing.map((d) => d.link.name).join(', ')}` });
   }
   return out;
+}
+
+/**
+ * An IPv6-only instance cannot reach IMDS's IPv4 endpoint: when the configured endpoint is an IPv4 address and the host
+ * holds global IPv6 addresses and no IPv4 address but loopback and link-local ones, the fix is the IPv6 endpoint.
+ * Undefined otherwise.
+ */
+export function ipv6OnlyImdsHint(facts: Pick<DoctorFacts, 'config' | 'kernel'>): string | undefined {
+  const host = facts.config.imds.endpoint.replace(/^https?:\/\//, '').replace(/[/:].*$/, '');
+  if (familyOf(host) !== 4) return undefined;
+  const usable4 = facts.kernel.addresses.some((a) => a.family === 4 && familyOf(a.address) === 4 &&
+    ipv4ToInt(a.address) >>> 24 !== 127 && ipv4ToInt(a.address) >>> 16 !== 0xa9fe);
+  // Positive evidence only: a global IPv6 address and no usable IPv4 one.
+  const global6 = facts.kernel.addresses.some((a) => a.family === 6 && familyOf(a.address) === 6 && !isLinkLocal6(a.address) && a.address !== '::1');
+  if (usable4 || !global6) return undefined;
+  return 'this host has no IPv4 address (an IPv6-only instance): IMDS is reachable only at http://[fd00:ec2::254]; set imds.endpoint to it ' +
+    '(or AWS_EC2_METADATA_SERVICE_ENDPOINT_MODE=IPv6) and enable it: aws ec2 modify-instance-metadata-options --http-protocol-ipv6 enabled';
 }

@@ -233,8 +233,10 @@ async function readEniWith(
     if (absentV4.length === IPV4_KEYS.length && ipv4Prefixes.length === 0 && hasIpv6) {
       // IPv6-only (docs/ipv6.md): no IPv4 key at all, and a settled IPv6 part with addresses or prefixes. That the
       // ENI had IPv4 before is src/core/last-good.ts's to tell (then it is held, not taken as IPv6-only).
-    } else if (absentV4.length === IPV4_KEYS.length && !hasIpv6 && v6Settled) {
-      unsettled.push({ part: 'ipv4', reason: 'IMDS keys absent: local-ipv4s, subnet-ipv4-cidr-block, and no IPv6 address or prefix' });
+    } else if (absentV4.length === IPV4_KEYS.length && !hasIpv6) {
+      // Neither family usable: say why the IPv6 part is not (an IPv6-only ENI waiting for its subnet says so).
+      const v6Reason = unsettled.find((u) => u.part === 'ipv6')?.reason;
+      unsettled.push({ part: 'ipv4', reason: `IMDS keys absent: local-ipv4s, subnet-ipv4-cidr-block, and ${v6Reason === undefined ? 'no IPv6 address or prefix' : `IPv6: ${v6Reason}`}` });
     } else if (absentV4.length > 0 || ipv4s === undefined || subnet4 === undefined) {
       unsettled.push({ part: 'ipv4', reason: `IMDS key${absentV4.length > 1 ? 's' : ''} absent: ${absentV4.join(', ')}` });
     } else {

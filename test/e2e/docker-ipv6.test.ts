@@ -90,6 +90,9 @@ describe('ec2netd with real Docker over IPv6', () => {
       .split('\n').find((l) => l.includes('ctstate NEW') && l.includes('eth1'));
     expect(Number(counted?.trim().split(/\s+/)[0])).toBeGreaterThan(0);
     expect(await reach(V6('10'))).toBe(true);
+    // Read back as planned: the family-6 rules, routes and the ip6tables chain are in sync (no endless re-adds).
+    const plan = await sim().ec2netd(['plan']);
+    expect(plan.code, plan.stdout).toBe(0);
   });
 
   it('flush removes the ip6tables chain and its jump', async () => {

@@ -72,6 +72,18 @@ describe('ec2netd on an IPv6-only instance', () => {
     expect(status.stdout).not.toContain('ipv4:');
   });
 
+  it('hot-attach: an IPv6-only ENI listed first without its subnet waits, then is configured in its table and answers', async () => {
+    servers.push(await startTcpServer(sim().net.ns.host, V6('30'), PORT));
+    await sim().attachEni({ name: 'eth2', ipv4s: [], ipv6s: [V6('30')], deviceNumber: 2 }, { imds: { hide: ['subnet-ipv6-cidr-blocks'] } });
+    await eventually('eth2 waiting', async () => (await sim().ec2netd(['status'])).stdout.includes('subnet-ipv6-cidr-blocks absent'));
+    expect(await routes6(sim(), 10002)).toEqual([]);
+    await sim().patchImdsEni('eth2', { hide: [] });
+    await eventually('IPv6 default route in 10002', async () =>
+      (await routes6(sim(), 10002)).some((r) => r.dst === 'default' && r.gateway === sim().net.routerIp6 && r.dev === 'eth2'));
+    expect(await ownedRules6(sim())).toContain(`10100 from ${V6('30')} lookup 10002`);
+    expect((await waitForTcp(sim().net.ns.client, V6('30'), PORT, { srcPort: flowPort(), deadlineMs: 8000 })).ok).toBe(true);
+  });
+
   it('plan is in sync; doctor is quiet, and finds accept_ra off on eth1 once its router is gone', async () => {
     const plan = await sim().ec2netd(['plan']);
     expect(plan.code, plan.stdout).toBe(0);

@@ -4,8 +4,8 @@ import { describe, expect, it } from 'vitest';
 import { defaultConfig } from '../../src/config';
 import { buildDesired } from '../../src/core/desired';
 import type { ImdsSnapshot, KernelLink, KernelRoute, KernelState } from '../../src/core/types';
-import { runChecks } from '../../src/doctor/checks';
-import { acceptsRa, checkAcceptRa, checkIpv6MainRoutes } from '../../src/doctor/ipv6';
+import { checkImds, runChecks } from '../../src/doctor/checks';
+import { acceptsRa, checkAcceptRa, checkIpv6MainRoutes, ipv6OnlyImdsHint } from '../../src/doctor/ipv6';
 import type { DoctorFacts } from '../../src/doctor/types';
 import { eni } from '../helpers/kernel-model';
 
@@ -101,5 +101,30 @@ describe('accept-ra', () => {
     const v4only: ImdsSnapshot = { ...snapshot, enis: snapshot.enis.map((e) => ({ ...e, ipv6s: [], subnetIpv6Cidrs: [] })) };
     const f = facts([], { 'eth1.accept_ra': 0 });
     expect(checkAcceptRa({ ...f, desired: buildDesired(v4only, f.kernel, config) })).toEqual([]);
+  });
+});
+
+describe('imds on an IPv6-only instance', () => {
+  const unreachable = { token: 'unreachable' as const, reason: 'connect ENETUNREACH 169.254.169.254:80', v1: false };
+
+  it('IMDS unreachable at its IPv4 endpoint on a host without IPv4: the fix is the IPv6 endpoint', () => {
+    const f = facts([ra(eth0, 512)]);
+    const v6only = { ...f, imds: unreachable, kernel: { ...f.kernel, addresses: [
+      { ifindex: 1, family: 4 as const, address: '127.0.0.1', prefixLen: 8 },
+      { ifindex: 2, family: 6 as const, address: '2600:1f18:aaaa:bb01::10', prefixLen: 128 },
+    ] } };
+    const found = checkImds(v6only).find((x) => x.check === 'imds');
+    expect(found?.severity).toBe('error');
+    expect(found?.fix).toContain('imds.endpoint');
+    expect(found?.fix).toContain('http://[fd00:ec2::254]');
+  });
+
+  it('no hint with an IPv4 address on the host, or with the IPv6 endpoint configured', () => {
+    const f = facts([]);
+    const withV4 = { ...f, kernel: { ...f.kernel, addresses: [{ ifindex: 2, family: 4 as const, address: '10.0.1.10', prefixLen: 24 }] } };
+    expect(ipv6OnlyImdsHint(withV4)).toBeUndefined();
+    expect(ipv6OnlyImdsHint({ ...f, config: { ...config, imds: { ...config.imds, endpoint: 'http://[fd00:ec2::254]' } } })).toBeUndefined();
+    // Nothing known about the host's addresses: no guess either.
+    expect(ipv6OnlyImdsHint(f)).toBeUndefined();
   });
 });

@@ -441,7 +441,10 @@ describe('IPv6-only ENIs (docs/ipv6.md)', () => {
     ]);
     sim.setInstance(instance(eni0(), only6(MAC1, 1, { subnetIpv6Cidrs: [] })));
     snap = await readSnapshot(client());
-    expect(snap.pending).toEqual([{ mac: MAC1, reason: 'IMDS keys absent: local-ipv4s, subnet-ipv4-cidr-block' }]);
+    expect(snap.pending).toEqual([{
+      mac: MAC1,
+      reason: 'IMDS keys absent: local-ipv4s, subnet-ipv4-cidr-block, and IPv6: IPv6 addresses listed but subnet-ipv6-cidr-blocks absent (IMDS not yet consistent)',
+    }]);
   });
 
   it('a targeted read of an IPv6-only ENI is ready with no unsettled part', async () => {

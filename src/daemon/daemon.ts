@@ -61,6 +61,8 @@ export class Daemon {
   private fightTimer: NodeJS.Timeout | undefined;
   private retryDelayMs: number;
   private published = '';
+  /** When each start step was done, in ms since the process started; logged (debug) with the first planned sync. */
+  private startup: Record<string, number> | undefined = {};
   /** Address events IMDS does not explain yet: targeted re-reads (failover, docs/failover.md). */
   private readonly addressWatch: AddressWatcher;
 
@@ -94,21 +96,33 @@ export class Daemon {
     });
     this.reconciler.onObserved = (kernel) => this.addressWatch.observed(kernel);
     this.reconciler.holdBack = (mac, address) => this.addressWatch.heldBack(mac, address);
+    this.mark('modulesLoadedMs');
+  }
+
+  private mark(step: string): void {
+    if (this.startup !== undefined) this.startup[step] = Math.round(performance.now());
   }
 
   async start(): Promise<void> {
     this.lock = await acquireInstanceLock();
+    this.mark('lockMs');
     this.events.on('change', (kinds: Set<Kind>) => this.trigger.request(kinds));
     this.events.on('lost', (why: string) => {
       this.log.warn({ err: why }, `rtnetlink events were lost (${why}): full resync`);
       this.reconciler.forget();
       this.trigger.request(ALL_KINDS);
     });
-    await this.events.start();
-    await this.watchNetfilter();
+    // IMDS is read while the two monitors start (the read does not touch the kernel; ~165 requests at 15 ENIs); the
+    // sync it asks for waits until they are subscribed.
+    let subscribed = (): void => undefined;
+    this.refreshImds('startup', undefined, new Promise<void>((resolve) => { subscribed = resolve; }));
+    await Promise.all([
+      this.events.start().then(() => this.mark('ipMonitorMs')),
+      this.watchNetfilter().then(() => this.mark('nftMonitorMs')),
+    ]);
+    subscribed();
     // Events first, then the first read: a change made between the two is seen either way.
     this.trigger.request(ALL_KINDS);
-    this.refreshImds('startup');
     this.scheduleRefresh();
     this.startWatchdog();
     if (this.config.sync.readyTimeoutMs > 0) {
@@ -177,6 +191,11 @@ export class Daemon {
       const checkIptables = work.has('imds') || work.has('iptables')
         || (!this.netfilterWatched && (work.has('link') || work.has('address')));
       const report = await this.reconciler.sync(kinds, checkIptables);
+      if (report.haveSnapshot && this.startup !== undefined) {
+        this.mark('firstPlannedSyncDoneMs');
+        this.log.debug({ action: 'startup', ...this.startup }, 'start steps done (ms since the process started)');
+        this.startup = undefined;
+      }
       const status = describeReport(report, this.reconciler.lastImdsError);
       if (!this.ready && report.haveSnapshot && report.errors.length === 0) this.markReady(status);
       else this.supervisor.status(status);
@@ -304,14 +323,17 @@ export class Daemon {
     }, delay);
   }
 
-  private refreshImds(why: string, macs?: string[]): Promise<void> {
+  /** `gate`: the sync that follows the read waits for it too (at start: the monitors being subscribed). */
+  private refreshImds(why: string, macs?: string[], gate?: Promise<void>): Promise<void> {
     // A whole read asked for during a targeted one (the address watch's) runs after it, never folded into it.
     if (this.imdsBusy !== undefined && macs === undefined && !this.imdsBusyWhole) return this.imdsBusy.then(() => this.refreshImds(why));
     if (this.imdsBusy !== undefined) return this.imdsBusy;
     this.imdsBusyWhole = macs === undefined;
     this.log.debug({ action: 'imds' }, `reading IMDS (${why})`);
-    const read = macs === undefined ? this.reconciler.refreshImds() : this.reconciler.refreshMacs(macs);
-    this.imdsBusy = read.then(() => {
+    const read = (macs === undefined ? this.reconciler.refreshImds() : this.reconciler.refreshMacs(macs)).then(() => {
+      if (this.startup?.imdsReadMs === undefined) this.mark('imdsReadMs');
+    });
+    this.imdsBusy = Promise.all([read, gate]).then(() => {
       this.imdsBusy = undefined;
       // Re-plan even on failure: the failure is reported in the status, and waiting ENIs get their retry.
       this.trigger.request(['imds'], true);

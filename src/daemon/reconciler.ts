@@ -183,10 +183,19 @@ export class Reconciler {
     }
     this.noteOnce(report);
     report.durationMs = performance.now() - started;
-    this.deps.log.debug({ action: 'sync', kinds: [...kinds].join(','), planned: report.planned, applied: report.applied, ...phases },
-      `sync: ${report.planned} changes planned, ${report.applied} applied in ${report.durationMs.toFixed(1)} ms`);
+    if (this.deps.log.isLevelEnabled('debug')) this.logSync(kinds, report, phases);
     this.lastReport = report;
     return report;
+  }
+
+  private logSync(kinds: ReadonlySet<Kind>, report: SyncReport, phases: Record<string, number>): void {
+    const heap = process.memoryUsage();
+    const mb = (bytes: number): number => Math.round(bytes / 104857.6) / 10;
+    this.deps.log.debug({
+      action: 'sync', kinds: [...kinds].join(','), planned: report.planned, applied: report.applied, ...phases,
+      rssMb: mb(heap.rss), heapUsedMb: mb(heap.heapUsed), heapTotalMb: mb(heap.heapTotal),
+    },
+      `sync: ${report.planned} changes planned, ${report.applied} applied in ${report.durationMs.toFixed(1)} ms`);
   }
 
   /** Applies a plan: ledger written ahead, each outcome recorded, failures reported once each. */
@@ -204,7 +213,8 @@ export class Reconciler {
     const existed = new Set<Change>(outcome.existed);
     const done = result.plan.filter((c) => !failed.has(c) && !existed.has(c));
     for (const f of this.fights.applied(done)) this.warnFight(f, done, result.desired);
-    for (const change of result.plan) this.record(change, kernel, done.includes(change));
+    const doneSet = new Set(done);
+    for (const change of result.plan) this.record(change, kernel, doneSet.has(change));
     // A repair in a fight is in the fight's warning: not one journal line per round.
     for (const change of done) {
       if (this.fights.inFight(change)) this.deps.log.debug(changeFields(change, result.desired), formatChange(change));

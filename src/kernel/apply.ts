@@ -1,5 +1,5 @@
 // Applies a Plan to the kernel, in order, make-before-break, in batches of netlink messages.
-import type { rt } from 'netlink';
+import type { rt } from './netlink-package';
 import { blockedDeletions, isDeletion } from '../core/dependencies';
 import type { Change, Family, KernelRoute, KernelRule, Plan } from '../core/types';
 import type { Logger } from '../log';

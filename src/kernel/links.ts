@@ -1,5 +1,5 @@
 // Links: dump (index, name, MAC, up flag, kind) and set a link up. ENIs are keyed by MAC, so the MAC is lower-case.
-import { rt } from 'netlink';
+import { rt } from './netlink-package';
 import type { KernelLink } from '../core/types';
 import { body, type Netlink, type NetlinkRequest } from './netlink';
 

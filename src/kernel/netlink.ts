@@ -5,8 +5,8 @@
 // whole process in `netlink` 0.3.0, see docs/dependencies.md; events come from src/kernel/events.ts instead).
 // It is unreferenced while idle (the package default), so an idle handle never keeps the event loop alive.
 import { getSystemErrorName } from 'node:util';
-import { AttrStream, FlagsNew, createRtNetlink, formatMessage, rt } from 'netlink';
-import type { NetlinkMessage, RequestOptions, RtNetlinkSocket } from 'netlink';
+import { AttrStream, FlagsNew, createRtNetlink, formatMessage, rt } from './netlink-package';
+import type { NetlinkMessage, RequestOptions, RtNetlinkSocket } from './netlink-package';
 import { bigIntToIpv6, ipv6ToBigInt } from '../core/ip';
 import type { Family } from '../core/types';
 

@@ -6,7 +6,7 @@
 //   `from 10.0.1.5 lookup T pref P` exists, and a delete of it may remove that other rule. So an EEXIST is
 //   re-checked against a dump, and a delete first checks that the rule the kernel will pick is exactly ours.
 // - Without NLM_F_EXCL an identical rule is added twice.
-import { rt } from 'netlink';
+import { rt } from './netlink-package';
 import type { Family, KernelRule } from '../core/types';
 import {
   AF_INET,
@@ -22,6 +22,7 @@ import {
   type Netlink,
   type NetlinkRequest,
 } from './netlink';
+import { encodeMessage, type Attr } from './encode';
 
 const FR_ACT_TO_TBL = 1;
 const SUPPRESS_NONE = 0xffffffff;
@@ -156,13 +157,39 @@ export function ruleExistsError(present: readonly KernelRule[], r: KernelRule, e
 
 /** The netlink message of `ip rule add` (CREATE|EXCL) or `ip rule del` of `r`, for Netlink.sendAll. */
 export function ruleRequest(r: KernelRule, op: 'add' | 'del'): NetlinkRequest {
-  const { data, attrs } = request(r);
+  // fib_rule_hdr: family, dst_len, src_len, tos, table, res1, res2, action, flags (u32); then the attributes in
+  // the order request() gives them to the package's formatter.
+  const header = Buffer.alloc(12);
+  header[0] = afOf(r.family);
+  header[4] = r.table > 255 ? 0 : r.table;
+  header[7] = r.action;
+  const attrs: Attr[] = [{ type: FRA_PRIORITY, value: r.priority }, { type: FRA_TABLE, value: r.table }, { type: FRA_PROTOCOL, value: r.protocol, u8: true }];
+  if (r.src !== undefined) {
+    const { addr, len } = prefixToBuffer(r.src);
+    header[2] = len;
+    attrs.push({ type: FRA_SRC, value: addr });
+  }
+  if (r.dst !== undefined) {
+    const { addr, len } = prefixToBuffer(r.dst);
+    header[1] = len;
+    attrs.push({ type: FRA_DST, value: addr });
+  }
+  if (r.fwmark !== undefined) attrs.push({ type: FRA_FWMARK, value: r.fwmark });
+  if (r.fwmask !== undefined) attrs.push({ type: FRA_FWMASK, value: r.fwmask });
   return {
     type: op === 'add' ? rt.MessageType.NEWRULE : rt.MessageType.DELRULE,
     flags: op === 'add' ? NLM_F_CREATE_EXCL : 0,
-    body: body((out) => rt.formatRuleMessage({ kind: 'rule', data, attrs }, out)),
+    body: [encodeMessage(header, attrs)],
   };
 }
+
+const FRA_DST = 1;
+const FRA_SRC = 2;
+const FRA_PRIORITY = 6;
+const FRA_FWMARK = 10;
+const FRA_TABLE = 15;
+const FRA_FWMASK = 16;
+const FRA_PROTOCOL = 21;
 
 /** What the kernel's rule_find would match for a delete request made of `r`: absent selectors are wildcards. */
 function kernelWouldPick(msg: rt.RuleMessage, r: KernelRule): boolean {

@@ -47,6 +47,16 @@ export function objectKey(c: Change): string | undefined {
   }
 }
 
+/** The object a deletion removes, under the key its creation has. */
+function deletedKey(c: Change): string | undefined {
+  switch (c.op) {
+    case 'del-rule': return `rule|${ruleKey(c.rule)}`;
+    case 'del-route': return `route|${routeKey(c.route)}`;
+    case 'del-address': return `address|${addressKey(c.address)}`;
+    default: return undefined;
+  }
+}
+
 /** "rule from 10.0.1.20 lookup 10001 pref 10100 proto 236", "route default via ... table 10001", "link eth1 up". */
 export function describeObject(c: Change): string {
   if (c.op === 'link-up') return `link ${c.link.name} up`;
@@ -94,11 +104,14 @@ export class FightDamper {
     return { allowed, withheld };
   }
 
-  /** Records the creations and repairs the kernel took. Returns the fights this started. */
+  /** Records the creations, repairs and deletions the kernel took. Returns the fights this started. */
   applied(changes: readonly Change[]): Fight[] {
     const now = this.now();
     const started: Fight[] = [];
     for (const change of changes) {
+      // ec2netd removed it itself (an ENI detached, an IP unassigned): its next creation is not a repair.
+      const deleted = deletedKey(change);
+      if (deleted !== undefined) this.tracks.delete(deleted);
       const key = objectKey(change);
       if (key === undefined) continue;
       const track = this.tracks.get(key);

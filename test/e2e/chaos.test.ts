@@ -50,8 +50,8 @@ describe(`chaos (seed ${SEED}, ${STEPS} steps; replay with CHAOS_SEED=${SEED})`,
   const imdsWhole = async (eni: Eni): Promise<void> => {
     await sim().patchImdsEni(eni, { ipv4s: [primaryOf[eni], ...truth[eni]], hide: [], override: {} });
   };
-  const reloadAndWait = async (line?: string): Promise<void> => {
-    const mark = logMark(daemon);
+  /** SIGHUP, then wait for `line` after `mark` (taken before the change: the daemon may see it before the SIGHUP). */
+  const reloadAndWait = async (line?: string, mark = logMark(daemon)): Promise<void> => {
     daemon.child.kill('SIGHUP');
     if (line !== undefined) await waitForLog(daemon, mark, (l) => l.msg.includes(line), line, 10_000);
   };
@@ -124,8 +124,9 @@ describe(`chaos (seed ${SEED}, ${STEPS} steps; replay with CHAOS_SEED=${SEED})`,
         const to = ENIS.find((e) => e !== from) as Eni;
         const ip = pick(truth[from]);
         // Mid-move IMDS lists it on both, while the VPC still sends it to `from`: it must keep answering there.
+        const mark = logMark(daemon);
         await sim().patchImdsEni(to, { ipv4s: [primaryOf[to], ...truth[to], ip] });
-        await reloadAndWait('is listed by IMDS on both');
+        await reloadAndWait('is listed by IMDS on both', mark);
         await check(`move ${ip} ${from}→${to}: listed on both`);
         truth[from] = truth[from].filter((x) => x !== ip);
         truth[to].push(ip);
@@ -139,8 +140,9 @@ describe(`chaos (seed ${SEED}, ${STEPS} steps; replay with CHAOS_SEED=${SEED})`,
       ['partial', async () => {
         const eni = pick(ENIS);
         const key = pick(['subnet-ipv4-cidr-block', 'local-ipv4s', 'interface-id', 'device-number']);
+        const mark = logMark(daemon);
         await sim().patchImdsEni(eni, { hide: [key] });
-        await reloadAndWait('held on its last good IMDS read');
+        await reloadAndWait('held on its last good IMDS read', mark);
         await check(`${eni}: ${key} answers 404`);
         await imdsWhole(eni);
         await reloadAndWait();
@@ -149,16 +151,18 @@ describe(`chaos (seed ${SEED}, ${STEPS} steps; replay with CHAOS_SEED=${SEED})`,
       ['hostile', async () => {
         const eni = pick(ENIS);
         const [key, value] = pick([['interface-id', 'eni-1; ip rule flush'], ['local-ipv4s', '10.0.1.20\n$(reboot)'], ['device-number', '1 table main']]);
+        const mark = logMark(daemon);
         await sim().patchImdsEni(eni, { override: { [key]: value } });
-        await reloadAndWait('held on its last good IMDS read');
+        await reloadAndWait('held on its last good IMDS read', mark);
         await check(`${eni}: hostile ${key}`);
         await imdsWhole(eni);
         await reloadAndWait();
         return `${eni}: ${key} sane again`;
       }],
       ['imds-down', async () => {
+        const mark = logMark(daemon);
         await sim().imds.setFault({ mode: 'status', code: 500 });
-        await reloadAndWait('IMDS read failed');
+        await reloadAndWait('IMDS read failed', mark);
         await check('IMDS answers 500');
         await sim().imds.setFault({ mode: 'ok' });
         await reloadAndWait();

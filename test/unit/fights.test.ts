@@ -93,6 +93,19 @@ describe('FightDamper', () => {
     expect(h.d.nextWakeAt()).toBe(101 + 2001); // only the end of the fight
   });
 
+  it('an object ec2netd deleted itself (ENI detached, IP unassigned) is created afresh, not repaired: no fight', () => {
+    const h = damper(1000);
+    const del: Change = { op: 'del-rule', reason: 'link gone', rule: (RULE as Extract<Change, { op: 'add-rule' }>).rule };
+    // Attach and detach every 50 ms, ten times: each creation goes at once and no fight starts.
+    for (let k = 0; k < 10; k++) {
+      const made = sync(h, k * 100, [RULE]);
+      expect(made.allowed).toEqual([RULE]);
+      expect(made.started).toEqual([]);
+      sync(h, k * 100 + 50, [del]);
+    }
+    expect(h.d.fights).toEqual([]);
+  });
+
   it('forgive: routes the kernel dropped (link flap) start afresh unless already in a fight', () => {
     const h = damper();
     const route: Change = { op: 'add-route', reason: 'missing', route: { family: 4, table: 10001, dst: '0.0.0.0/0', gateway: '10.0.1.1', ifindex: 3, protocol: 236, scope: 0, type: 1 } };

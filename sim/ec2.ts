@@ -14,7 +14,7 @@ import { createInstance, simMac, type CreateInstanceOptions, type SimInstance } 
 /** The repository root, from sim/ (tests, via vitest) or dist/sim/ (the built demo). */
 export const REPO_ROOT = [path.resolve(__dirname, '..'), path.resolve(__dirname, '..', '..')]
   .find((dir) => existsSync(path.join(dir, 'package.json'))) ?? path.resolve(__dirname, '..');
-/** Built CLI (dist/src/cli.js) through bin/ec2netd: the same file the package installs. */
+/** Built CLI (dist/src/cli.js) through the bin/ec2netd launcher on the bundled runtime: the files the package installs. */
 export const EC2NETD_BIN = path.join(REPO_ROOT, 'bin', 'ec2netd');
 const IMDS_SERVER = path.join(REPO_ROOT, 'dist', 'sim', 'imds-server.js');
 
@@ -158,13 +158,13 @@ export async function startSimulatedEc2(opts: SimulatedEc2Options): Promise<Simu
       },
       patchImdsEni: (name, patch) => patchEni(name, (e) => ({ ...e, ...patch })),
       startDaemon(args = []) {
-        const p = startProcess(nsArgv(net.ns.host, [process.execPath, EC2NETD_BIN, 'run', '--config', configPath, ...args]));
+        const p = startProcess(nsArgv(net.ns.host, [EC2NETD_BIN, 'run', '--config', configPath, ...args]));
         processes.add(p);
         return p;
       },
       async ec2netd(args) {
         try {
-          return { ...(await nsRun(net.ns.host, [process.execPath, EC2NETD_BIN, ...args, '--config', configPath], { timeoutMs: 30_000 })), code: 0 };
+          return { ...(await nsRun(net.ns.host, [EC2NETD_BIN, ...args, '--config', configPath], { timeoutMs: 30_000 })), code: 0 };
         } catch (err) {
           const e = err as { exitCode?: number; stdout?: string; stderr?: string };
           if (e.exitCode === undefined) throw err;

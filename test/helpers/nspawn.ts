@@ -18,12 +18,28 @@ export async function ensureRootfs(timeoutMs = 300_000): Promise<string> {
   return dir;
 }
 
-/** Builds the .deb from this checkout (packaging/build-deb.sh); returns its path. */
-export async function buildDeb(timeoutMs = 240_000): Promise<string> {
-  const { stdout } = await run([path.join(REPO, 'packaging', 'build-deb.sh')], { timeoutMs, cwd: REPO });
-  const deb = stdout.trim().split('\n').pop();
-  if (deb === undefined || !deb.endsWith('.deb')) throw new Error(`build-deb.sh printed no package: ${stdout}`);
-  return deb;
+export interface Packages {
+  debAmd64: string;
+  debArm64: string;
+  rpmX86_64: string;
+  rpmAarch64: string;
+}
+
+/**
+ * The four packages of this checkout (packaging/build.sh: built once while the inputs are unchanged, so
+ * test files share them). `version` builds an older one for the upgrade test, into `outDir`.
+ */
+export async function buildPackages(opts: { version?: string; outDir?: string } = {}, timeoutMs = 300_000): Promise<Packages> {
+  const env = { ...process.env, ...(opts.version === undefined ? {} : { EC2NETD_PKG_VERSION: opts.version }),
+    ...(opts.outDir === undefined ? {} : { EC2NETD_PKG_OUT: opts.outDir }) };
+  const { stdout } = await run([path.join(REPO, 'packaging', 'build.sh')], { timeoutMs, cwd: REPO, env });
+  const files = stdout.trim().split('\n');
+  const find = (suffix: string): string => {
+    const f = files.find((l) => l.endsWith(suffix));
+    if (f === undefined) throw new Error(`build.sh printed no *${suffix}: ${stdout}`);
+    return f;
+  };
+  return { debAmd64: find('_amd64.deb'), debArm64: find('_arm64.deb'), rpmX86_64: find('.x86_64.rpm'), rpmAarch64: find('.aarch64.rpm') };
 }
 
 export interface ExecResult {

@@ -14,8 +14,8 @@ set -eu
 cache=${EC2NETD_ROOTFS_CACHE:-/var/cache/ec2netd-test}
 arch=${1:-amd64}
 case "$arch" in
-  amd64) name=rootfs-bookworm-amd64 ;;
-  arm64) name=rootfs-bookworm-arm64 ;;
+  amd64) name=debian12-amd64 ;;
+  arm64) name=debian12-arm64 ;;
   *) echo "build-rootfs.sh: unknown architecture $arch" >&2; exit 1 ;;
 esac
 key=$(sha256sum "$0" | cut -c1-12)

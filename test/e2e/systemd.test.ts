@@ -109,6 +109,8 @@ beforeAll(async () => {
   writeFileSync(path.join(share, 'probe.js'), PROBE);
   sim = await startSimulatedEc2({
     prefix: 'e2esd',
+    // The client's server listens on eth1's address before ec2netd (dhcp on EC2) puts it there.
+    hostSysctls: { 'net.ipv4.ip_nonlocal_bind': '1' },
     enis: [
       { name: 'eth0', ipv4s: ['10.0.1.10'], deviceNumber: 0 },
       { name: 'eth1', ipv4s: ['10.0.1.20', '10.0.1.21'], deviceNumber: 1 },
@@ -135,7 +137,7 @@ describe('src/systemd in a notify unit under real systemd', () => {
     // The package's postinst enables and starts ec2netd: keep it from starting until part 2.
     await c().check(['sh', '-c', 'mkdir -p /etc/systemd/system/ec2netd.service.d && cat >/etc/systemd/system/ec2netd.service.d/test.conf'], { input: DAEMON_DROPIN });
     await c().check(['sh', '-c', 'printf "#!/bin/sh\\nexit 101\\n" >/usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d']);
-    await c().check(['apt-get', 'install', '-y', '--no-download', `${SHARE}/ec2netd_previous.deb`], { timeoutMs: 120_000 });
+    await c().check(['apt-get', 'install', '-y', `${SHARE}/ec2netd_previous.deb`], { timeoutMs: 120_000 });
     await c().check(['rm', '/usr/sbin/policy-rc.d']);
     expect((await c().exec(['systemctl', 'is-enabled', 'ec2netd'])).stdout.trim()).toBe('enabled');
     expect(await c().check(['ec2netd', '--version'])).toBe(`ec2netd ${VERSION}\n`);
@@ -168,6 +170,7 @@ describe('src/systemd in a notify unit under real systemd', () => {
     const before = await show('probe');
     await sleep(3000); // > WatchdogSec=2s
     expect(await show('probe')).toMatchObject({ ActiveState: 'active', MainPID: before.MainPID });
+    expect(before.MainPID).toMatch(/^[1-9]\d*$/); // `kill -STOP 0` would stop the test runner's process group
     await c().check(['kill', '-STOP', before.MainPID ?? '']);
     const after = await until('a restarted probe', async () => {
       const s = await show('probe');
@@ -220,6 +223,7 @@ describe('ec2netd.service', () => {
     const before = await show('ec2netd');
     await sleep(4000); // > WatchdogSec=3s: the loop's pings keep it alive
     expect((await show('ec2netd')).MainPID).toBe(before.MainPID);
+    expect(before.MainPID).toMatch(/^[1-9]\d*$/); // `kill -STOP 0` would stop the test runner's process group
     await c().check(['kill', '-STOP', before.MainPID ?? '']);
     const after = await until('a restarted ec2netd', async () => {
       const s = await show('ec2netd');
@@ -268,7 +272,7 @@ describe('upgrade to the current package', () => {
       }
     })();
     const t = Date.now();
-    const apt = await c().exec(['apt-get', 'install', '-y', '--no-download', `${SHARE}/ec2netd_current.deb`], { timeoutMs: 120_000 });
+    const apt = await c().exec(['apt-get', 'install', '-y', `${SHARE}/ec2netd_current.deb`], { timeoutMs: 120_000 });
     upgrading = false;
     await sampler;
     timings.upgradeMs = Date.now() - t;

@@ -16,6 +16,12 @@
 // an ENI's link comes up (an `ip monitor link` in the host namespace), as the kernel's router solicitation at
 // link-up would bring it. DHCPv6 on the primary ENI is simulated as DHCPv4 is: its first IPv6 as /128.
 //
+// More instances on the same VPC subnet (addInstance): each has its own namespace `${prefix}-host<k>` and ports
+// `p<k>-<name>` on the same br0; the nft bridge table marks their frames with k, and a nat rule sends their
+// IMDS requests (169.254.169.254:80) to port IMDS_PORT_BASE + k in the VPC namespace, where their own IMDS
+// simulator listens. A private IP can move between ENIs of any instance (assignIp with `reassign`), the source
+// check and the VPC's neighbour entry following it, as `assign-private-ip-addresses --allow-reassignment` does.
+//
 // The instance ends of the ENI veth pairs are created directly in the host namespace and the ports directly
 // in the vpc namespace, so no interface ever exists in the caller's namespace and names never collide
 // across instances. Nothing here touches the namespace this process runs in.
@@ -36,7 +42,7 @@ export interface SimEniSpec {
   ipv4s?: string[];
   /**
    * Configure the instance side as DHCP on the primary ENI would: primary IPv4 /subnet-len on the link and
-   * `default via <gateway>`. Default: true for the first ENI given to createInstance, false otherwise
+   * `default via <gateway>` (none on an IPv6-only ENI), the first IPv6 as DHCPv6 would. Default: true for the first ENI given to createInstance, false otherwise
    * (secondary ENIs get nothing: ec2netd configures them).
    */
   configure?: boolean;
@@ -112,6 +118,8 @@ export interface SimInstance {
   readonly subnet6: string | undefined;
   readonly clientIp6: string | undefined;
   readonly routerIp6: string | undefined;
+  /** IMDS's IPv6 address (fd00:ec2::254) on the VPC's loopback, with `subnet6`; reached through the RA's default route. */
+  readonly imdsIp6: string | undefined;
   /** Current ENIs, in attach order (copies). */
   enis(): SimEni[];
   eni(name: string): SimEni;
@@ -119,8 +127,11 @@ export interface SimInstance {
   attachEni(spec: SimEniSpec): Promise<SimEni>;
   /** Hot detach: deletes the pair (from the vpc side, so it works after a rename inside the instance). */
   detachEni(name: string): Promise<void>;
-  /** AWS assigns a private IP (IPv4, or IPv6 with `subnet6`): source allowed on the port + PERMANENT neighbour in the VPC. */
-  assignIp(eniName: string, ip: string): Promise<void>;
+  /**
+   * AWS assigns a private IP (IPv4, or IPv6 with `subnet6`): source allowed on the port + PERMANENT neighbour in the VPC.
+   * `reassign` (--allow-reassignment): an IP held by another ENI, of this or another instance on the subnet, moves.
+   */
+  assignIp(eniName: string, ip: string, opts?: { reassign?: boolean }): Promise<void>;
   unassignIp(eniName: string, ip: string): Promise<void>;
   /** Only the source/destination check part: `ip` may be an address or a CIDR (delegated prefix), IPv4 or IPv6. */
   allowSource(eniName: string, ipOrCidr: string): Promise<void>;
@@ -135,6 +146,16 @@ export interface SimInstance {
    * when the link comes up. Idempotent.
    */
   advertiseRouter(eniName: string): Promise<void>;
+  /**
+   * Another instance on the same subnet (IPv4 only): its own namespace and ENIs (the first one configured as DHCP
+   * would), ports on the same bridge. Its IMDS requests go to IMDS_PORT_BASE + index in the VPC namespace (see the
+   * header). Destroyed with this instance, or on its own.
+   */
+  addInstance(opts: { enis: SimEniSpec[]; hostSysctls?: Record<string, string> }): Promise<SimInstance>;
+  /** 0 for the instance createInstance made, k for the k-th added one. */
+  readonly index: number;
+  /** Port in the VPC namespace where this instance's IMDS requests arrive (80 for instance 0). */
+  readonly imdsPort: number;
   /** Packets dropped so far by the emulated source/destination check. */
   dropCounters(): Promise<{ ipv4: number; arp: number; ipv6: number }>;
   /** Runs a command in one of the instance's namespaces. */
@@ -153,6 +174,8 @@ const CLIENT_SUBNET_LEN = 24;
 const CLIENT_GW = '192.168.50.1';
 const CLIENT_IP = '192.168.50.2';
 const IMDS_IP = '169.254.169.254';
+/** IMDS's IPv6 endpoint (Nitro), the only one an instance without IPv4 can reach. */
+const IMDS_IP6 = 'fd00:ec2::254';
 const NFT_TABLE = 'ec2sim';
 const NFT_SET4 = 'owned4';
 const NFT_DROP4 = 'drop4';
@@ -165,7 +188,13 @@ const CLIENT_SUBNET6_LEN = 64;
 
 const PREFIX_RE = /^[A-Za-z0-9][A-Za-z0-9-]{0,39}$/;
 const IFNAME_MAX = 15;
-const PORT_PREFIX = 'p-';
+/** Port `p-<name>` for instance 0, `p<k>-<name>` for the k-th added one. */
+function portPrefix(index: number): string {
+  return index === 0 ? 'p-' : `p${index}-`;
+}
+/** Instance k > 0 reaches its IMDS simulator on this port + k in the VPC namespace. */
+export const IMDS_PORT_BASE = 8000;
+const NFT_NAT_TABLE = 'ec2simnat';
 
 const DEFAULT_HOST_SYSCTLS: Record<string, string> = {
   'net.ipv4.conf.all.rp_filter': '0',
@@ -180,9 +209,9 @@ function sysctlArgv(values: Record<string, string>): string[] {
   return ['sysctl', '-q', '-w', ...Object.entries(values).map(([k, v]) => `${k}=${v}`)];
 }
 
-function checkIfname(name: string): void {
-  if (!/^[A-Za-z0-9_.-]+$/.test(name) || name.length + PORT_PREFIX.length > IFNAME_MAX) {
-    throw new Error(`ENI name ${JSON.stringify(name)}: use [A-Za-z0-9_.-], at most ${IFNAME_MAX - PORT_PREFIX.length} characters`);
+function checkIfname(name: string, prefix: string): void {
+  if (!/^[A-Za-z0-9_.-]+$/.test(name) || name.length + prefix.length > IFNAME_MAX) {
+    throw new Error(`ENI name ${JSON.stringify(name)}: use [A-Za-z0-9_.-], at most ${IFNAME_MAX - prefix.length} characters`);
   }
 }
 
@@ -264,11 +293,16 @@ class Instance implements SimInstance {
   readonly subnet6: string | undefined;
   readonly clientIp6: string | undefined;
   readonly routerIp6: string | undefined;
+  readonly imdsIp6: string | undefined;
   private readonly eniStates = new Map<string, EniState>();
   private readonly raMetric: (deviceNumber: number) => number;
   private readonly processes = new Set<ManagedProcess>();
   private nextDevice = 0;
   private destroying: Promise<void> | undefined;
+  readonly index: number;
+  readonly imdsPort: number;
+  /** Every instance on the subnet, the one createInstance made first (shared by all of them). */
+  private readonly fabric: Instance[];
 
   constructor(
     readonly prefix: string,
@@ -276,8 +310,13 @@ class Instance implements SimInstance {
     private readonly arpCheck: boolean,
     subnet6?: string,
     raMetric?: (deviceNumber: number) => number,
+    peerOf?: { fabric: Instance[]; index: number },
   ) {
-    this.ns = namespaceNames(prefix);
+    this.index = peerOf?.index ?? 0;
+    this.imdsPort = this.index === 0 ? 80 : IMDS_PORT_BASE + this.index;
+    this.fabric = peerOf?.fabric ?? [];
+    this.fabric.push(this);
+    this.ns = peerOf === undefined ? namespaceNames(prefix) : { ...namespaceNames(prefix), host: `${prefix}-host${this.index}` };
     const c = parseCidr(subnet);
     if (c === undefined || c.family !== 4) throw new Error(`bad subnet ${subnet}`);
     this.subnet = networkOf(c);
@@ -289,6 +328,7 @@ class Instance implements SimInstance {
       this.subnet6 = networkOf(c6);
       this.clientIp6 = CLIENT_IP6;
       this.routerIp6 = linkLocalFromMac(BRIDGE_MAC);
+      this.imdsIp6 = IMDS_IP6;
     }
     this.raMetric = raMetric ?? ((device) => 512 + 10 * device);
   }
@@ -379,6 +419,7 @@ class Instance implements SimInstance {
       `addr add ${router}/64 dev ${BRIDGE} nodad`,
       `addr add ${canonicalAddress(base.replace(/::$/, '::1'))}/64 dev ${BRIDGE} nodad`,
       `addr add ${CLIENT_GW6}/${CLIENT_SUBNET6_LEN} dev ${CLIENT_LINK_VPC} nodad`,
+      `addr add ${IMDS_IP6}/128 dev lo nodad`,
     ]);
     await ipBatch(client, [
       `addr add ${CLIENT_IP6}/${CLIENT_SUBNET6_LEN} dev ${CLIENT_LINK} nodad`,
@@ -399,6 +440,40 @@ class Instance implements SimInstance {
       if (i % 20 === 0) await ipBatch(host, [`link set lo mtu ${i % 40 === 0 ? 65535 : 65536}`]);
       await new Promise((r) => setTimeout(r, 10));
     }
+  }
+
+  async addInstance(opts: { enis: SimEniSpec[]; hostSysctls?: Record<string, string> }): Promise<SimInstance> {
+    const root = this.fabric[0] ?? this;
+    if (root.destroying !== undefined) throw new Error(`instance ${this.prefix} is destroyed`);
+    const index = Math.max(...this.fabric.map((i) => i.index)) + 1;
+    const peer = new Instance(this.prefix, this.subnet, this.arpCheck, undefined, undefined, { fabric: this.fabric, index });
+    try {
+      await peer.setupPeer({ ...DEFAULT_HOST_SYSCTLS, ...(opts.hostSysctls ?? {}) });
+      for (const [i, spec] of opts.enis.entries()) await peer.attachEni(spec, i === 0);
+    } catch (err) {
+      await peer.destroy().catch(() => undefined);
+      throw err;
+    }
+    return peer;
+  }
+
+  /** An added instance: its namespace, and its frames marked so its IMDS requests reach its own simulator. */
+  private async setupPeer(hostSysctls: Record<string, string>): Promise<void> {
+    const { vpc, host } = this.ns;
+    if ((await listNamespaces()).includes(host)) throw new Error(`namespace ${host} already exists (sweep stale ones first)`);
+    await ipBatch(undefined, [`netns add ${host}`]);
+    await nsRun(host, sysctlArgv(hostSysctls));
+    await ipBatch(host, ['link set lo up']);
+    // The mark survives the bridge into the VPC's IP stack, where nat picks the instance's IMDS port by it.
+    await nsRun(vpc, ['nft', '-f', '-'], {
+      input: [
+        `insert rule bridge ${NFT_TABLE} prerouting iifname "${portPrefix(this.index)}*" meta mark set ${this.index}`,
+        `add table ip ${NFT_NAT_TABLE}`,
+        `add chain ip ${NFT_NAT_TABLE} prerouting { type nat hook prerouting priority dstnat; policy accept; }`,
+        `add rule ip ${NFT_NAT_TABLE} prerouting meta mark ${this.index} ip daddr ${IMDS_IP} tcp dport 80 dnat to ${IMDS_IP}:${this.imdsPort}`,
+        '',
+      ].join('\n'),
+    });
   }
 
   /** `ip -o monitor link` line: an ENI link that is up gets the router's advertisement once per up period. */
@@ -436,7 +511,7 @@ class Instance implements SimInstance {
   }
 
   async attachEni(spec: SimEniSpec, configureDefault = false): Promise<SimEni> {
-    checkIfname(spec.name);
+    checkIfname(spec.name, portPrefix(this.index));
     const mac = checkMac(spec.mac);
     if (this.eniStates.has(spec.name)) throw new Error(`ENI ${spec.name} already attached to ${this.prefix}`);
     for (const e of this.eniStates.values()) if (e.mac === mac) throw new Error(`MAC ${mac} already used by ${e.name}`);
@@ -445,11 +520,11 @@ class Instance implements SimInstance {
     const ipv6s = spec.ipv6s ?? [];
     for (const ip of ipv6s) this.checkIpv6(ip);
     const configure = spec.configure ?? configureDefault;
-    if (configure && ipv4s[0] === undefined) throw new Error(`ENI ${spec.name}: configure needs a primary IPv4`);
+    if (configure && ipv4s[0] === undefined && ipv6s[0] === undefined) throw new Error(`ENI ${spec.name}: configure needs an address`);
     const deviceNumber = spec.deviceNumber ?? this.nextDevice;
     this.nextDevice = Math.max(this.nextDevice, deviceNumber) + 1;
     const state: EniState = {
-      name: spec.name, mac, portName: PORT_PREFIX + spec.name, deviceNumber, ipv4s: [], ipv6s: [], extraSources: [], advertised: false,
+      name: spec.name, mac, portName: portPrefix(this.index) + spec.name, deviceNumber, ipv4s: [], ipv6s: [], extraSources: [], advertised: false,
     };
     const { vpc, host } = this.ns;
     await ipBatch(vpc, [
@@ -491,14 +566,21 @@ class Instance implements SimInstance {
     if (!cidrContains(subnet6, ip)) throw new Error(`IPv6 address ${ip} is outside ${this.subnet6}`);
   }
 
-  async assignIp(eniName: string, address: string): Promise<void> {
+  async assignIp(eniName: string, address: string, opts: { reassign?: boolean } = {}): Promise<void> {
     const family = familyOf(address);
     if (family === 6) this.checkIpv6(address);
     else checkIpv4(address);
     const ip = canonicalAddress(address);
     const e = this.state(eniName);
-    for (const other of this.eniStates.values()) {
-      if (other.ipv4s.includes(ip) || other.ipv6s.includes(ip)) throw new Error(`${ip} is already assigned to ${other.name}`);
+    for (const inst of this.fabric) {
+      for (const other of inst.eniStates.values()) {
+        if (!other.ipv4s.includes(ip) && !other.ipv6s.includes(ip)) continue;
+        if (opts.reassign !== true || other === e) throw new Error(`${ip} is already assigned to ${other.name}${inst === this ? '' : ` of ${inst.ns.host}`}`);
+        // The VPC takes the IP off its previous ENI; the neighbour entry is replaced below.
+        await inst.nftElements('delete', other.portName, ip, family === 6 ? 6 : 4);
+        other.ipv4s = other.ipv4s.filter((x) => x !== ip);
+        other.ipv6s = other.ipv6s.filter((x) => x !== ip);
+      }
     }
     await this.nftElements('add', e.portName, ip, family === 6 ? 6 : 4);
     await run(['ip', '-n', this.ns.vpc, 'neigh', 'replace', ip, 'lladdr', e.mac, 'dev', BRIDGE, 'nud', 'permanent']);
@@ -562,7 +644,16 @@ class Instance implements SimInstance {
   }
 
   destroy(): Promise<void> {
-    this.destroying ??= destroyNamespaces(Object.values(this.ns), [...this.processes]);
+    this.destroying ??= (async () => {
+      if (this.index !== 0) {
+        // An added instance owns only its namespace (its ports go with it); the subnet stays.
+        await destroyNamespaces([this.ns.host], [...this.processes]);
+        this.fabric.splice(this.fabric.indexOf(this), 1);
+        return;
+      }
+      for (const peer of this.fabric.filter((i) => i !== this)) await peer.destroy().catch(() => undefined);
+      await destroyNamespaces(Object.values(this.ns), [...this.processes]);
+    })();
     return this.destroying;
   }
 }

@@ -1,15 +1,21 @@
 // Command line: `ec2netd run | sync | plan | status | flush`.
+// First: hold SIGHUP/SIGTERM/SIGINT from now on, before any other module loads (src/signals.ts).
+import { deliverSignals, releaseSignals } from './signals';
+import type { Server } from 'node:net';
 import { parseArgs } from 'node:util';
 import { ConfigError, loadConfig, type Config } from './config';
 import { ownedAddressKey } from './core/diff';
 import { formatChange, formatRule } from './core/format';
 import type { Plan } from './core/types';
+import { installCrashHandlers } from './crash';
 import { renderReport, runDoctor } from './doctor';
 import { Daemon } from './daemon/daemon';
+import { acquireInstanceLock, InstanceLockHeld } from './daemon/instance-lock';
 import { AddressLedger } from './daemon/ledger';
 import { ALL_KINDS, Reconciler } from './daemon/reconciler';
 import { ImdsClient } from './imds/client';
 import { IptablesAdapter } from './iptables/apply';
+import { restoreSysctls } from './iptables/sysctl';
 import { applyPlan } from './kernel/apply';
 import { openNetlink } from './kernel/netlink';
 import { readKernelState } from './kernel/observe';
@@ -31,12 +37,14 @@ Commands:
   sync      read IMDS and the kernel once, apply the changes, exit (0 converged, 1 errors)
   plan      print the changes a sync would make, as ip commands (exit 0 in sync, 2 pending changes)
   status    ENIs, tables, rules and drift (--json for machines)
-  flush     remove every route, rule and address ec2netd owns, and nothing else
+  flush     remove every route, rule and address ec2netd owns, and nothing else; refused (exit 75)
+            while the daemon runs: stop it first (systemctl stop ec2netd)
   doctor    check what breaks multi-ENI routing, read only (exit 0 ok, 1 warnings, 2 errors; docs/doctor.md)
 
 Options:
   -c, --config FILE     config file (default /etc/ec2netd/config.json; see docs/configuration.md)
       --json            machine-readable output (status, plan, doctor)
+      --force           flush even while a daemon runs in this network namespace (it puts everything back)
       --log-level LEVEL trace, debug, info, warn, error
   -h, --help            this help
   -V, --version         print the version
@@ -45,6 +53,8 @@ Options:
 interface Options {
   config: Config;
   json: boolean;
+  /** flush: even while a daemon runs. */
+  force: boolean;
   log: Logger;
 }
 
@@ -65,13 +75,25 @@ async function cmdRun(options: Options): Promise<number> {
   await daemon.start();
   return new Promise<number>((resolve) => {
     let reloading = Promise.resolve();
-    process.on('SIGHUP', () => { reloading = reloading.then(() => daemon.reload()); });
-    const stop = (signal: string): void => {
+    let stopping = false;
+    // Signals held since the process started (src/signals.ts) are replayed here, then new ones follow.
+    deliverSignals((signal) => {
+      if (signal === 'SIGHUP') {
+        if (!stopping) {
+          reloading = reloading.then(() => daemon.reload())
+            .catch((err: unknown) => options.log.error({ err: (err as Error).message }, `reload failed: ${(err as Error).message}`));
+        }
+        return;
+      }
+      if (stopping) {
+        // A second SIGTERM/SIGINT while stopping: the operator insists.
+        options.log.warn({ action: 'signal' }, `${signal} again: exiting without waiting`);
+        process.exit(1);
+      }
+      stopping = true;
       options.log.info({ action: 'signal' }, `${signal}: stopping`);
       void daemon.stop().then(() => resolve(0));
-    };
-    process.once('SIGTERM', () => stop('SIGTERM'));
-    process.once('SIGINT', () => stop('SIGINT'));
+    });
   });
 }
 
@@ -102,8 +124,13 @@ async function computePlan(options: Options) {
     const kernel = await reconciler.observe(ALL_KINDS);
     const imdsOk = await reconciler.refreshImds();
     const result = reconciler.planFor(kernel);
-    const mangle = result === undefined ? undefined : await iptables.check(result.desired.mangle);
-    const iptablesDrift = mangle === undefined || mangle.drift.inSync ? [] : mangle.drift.reasons.map((r) => `iptables (${mangle.backend.name}): ${r}`);
+    const iptablesDrift: string[] = [];
+    for (const [family, spec] of result === undefined ? [] : [[4, result.desired.mangle], [6, result.desired.mangle6]] as const) {
+      // ip6tables is asked only when an IPv6 container network wants the chain: nothing changes for other hosts.
+      if (family === 6 && spec.rules.length === 0) continue;
+      const mangle = await iptables.check(spec, family);
+      if (!mangle.drift.inSync) iptablesDrift.push(...mangle.drift.reasons.map((r) => `${family === 6 ? 'ip6tables' : 'iptables'} (${mangle.backend.name}): ${r}`));
+    }
     return { imdsOk, imdsError: reconciler.lastImdsError, result, snapshot: reconciler.snapshot, kernel, iptablesDrift, daemon };
   } finally {
     nl.close();
@@ -142,7 +169,7 @@ async function cmdStatus(options: Options): Promise<number> {
     rules: owned.filter((r) => r.table === d.table).map(formatRule),
   }));
   const doc = {
-    daemon: daemon === undefined ? null : { pid: daemon.pid, lastChange: daemon.at, failing: daemon.failing, fights: daemon.fights },
+    daemon: daemon === undefined ? null : { pid: daemon.pid, lastChange: daemon.at, failing: daemon.failing, fights: daemon.fights, watching: daemon.watching },
     imds: imdsError === undefined ? 'ok' : `failing: ${imdsError}`,
     enis,
     held: (snapshot?.held ?? []).map((h) => ({ ...h, text: describeHeld(h) })),
@@ -151,6 +178,7 @@ async function cmdStatus(options: Options): Promise<number> {
     conflicts: result?.conflicts ?? [],
     problems: result?.desired.problems ?? [],
     containerMarks: result === undefined ? [] : result.desired.mangle.rules,
+    containerMarks6: result === undefined ? [] : result.desired.mangle6.rules,
     ownedRules: owned.length,
     ownedRoutes: kernel.routes.filter((r) => r.protocol === options.config.protocol).length,
   };
@@ -161,7 +189,9 @@ async function cmdStatus(options: Options): Promise<number> {
     out.push(`IMDS: ${doc.imds}`);
     for (const e of enis) {
       out.push(`${e.interfaceId} ${e.mac} ${e.interface}${e.primary ? ' (primary, main table)' : ` table ${e.table}`} card ${e.networkCard} device ${e.deviceNumber}`);
-      out.push(`  ipv4: ${e.ipv4s.join(' ')}${e.ipv4Prefixes.length > 0 ? `  prefixes: ${e.ipv4Prefixes.join(' ')}` : ''}`);
+      if (e.ipv4s.length + e.ipv4Prefixes.length > 0 || e.ipv6s.length + e.ipv6Prefixes.length === 0) {
+        out.push(`  ipv4: ${e.ipv4s.join(' ')}${e.ipv4Prefixes.length > 0 ? `  prefixes: ${e.ipv4Prefixes.join(' ')}` : ''}`);
+      }
       if (e.ipv6s.length + e.ipv6Prefixes.length > 0) {
         out.push(`  ipv6: ${e.ipv6s.join(' ')}${e.ipv6Prefixes.length > 0 ? `  prefixes: ${e.ipv6Prefixes.join(' ')}` : ''}`);
       }
@@ -171,6 +201,7 @@ async function cmdStatus(options: Options): Promise<number> {
     for (const w of doc.waiting) out.push(`waiting: ${w.mac}: ${w.reason}`);
     for (const f of doc.daemon?.failing ?? []) out.push(`failing: ${f.change}: ${f.error}`);
     for (const f of doc.daemon?.fights ?? []) out.push(`fight: ${f}`);
+    for (const w of doc.daemon?.watching ?? []) out.push(`watch: ${w}`);
     for (const c of doc.conflicts) out.push(`conflict: ${c}`);
     for (const p of doc.problems) out.push(`problem: ${p}`);
     out.push(doc.drift === null ? 'drift: unknown (no IMDS data)' : doc.drift.length === 0 ? 'drift: none' : `drift: ${doc.drift.length} pending changes`);
@@ -180,7 +211,22 @@ async function cmdStatus(options: Options): Promise<number> {
   return doc.drift === null ? 1 : doc.drift.length === 0 ? 0 : 2;
 }
 
+/** EX_TEMPFAIL: flush refused while a daemon runs (it would put everything back at once). */
+export const EXIT_DAEMON_RUNNING = 75;
+
 async function cmdFlush(options: Options): Promise<number> {
+  // Holding the daemon's lock while flushing also keeps a daemon from starting half-way through.
+  let lock: Server | undefined;
+  if (!options.force) {
+    try {
+      lock = await acquireInstanceLock();
+    } catch (err) {
+      if (!(err instanceof InstanceLockHeld)) throw err;
+      const pid = err.pid === undefined ? '' : ` (pid ${err.pid})`;
+      process.stderr.write(`ec2netd: ec2netd is running in this network namespace${pid}: stop it first (systemctl stop ec2netd), or use --force\n`);
+      return EXIT_DAEMON_RUNNING;
+    }
+  }
   const { nl, ledger, iptables } = toolsFor(options);
   try {
     if (await iptables.flush(options.config.iptables.chain)) process.stdout.write(`iptables: removed chain ${options.config.iptables.chain} and its jumps\n`);
@@ -198,6 +244,7 @@ async function cmdFlush(options: Options): Promise<number> {
     ];
     const outcome = await applyPlan(nl, plan);
     for (const c of plan) if (!outcome.failed.some((f) => f.change === c)) process.stdout.write(`${formatChange(c)}\n`);
+    for (const s of await restoreSysctls(options.config.stateDir)) process.stdout.write(`sysctl -w ${s.key}=${s.value}\n`);
     for (const f of outcome.failed) process.stderr.write(`ec2netd: ${formatChange(f.change)}: ${f.error.message}\n`);
     if (outcome.failed.length === 0) {
       ledger.clear();
@@ -206,6 +253,7 @@ async function cmdFlush(options: Options): Promise<number> {
     return outcome.failed.length === 0 ? 0 : 1;
   } finally {
     nl.close();
+    lock?.close();
   }
 }
 
@@ -224,7 +272,7 @@ export async function cli(argv: string[]): Promise<number> {
   try {
     parsed = parseArgs({
       args: argv, allowPositionals: true, options: {
-        config: { type: 'string', short: 'c' }, json: { type: 'boolean' }, 'log-level': { type: 'string' },
+        config: { type: 'string', short: 'c' }, json: { type: 'boolean' }, force: { type: 'boolean' }, 'log-level': { type: 'string' },
         help: { type: 'boolean', short: 'h' }, version: { type: 'boolean', short: 'V' },
       },
     });
@@ -236,6 +284,8 @@ export async function cli(argv: string[]): Promise<number> {
   if (values.version === true) { process.stdout.write(`ec2netd ${VERSION}\n`); return 0; }
   const command = positionals[0];
   if (values.help === true || command === undefined || command === 'help') { process.stdout.write(USAGE); return command === undefined && values.help !== true ? 64 : 0; }
+  // Only the daemon replays held signals; every other command keeps Node's defaults.
+  if (command !== 'run') releaseSignals();
   const run = COMMANDS[command];
   if (run === undefined || positionals.length > 1) {
     process.stderr.write(`ec2netd: unknown command "${positionals.join(' ')}"\n\n${USAGE}`);
@@ -255,8 +305,9 @@ export async function cli(argv: string[]): Promise<number> {
   }
   // Only the daemon and sync log their work; plan/status/flush print their own results.
   const log = command === 'run' || command === 'sync' ? createLogger(config.log.level) : silentLogger();
+  installCrashHandlers(log);
   try {
-    return await run({ config, json: values.json === true, log });
+    return await run({ config, json: values.json === true, force: values.force === true, log });
   } catch (err) {
     log.fatal({ err: (err as Error).message }, (err as Error).message);
     process.stderr.write(`ec2netd: ${(err as Error).message}\n`);

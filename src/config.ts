@@ -58,6 +58,10 @@ export interface Config {
     pendingRetryMaxMs: number;
     /** systemd READY=1 is sent after the first converged sync, or after this long at the latest. */
     readyTimeoutMs: number;
+    /** A full kernel re-read at least this often: finds what the kernel removes without a notification. */
+    maxIntervalMs: number;
+    /** Longest wait between two repairs of an object someone else keeps undoing (a fight). */
+    fightCapMs: number;
   };
   /** Docker (and other container bridges): connection marks so replies leave through the ENI they came in on. */
   containers: {
@@ -116,7 +120,7 @@ export function defaultConfig(env: NodeJS.ProcessEnv = process.env): Config {
     secondaryAddressPrefix: 'subnet',
     ipv4PrefixAddresses: false,
     stateDir: '/run/ec2netd',
-    sync: { debounceMs: 5, minIntervalMs: 100, requestTimeoutMs: 2000, pendingRetryBaseMs: 200, pendingRetryMaxMs: 10_000, readyTimeoutMs: 20_000 },
+    sync: { debounceMs: 5, minIntervalMs: 100, requestTimeoutMs: 2000, pendingRetryBaseMs: 200, pendingRetryMaxMs: 10_000, readyTimeoutMs: 20_000, maxIntervalMs: 300_000, fightCapMs: 30_000 },
     containers: { enabled: true, bridgePatterns: ['docker0', 'br-*'], markMask: 0x1f7f, manageSysctls: true },
     iptables: { backend: 'auto', chain: 'EC2NETD' },
     log: { level: 'info' },
@@ -194,6 +198,8 @@ export function validateConfig(c: Config): Config {
   check(['auto', 'nft', 'legacy'].includes(c.iptables.backend), 'setting "iptables.backend" must be auto, nft or legacy');
   check(/^[A-Z][A-Z0-9_-]{0,27}$/.test(c.iptables.chain), 'setting "iptables.chain" must be an upper-case chain name of at most 28 characters');
   check(isInt(c.sync.readyTimeoutMs, 0, 600_000), 'setting "sync.readyTimeoutMs" must be from 0 to 600000');
+  check(isInt(c.sync.maxIntervalMs, 1000, 86_400_000), 'setting "sync.maxIntervalMs" must be from 1000 to 86400000');
+  check(isInt(c.sync.fightCapMs, 200, 3_600_000), 'setting "sync.fightCapMs" must be from 200 to 3600000');
   check(['trace', 'debug', 'info', 'warn', 'error'].includes(c.log.level), 'setting "log.level" must be trace, debug, info, warn or error');
   check(['refuse', 'adopt', 'coexist'].includes(c.coexistence.policy), 'setting "coexistence.policy" must be refuse, adopt or coexist');
   check(c.coexistence.root.startsWith('/'), 'setting "coexistence.root" must be an absolute path');

@@ -10,7 +10,8 @@
 //   refuse  (default) hands off: no write at all for that ENI (not even removing what ec2netd put there
 //           earlier), reported as a conflict in the log, `status`, `plan` and `doctor`. No fight is possible.
 //   adopt   takes over once the owner has stopped: when every claim is attributed to a known tool that is
-//           not active any more (leftovers, e.g. ec2-net-utils uninstalled without cleanup), ec2netd installs
+//           installed (evidence: its units or files, never the table numbers alone) and not active any more
+//           (leftovers, e.g. ec2-net-utils stopped and disabled), ec2netd installs
 //           its own objects, replaces the foreign routes in its table atomically (NLM_F_REPLACE) and deletes
 //           the foreign rules and routes last, make-before-break. While the owner is active, or when it
 //           cannot be named, adopt behaves like refuse.
@@ -160,6 +161,12 @@ export function decide(claimed: readonly EniClaims[], policy: CoexistencePolicy,
       const ids = owners(c);
       if (ids.includes('unknown')) {
         return { ...c, action: 'hands-off', reason: `${head}: not configured: objects of a tool ec2netd cannot name claim it, so it cannot tell whether that tool still runs (coexistence.policy adopt only takes over leftovers of a stopped tool): ${objects(c)}` };
+      }
+      // Table numbers and priorities only say whose convention a rule follows. Deleting it needs evidence on
+      // this machine that the tool is installed (its units or files): without, it may be a hand-made rule.
+      const unproven = ids.filter((id) => !managers.some((m) => m.id === id && m.installed && m.evidence.length > 0));
+      if (unproven.length > 0) {
+        return { ...c, action: 'hands-off', reason: `${head}: not configured: its objects follow ${unproven.join(' and ')}'s conventions, but no file or unit of ${unproven.length > 1 ? 'those tools' : 'that tool'} is installed, so ec2netd cannot tell they are its leftovers and does not delete them (coexistence.policy adopt needs that evidence); remove them by hand if they are stale: ${objects(c)}` };
       }
       const live = managers.filter((m) => ids.includes(m.id) && m.active);
       if (live.length > 0) {

@@ -3,9 +3,10 @@
 // The packet path and the reasons for every object are in docs/containers.md.
 import { ConfigError } from '../config';
 import type { Config } from '../config';
-import { normalizeCidr, parseCidr } from './ip';
-import type { KernelRoute, KernelRule } from './types';
+import { ipv6ToBigInt, normalizeCidr, parseCidr } from './ip';
+import type { Family, KernelRoute, KernelRule } from './types';
 
+const RT_SCOPE_UNIVERSE = 0;
 const RT_SCOPE_LINK = 253;
 const RTN_UNICAST = 1;
 const FR_ACT_TO_TBL = 1;
@@ -25,7 +26,7 @@ export interface ContainerEni {
 export interface ContainerBridge {
   name: string;
   ifindex: number;
-  /** Networks of the bridge's addresses (CIDR; host bits may be set, IPv6 entries are ignored). */
+  /** Networks of the bridge's addresses, both families (CIDR; host bits may be set; IPv6 link-local is ignored). */
   subnets: string[];
 }
 
@@ -56,9 +57,13 @@ export interface ContainerObjects {
   routes: KernelRoute[];
   rules: KernelRule[];
   mangle: MangleSpec;
+  /** The same chain for ip6tables: only when a bridge has an IPv6 network (else no rules: no chain wanted). */
+  mangle6: MangleSpec;
   marks: EniMark[];
-  /** Container networks present in the kernel, normalised and deduplicated (IPv4 only). */
+  /** Container networks present in the kernel, normalised and deduplicated (IPv4). */
   subnets: string[];
+  /** The same for IPv6 (link-local left out). */
+  subnets6: string[];
   /** ENIs that get no mark, with the reason (for logs and `ec2netd status`). */
   unmarked: { mac: string; reason: string }[];
 }
@@ -185,13 +190,15 @@ export function isSafeIfname(name: string): boolean {
   return IFNAME_RE.test(name);
 }
 
-/** Normalised IPv4 networks of the bridges, deduplicated, sorted. */
-export function bridgeSubnets(bridges: ContainerBridge[]): string[] {
+/** Normalised networks of the bridges of one family, deduplicated, sorted. IPv6 link-local (fe80::/10) is every
+ * bridge's and routes nothing to a container: left out. */
+export function bridgeSubnets(bridges: ContainerBridge[], family: Family = 4): string[] {
   const out = new Set<string>();
   for (const bridge of bridges) {
     for (const subnet of bridge.subnets) {
       const cidr = parseCidr(subnet);
-      if (cidr === undefined || cidr.family !== 4) continue;
+      if (cidr === undefined || cidr.family !== family) continue;
+      if (family === 6 && ipv6ToBigInt(cidr.address) >> 118n === 0x3fan) continue;
       const network = normalizeCidr(subnet);
       if (network !== undefined) out.add(network);
     }
@@ -200,16 +207,18 @@ export function bridgeSubnets(bridges: ContainerBridge[]): string[] {
 }
 
 /**
- * Everything ec2netd wants for containers, given the secondary ENIs and the container bridges present:
- * - in every ENI table, `<bridge subnet> dev <bridge> scope link`: marked packets towards a container
+ * Everything ec2netd wants for containers, given the secondary ENIs and the container bridges present, for each
+ * family that has a container network (IPv4 and IPv6 alike, with the same marks; docs/containers.md):
+ * - in every ENI table, `<bridge subnet> dev <bridge>`: marked packets towards a container
  *   (a DNATed SYN under src_valid_mark) must not be routed back out of the ENI;
  * - `to <bridge subnet> lookup main` at priorities.toContainers, ahead of the `from` rules;
  * - per ENI `fwmark V/M lookup T` at priorities.fwmark;
- * - the mangle chain: per ENI, mark NEW connections entering it and restore the mark on every packet
- *   entering it (strict rp_filter checks the DNATed packet with its mark); restore on packets from
- *   each bridge (the container's reply).
+ * - the mangle chain (iptables, ip6tables): per ENI, mark NEW connections entering it and restore the mark on
+ *   every packet entering it (strict rp_filter checks the DNATed packet with its mark); restore on packets from
+ *   each bridge of that family (the container's reply).
  * Bridges or ENIs whose names are not safe for iptables are left out of the chain (and reported).
- * With containers disabled, no marked ENI or no bridge, nothing is wanted (a chain spec with no rules).
+ * With containers disabled, no marked ENI or no bridge, nothing is wanted (a chain spec with no rules); a host
+ * without an IPv6 container network wants nothing of IPv6.
  */
 export function buildContainerObjects(
   enis: ContainerEni[],
@@ -217,7 +226,8 @@ export function buildContainerObjects(
   config: Config,
 ): ContainerObjects {
   const mask = config.containers.markMask >>> 0;
-  const empty: ContainerObjects = { routes: [], rules: [], marks: [], subnets: [], unmarked: [], mangle: { chain: config.iptables.chain, mask, rules: [] } };
+  const none = (): MangleSpec => ({ chain: config.iptables.chain, mask, rules: [] });
+  const empty: ContainerObjects = { routes: [], rules: [], marks: [], subnets: [], subnets6: [], unmarked: [], mangle: none(), mangle6: none() };
   if (!config.containers.enabled) return empty;
   const usable = bridges
     .filter((b) => matchesBridgePattern(b.name, config.containers.bridgePatterns) && isSafeIfname(b.name))
@@ -225,35 +235,52 @@ export function buildContainerObjects(
   const unsafeEnis = enis.filter((e) => !isSafeIfname(e.linkName));
   const { marks, unmarked } = assignMarks(enis.filter((e) => isSafeIfname(e.linkName)), config);
   unmarked.push(...unsafeEnis.map((e) => ({ mac: e.mac, reason: `link name ${JSON.stringify(e.linkName)} is not safe for iptables` })));
-  const subnets = bridgeSubnets(usable);
+  const subnets = bridgeSubnets(usable, 4);
+  const subnets6 = bridgeSubnets(usable, 6);
   // Nothing to steer without both a marked ENI and a container network: then ec2netd wants no objects at
   // all (an empty chain spec means "no chain, no jump").
-  if (subnets.length === 0 || marks.length === 0) return { ...empty, marks, unmarked };
+  if (marks.length === 0) return { ...empty, marks, unmarked };
+  const v4 = familyObjects(4, marks, usable, config);
+  const v6 = familyObjects(6, marks, usable, config);
+  return {
+    routes: [...v4.routes, ...v6.routes], rules: [...v4.rules, ...v6.rules], marks, subnets, subnets6, unmarked,
+    mangle: { chain: config.iptables.chain, mask, rules: v4.mangle }, mangle6: { chain: config.iptables.chain, mask, rules: v6.mangle },
+  };
+}
 
+/** One family's routes, rules and chain rules; nothing when no bridge has a network of that family. */
+function familyObjects(
+  family: Family, marks: EniMark[], bridges: ContainerBridge[], config: Config,
+): { routes: KernelRoute[]; rules: KernelRule[]; mangle: MangleRule[] } {
+  const mask = config.containers.markMask >>> 0;
+  const subnets = bridgeSubnets(bridges, family);
+  if (subnets.length === 0) return { routes: [], rules: [], mangle: [] };
+  // IPv6 routes have no scope (the kernel reports universe whatever was asked).
+  const scope = family === 4 ? RT_SCOPE_LINK : RT_SCOPE_UNIVERSE;
   const routes: KernelRoute[] = [];
   for (const mark of marks) {
-    for (const bridge of usable) {
-      for (const dst of bridgeSubnets([bridge])) {
-        routes.push({ family: 4, table: mark.table, dst, ifindex: bridge.ifindex, protocol: config.protocol, scope: RT_SCOPE_LINK, type: RTN_UNICAST });
+    for (const bridge of bridges) {
+      for (const dst of bridgeSubnets([bridge], family)) {
+        routes.push({ family, table: mark.table, dst, ifindex: bridge.ifindex, protocol: config.protocol, scope, type: RTN_UNICAST });
       }
     }
   }
   const rules: KernelRule[] = subnets.map((dst) => ({
-    family: 4, priority: config.priorities.toContainers, table: 254, protocol: config.protocol, dst, action: FR_ACT_TO_TBL,
+    family, priority: config.priorities.toContainers, table: 254, protocol: config.protocol, dst, action: FR_ACT_TO_TBL,
   }));
   for (const mark of marks) {
     rules.push({
-      family: 4, priority: config.priorities.fwmark, table: mark.table, protocol: config.protocol,
+      family, priority: config.priorities.fwmark, table: mark.table, protocol: config.protocol,
       fwmark: mark.value, fwmask: mask, action: FR_ACT_TO_TBL,
     });
   }
-  const mangleRules: MangleRule[] = [];
+  const mangle: MangleRule[] = [];
   for (const mark of marks) {
-    mangleRules.push({ kind: 'set-mark', inIface: mark.linkName, value: mark.value, mask });
-    mangleRules.push({ kind: 'restore-mark', inIface: mark.linkName, mask });
+    mangle.push({ kind: 'set-mark', inIface: mark.linkName, value: mark.value, mask });
+    mangle.push({ kind: 'restore-mark', inIface: mark.linkName, mask });
   }
-  for (const bridge of usable) {
-    if (bridgeSubnets([bridge]).length > 0) mangleRules.push({ kind: 'restore-mark', inIface: bridge.name, mask });
+  for (const bridge of bridges) {
+    if (bridgeSubnets([bridge], family).length > 0) mangle.push({ kind: 'restore-mark', inIface: bridge.name, mask });
   }
-  return { routes, rules, marks, subnets, unmarked, mangle: { chain: config.iptables.chain, mask, rules: mangleRules } };
+  return { routes, rules, mangle };
 }

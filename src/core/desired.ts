@@ -186,13 +186,13 @@ export function oneOwnerPerAddress(
   return { claims, notes };
 }
 
-/** Container bridges present in the kernel: links matching containers.bridgePatterns, with their IPv4 networks. */
+/** Container bridges present in the kernel: links matching containers.bridgePatterns, with their networks (both families). */
 export function containerBridges(kernel: Pick<KernelState, 'links' | 'addresses'>, config: Config): ContainerBridge[] {
   return kernel.links
     .filter((l) => matchesBridgePattern(l.name, config.containers.bridgePatterns))
     .map((l) => ({
       name: l.name, ifindex: l.index,
-      subnets: kernel.addresses.filter((a) => a.ifindex === l.index && a.family === 4).map((a) => `${a.address}/${a.prefixLen}`),
+      subnets: kernel.addresses.filter((a) => a.ifindex === l.index).map((a) => `${a.address}/${a.prefixLen}`),
     }));
 }
 
@@ -207,6 +207,7 @@ export function buildDesired(
   const state: DesiredState = {
     enis: [], skipped: [], linksUp: [], addresses: [], routes: [], rules: [], problems: [],
     mangle: { chain: config.iptables.chain, mask: config.containers.markMask >>> 0, rules: [] },
+    mangle6: { chain: config.iptables.chain, mask: config.containers.markMask >>> 0, rules: [] },
   };
   const tables = new Map<number, string>();
   const sorted = [...snapshot.enis].sort((a, b) => a.networkCard - b.networkCard || a.deviceNumber - b.deviceNumber);
@@ -261,11 +262,12 @@ function addContainerObjects(state: DesiredState, kernel: Pick<KernelState, 'lin
     state.routes.push(...objects.routes);
     state.rules.push(...objects.rules);
     state.mangle = objects.mangle;
+    state.mangle6 = objects.mangle6;
   } catch (err) {
     // Source routing still works without marks: plan it, and report why containers are not covered.
     if (!(err instanceof MarkSpaceError)) throw err;
     // With no container network there is nothing to mark: an ENI on network card 1 (slot 100+) not fitting the
     // default mask is then no problem (it would otherwise be reported, and hold back READY, on every multi-card host).
-    if (bridgeSubnets(bridges).length > 0) state.problems.push(err.message);
+    if (bridgeSubnets(bridges, 4).length + bridgeSubnets(bridges, 6).length > 0) state.problems.push(err.message);
   }
 }

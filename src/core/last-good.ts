@@ -78,7 +78,8 @@ export function mergeRead(previous: ImdsSnapshot | undefined, read: ImdsRead, li
         break;
       }
     }
-    // An ENI cannot lose its primary private IPv4: a read without IPv4 after one with it is not yet consistent.
+    // An ENI cannot lose its primary private IPv4: a read without IPv4 after one with it is not yet consistent, and
+    // is held, never taken as an IPv6-only ENI. Only an ENI never read with IPv4 is IPv6-only (docs/ipv6.md).
     if (usable && last !== undefined && !r.unsettled.some((u) => u.part === 'ipv4') && eni.ipv4s.length === 0 && last.ipv4s.length > 0) {
       eni = withPartOf(eni, 'ipv4', last);
       hold(eni, 'ipv4', 'no IPv4 keys, but the ENI had a primary private IPv4 (IMDS not yet consistent)');

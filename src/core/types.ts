@@ -137,6 +137,8 @@ export interface DesiredAddress {
 export interface DesiredState {
   /** Container marks: ec2netd's mangle chain (no rules = no chain wanted). */
   mangle: MangleSpec;
+  /** The same chain in ip6tables (no rules without an IPv6 container network). */
+  mangle6: MangleSpec;
   /** Things that could not be planned (e.g. the mark space is too small), for logs and status. */
   problems: string[];
   enis: DesiredEni[];

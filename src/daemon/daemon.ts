@@ -1,7 +1,8 @@
 // The resident loop: rtnetlink events and timers decide when the reconciler runs; signals and systemd
 // around it. Everything that decides *what* to write lives in src/core.
-import { createServer, type Server } from 'node:net';
+import type { Server } from 'node:net';
 import type { Config } from '../config';
+import type { ImdsSnapshot } from '../core/types';
 import { ImdsClient } from '../imds/client';
 import { IptablesAdapter } from '../iptables/apply';
 import { NetfilterEvents } from '../iptables/monitor';
@@ -9,29 +10,21 @@ import { KernelEvents } from '../kernel/events';
 import { openNetlink } from '../kernel/netlink';
 import type { Logger } from '../log';
 import { noopNotifier, type Notifier } from '../systemd/notify';
+import { AddressWatcher } from './address-watch';
+import { acquireInstanceLock } from './instance-lock';
 import { AddressLedger } from './ledger';
-import { writeStatus, type DaemonStatus } from './status-file';
+import { readPreviousSnapshot, writeStatus, type DaemonStatus } from './status-file';
 import { ALL_KINDS, Reconciler, type Kind, type SyncReport } from './reconciler';
-import { SyncTrigger } from './trigger';
+import { SyncTrigger, type RunOutcome } from './trigger';
 
-/** Trigger keys: kernel object kinds, 'imds' ("the snapshot changed, re-plan"), 'iptables' (check the chain). */
-type Work = Kind | 'imds' | 'iptables';
+/** How long SIGTERM waits for a sync in flight before the process exits anyway (well within the unit's TimeoutStopSec=15s). */
+const STOP_WAIT_MS = 5000;
 
 /**
- * One daemon per network namespace: an abstract unix socket is scoped to the namespace and released by the
- * kernel when the process dies (even by SIGKILL), so there is no stale lock file to clean up.
+ * Trigger keys: kernel object kinds, 'imds' ("the snapshot changed, re-plan"), 'iptables' (check the chain),
+ * 'fight' (a damped repair may go now, or a fight may be over: re-plan).
  */
-function acquireInstanceLock(): Promise<Server> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once('error', (err: NodeJS.ErrnoException) =>
-      reject(err.code === 'EADDRINUSE' ? new Error('another ec2netd is already running in this network namespace') : err));
-    server.listen('\0ec2netd.instance', () => {
-      server.unref();
-      resolve(server);
-    });
-  });
-}
+type Work = Kind | 'imds' | 'iptables' | 'fight';
 
 export function describeReport(r: SyncReport | undefined, imdsError: string | undefined): string {
   if (r === undefined) return 'starting';
@@ -56,6 +49,7 @@ export class Daemon {
   private readonly timers = new Set<NodeJS.Timeout>();
   private lock: Server | undefined;
   private imdsBusy: Promise<void> | undefined;
+  private imdsBusyWhole = false;
   private pendingDelayMs: number;
   private pendingTimer: NodeJS.Timeout | undefined;
   private readonly unknownAttempts = new Map<string, number>();
@@ -64,8 +58,13 @@ export class Daemon {
   private ready = false;
   private stopped = false;
   private retryTimer: NodeJS.Timeout | undefined;
+  private fightTimer: NodeJS.Timeout | undefined;
   private retryDelayMs: number;
   private published = '';
+  /** When each start step was done, in ms since the process started; logged (debug) with the first planned sync. */
+  private startup: Record<string, number> | undefined = {};
+  /** Address events IMDS does not explain yet: targeted re-reads (failover, docs/failover.md). */
+  private readonly addressWatch: AddressWatcher;
 
   constructor(
     private readonly config: Config,
@@ -75,30 +74,55 @@ export class Daemon {
     const ledger = new AddressLedger(config.stateDir);
     const problem = ledger.load();
     if (problem !== undefined) log.warn(problem);
+    const previous = readPreviousSnapshot(config.stateDir);
+    if (previous.problem !== undefined) log.warn(previous.problem);
+    if (previous.snapshot !== undefined) log.info(`restarting over the previous run's IMDS state (${previous.snapshot.enis.length} ENIs): an ENI read incompletely now keeps it`);
     this.reconciler = new Reconciler({
-      config, log, ledger, nl: openNetlink({ timeoutMs: config.sync.requestTimeoutMs }), imds: new ImdsClient(config.imds),
+      config, log, ledger, previousSnapshot: previous.snapshot, nl: openNetlink({ timeoutMs: config.sync.requestTimeoutMs }), imds: new ImdsClient(config.imds),
       iptables: new IptablesAdapter(config),
     });
-    this.trigger = new SyncTrigger<Work>((work) => this.runSync(work), config.sync.debounceMs, config.sync.minIntervalMs);
+    const { sync } = config;
+    // The maximum-interval run asks for every kind: a full kernel re-read (see KernelCache.observe).
+    this.trigger = new SyncTrigger<Work>((work) => this.runSync(work), {
+      debounceMs: sync.debounceMs, minIntervalMs: sync.minIntervalMs, burst: 5, maxIntervalMs: sync.maxIntervalMs,
+      fullKinds: ALL_KINDS, retryBaseMs: sync.pendingRetryBaseMs, retryMaxMs: sync.pendingRetryMaxMs,
+    });
     this.events = new KernelEvents();
     this.netfilter = config.containers.enabled ? new NetfilterEvents() : undefined;
     this.pendingDelayMs = config.sync.pendingRetryBaseMs;
     this.retryDelayMs = config.sync.pendingRetryBaseMs;
+    this.addressWatch = new AddressWatcher({
+      log, snapshot: () => this.reconciler.snapshot, read: (mac) => this.readMac(mac), replan: () => this.trigger.request(['imds'], true),
+    });
+    this.reconciler.onObserved = (kernel) => this.addressWatch.observed(kernel);
+    this.reconciler.holdBack = (mac, address) => this.addressWatch.heldBack(mac, address);
+    this.mark('modulesLoadedMs');
+  }
+
+  private mark(step: string): void {
+    if (this.startup !== undefined) this.startup[step] = Math.round(performance.now());
   }
 
   async start(): Promise<void> {
     this.lock = await acquireInstanceLock();
+    this.mark('lockMs');
     this.events.on('change', (kinds: Set<Kind>) => this.trigger.request(kinds));
     this.events.on('lost', (why: string) => {
       this.log.warn({ err: why }, `rtnetlink events were lost (${why}): full resync`);
       this.reconciler.forget();
       this.trigger.request(ALL_KINDS);
     });
-    await this.events.start();
-    await this.watchNetfilter();
+    // IMDS is read while the two monitors start (the read does not touch the kernel; ~165 requests at 15 ENIs); the
+    // sync it asks for waits until they are subscribed.
+    let subscribed = (): void => undefined;
+    this.refreshImds('startup', undefined, new Promise<void>((resolve) => { subscribed = resolve; }));
+    await Promise.all([
+      this.events.start().then(() => this.mark('ipMonitorMs')),
+      this.watchNetfilter().then(() => this.mark('nftMonitorMs')),
+    ]);
+    subscribed();
     // Events first, then the first read: a change made between the two is seen either way.
     this.trigger.request(ALL_KINDS);
-    this.refreshImds('startup');
     this.scheduleRefresh();
     this.startWatchdog();
     if (this.config.sync.readyTimeoutMs > 0) {
@@ -112,12 +136,15 @@ export class Daemon {
   /** SIGHUP: a fresh IMDS read and a full resync. */
   async reload(): Promise<void> {
     this.log.info({ action: 'reload' }, 'reload: full resync with a fresh IMDS read');
-    this.supervisor.reloading();
+    // A SIGHUP held during start-up (src/signals.ts): systemd is still waiting for the first READY=1, which
+    // markReady sends; a RELOADING=1/READY=1 pair now would end the start-up early.
+    const announce = this.ready;
+    if (announce) this.supervisor.reloading();
     this.reconciler.forget();
     await this.refreshImds('reload');
     this.trigger.request(ALL_KINDS);
     await this.trigger.idle();
-    this.supervisor.ready(describeReport(this.reconciler.lastReport, this.reconciler.lastImdsError));
+    if (announce) this.supervisor.ready(describeReport(this.reconciler.lastReport, this.reconciler.lastImdsError));
   }
 
   /** Stops listening; the routing stays in place. */
@@ -128,16 +155,35 @@ export class Daemon {
     for (const t of this.timers) clearTimeout(t);
     if (this.pendingTimer !== undefined) clearTimeout(this.pendingTimer);
     if (this.retryTimer !== undefined) clearTimeout(this.retryTimer);
+    if (this.fightTimer !== undefined) clearTimeout(this.fightTimer);
+    this.addressWatch.stop();
     this.trigger.stop();
+    await this.finishSync();
     await this.events.stop();
     await this.netfilter?.stop();
     this.lock?.close();
     this.log.info({ action: 'stop' }, 'ec2netd stopped; routing left in place');
   }
 
-  /** One sync; resolves true when it wrote to the kernel (the trigger lets the echo of those writes through). */
-  private async runSync(work: Set<Work>): Promise<boolean> {
-    const kinds = new Set([...work].filter((w): w is Kind => w !== 'imds' && w !== 'iptables'));
+  /**
+   * SIGTERM during a sync: let it finish (its writes, the ledger, the status file), up to STOP_WAIT_MS; a sync
+   * cut in the middle would leave half a change (an address without its rule) until the next start.
+   */
+  private async finishSync(): Promise<void> {
+    if (!this.trigger.busy) return;
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<'timeout'>((resolve) => { timer = setTimeout(() => resolve('timeout'), STOP_WAIT_MS); });
+    const idle = this.trigger.idle().then(() => 'idle' as const);
+    this.log.info({ action: 'stop' }, `stopping: waiting up to ${STOP_WAIT_MS / 1000} s for the sync in flight`);
+    if ((await Promise.race([idle, timeout])) === 'timeout') {
+      this.log.warn({ action: 'stop' }, `stopping: the sync in flight is still running after ${STOP_WAIT_MS / 1000} s; exiting anyway (the next start completes it)`);
+    }
+    clearTimeout(timer);
+  }
+
+  /** One sync; 'failed' when the kernel could not be read: the trigger retries it with backoff. */
+  private async runSync(work: Set<Work>): Promise<RunOutcome> {
+    const kinds = new Set([...work].filter((w): w is Kind => ALL_KINDS.has(w as Kind)));
     try {
       // With nft monitor running, changes to the mangle table arrive as 'iptables' work, and a change of the
       // wanted chain (a bridge came or went) is caught by the reconciler's spec comparison: link and address
@@ -145,19 +191,24 @@ export class Daemon {
       const checkIptables = work.has('imds') || work.has('iptables')
         || (!this.netfilterWatched && (work.has('link') || work.has('address')));
       const report = await this.reconciler.sync(kinds, checkIptables);
+      if (report.haveSnapshot && this.startup !== undefined) {
+        this.mark('firstPlannedSyncDoneMs');
+        this.log.debug({ action: 'startup', ...this.startup }, 'start steps done (ms since the process started)');
+        this.startup = undefined;
+      }
       const status = describeReport(report, this.reconciler.lastImdsError);
       if (!this.ready && report.haveSnapshot && report.errors.length === 0) this.markReady(status);
       else this.supervisor.status(status);
       this.followWaiting(report);
       this.retryFailures(report);
+      this.wakeForFights();
       this.publish(report);
-      return report.applied > 0;
+      return 'ok';
     } catch (err) {
-      // A kernel read failed (timeout, socket trouble): nothing was planned from it. Retry soon with a full read.
+      // A kernel read failed (timeout, socket trouble): nothing was planned from it. Retried with a full read.
       this.log.error({ err: (err as Error).message }, `sync failed: ${(err as Error).message}`);
       this.reconciler.forget();
-      this.timer(this.config.sync.pendingRetryBaseMs, () => this.trigger.request(ALL_KINDS));
-      return false;
+      return 'failed';
     }
   }
 
@@ -180,12 +231,25 @@ export class Daemon {
     }, delay);
   }
 
+  /** A repair withheld in a fight is made when its backoff ends; a fight is over after its quiet period. */
+  private wakeForFights(): void {
+    if (this.fightTimer !== undefined) clearTimeout(this.fightTimer);
+    this.fightTimer = undefined;
+    const at = this.reconciler.fights.nextWakeAt();
+    if (at === undefined || this.stopped) return;
+    this.fightTimer = setTimeout(() => {
+      this.fightTimer = undefined;
+      this.trigger.request(['fight']);
+    }, Math.max(0, Math.ceil(at - performance.now())));
+  }
+
   /** The daemon's view for `ec2netd status` (another process): held ENIs, failing writes, the snapshot. */
   private publish(report: SyncReport): void {
     const status: DaemonStatus = {
       pid: process.pid, at: report.at.toISOString(), imdsError: this.reconciler.lastImdsError ?? null,
       snapshot: this.reconciler.snapshot ?? null, held: report.held, waiting: report.waiting,
-      failing: this.reconciler.failures.current, fights: [], notes: [...report.conflicts, ...report.problems],
+      failing: this.reconciler.failures.current, fights: this.reconciler.fightNotes(), notes: [...report.conflicts, ...report.problems],
+      watching: this.addressWatch.notes(),
     };
     const { at: _at, ...content } = status;
     const text = JSON.stringify(content);
@@ -259,16 +323,33 @@ export class Daemon {
     }, delay);
   }
 
-  private refreshImds(why: string, macs?: string[]): Promise<void> {
+  /** `gate`: the sync that follows the read waits for it too (at start: the monitors being subscribed). */
+  private refreshImds(why: string, macs?: string[], gate?: Promise<void>): Promise<void> {
+    // A whole read asked for during a targeted one (the address watch's) runs after it, never folded into it.
+    if (this.imdsBusy !== undefined && macs === undefined && !this.imdsBusyWhole) return this.imdsBusy.then(() => this.refreshImds(why));
     if (this.imdsBusy !== undefined) return this.imdsBusy;
+    this.imdsBusyWhole = macs === undefined;
     this.log.debug({ action: 'imds' }, `reading IMDS (${why})`);
-    const read = macs === undefined ? this.reconciler.refreshImds() : this.reconciler.refreshMacs(macs);
-    this.imdsBusy = read.then(() => {
+    const read = (macs === undefined ? this.reconciler.refreshImds() : this.reconciler.refreshMacs(macs)).then(() => {
+      if (this.startup?.imdsReadMs === undefined) this.mark('imdsReadMs');
+    });
+    this.imdsBusy = Promise.all([read, gate]).then(() => {
       this.imdsBusy = undefined;
       // Re-plan even on failure: the failure is reported in the status, and waiting ENIs get their retry.
       this.trigger.request(['imds'], true);
     });
     return this.imdsBusy;
+  }
+
+  /** One ENI's keys for the address watch, after any read in flight (two reads merging at once could lose one). */
+  private async readMac(mac: string): Promise<ImdsSnapshot | undefined> {
+    while (this.imdsBusy !== undefined) await this.imdsBusy;
+    let ok = false;
+    this.imdsBusyWhole = false;
+    const read = this.reconciler.refreshMacs([mac], { expectListed: true }).then((r) => { ok = r; });
+    this.imdsBusy = read.then(() => { this.imdsBusy = undefined; });
+    await this.imdsBusy;
+    return ok ? this.reconciler.snapshot : undefined;
   }
 
   /** Secondary-IP changes send no kernel event: IMDS is re-read on a jittered interval. */

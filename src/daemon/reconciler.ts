@@ -18,6 +18,8 @@ import { type ObjectKind } from '../kernel/observe';
 import type { Logger } from '../log';
 import { ContainerSync } from './containers-sync';
 import { FailedWrites } from './failures';
+import { FightParties } from './fight-parties';
+import { describeObject, FightDamper, type Fight } from './fights';
 import { ImdsState } from './imds-state';
 import type { AddressLedger } from './ledger';
 
@@ -31,6 +33,8 @@ export interface ReconcilerDeps {
   imds: ImdsReader;
   ledger: AddressLedger;
   iptables: IptablesAdapter;
+  /** The IMDS state the previous daemon configured (a restart): the base the first reads are merged into. */
+  previousSnapshot?: ImdsSnapshot;
 }
 
 export interface SyncReport {
@@ -65,13 +69,22 @@ export class Reconciler {
   readonly imds: ImdsState;
   readonly kernel: KernelCache;
   readonly failures: FailedWrites;
+  /** Repeated repairs of an object someone else keeps undoing: damped, warned about once per fight. */
+  readonly fights: FightDamper;
+  private readonly parties: FightParties;
   private readonly containers: ContainerSync;
   private lastNotes = new Set<string>();
+  /** Sees each kernel observation of a sync before it is planned from (the daemon's AddressWatcher). */
+  onObserved: ((kernel: KernelState) => void) | undefined;
+  /** Addresses IMDS lists that are not to be re-added for now: deleted by someone else, IMDS being re-read. */
+  holdBack: (mac: string, address: string) => boolean = () => false;
 
   constructor(private readonly deps: ReconcilerDeps) {
-    this.imds = new ImdsState(deps.imds, deps.log);
+    this.imds = new ImdsState(deps.imds, deps.log, deps.previousSnapshot);
     this.kernel = new KernelCache(deps.nl);
     this.failures = new FailedWrites(deps.log);
+    this.fights = new FightDamper({ baseMs: 100, capMs: deps.config.sync.fightCapMs }, () => performance.now());
+    this.parties = new FightParties(deps.config.coexistence.root);
     this.containers = new ContainerSync(deps.config, deps.iptables, deps.log);
   }
 
@@ -85,8 +98,8 @@ export class Reconciler {
   }
 
   /** Re-reads only these MACs (a new link, an ENI waiting for IMDS). */
-  refreshMacs(macs: string[]): Promise<boolean> {
-    return this.imds.refreshMacs(macs, this.kernel.links);
+  refreshMacs(macs: string[], opts: { expectListed?: boolean } = {}): Promise<boolean> {
+    return this.imds.refreshMacs(macs, this.kernel.links, opts);
   }
 
   /** Reads the kinds of kernel objects that changed (all of them the first time). */
@@ -105,7 +118,8 @@ export class Reconciler {
     const coexist = resolveCoexistence({
       snapshot, kernel, config, managers: cachedManagers(config.coexistence.root), build: (s) => buildDesired(s, kernel, config),
     });
-    const { desired } = coexist;
+    const macOf = new Map(kernel.links.map((l) => [l.index, l.mac]));
+    const desired = { ...coexist.desired, addresses: coexist.desired.addresses.filter((a) => !this.holdBack(macOf.get(a.ifindex) ?? '', a.address)) };
     const { plan, conflicts } = diff({
       desired, observed: coexist.observed, protocol: config.protocol, ownedAddresses: this.deps.ledger.owned,
     });
@@ -134,8 +148,13 @@ export class Reconciler {
     let mark = started;
     const phase = (name: string): void => { const now = performance.now(); phases[name] = Math.round((now - mark) * 10) / 10; mark = now; };
     const kernel = await this.observe(kinds);
+    this.onObserved?.(kernel);
     phase('observeMs');
     const result = this.planFor(kernel);
+    // Repairs of an object in a fight wait for their turn; everything else in the plan goes on. Routes missing after a
+    // link or address change were dropped by the kernel (a link flap), not by another tool.
+    if (kinds.has('link') || kinds.has('address')) this.fights.forgive('route');
+    if (result !== undefined) result.plan = this.fights.filter(result.plan).allowed;
     phase('planMs');
     const snapshot = this.imds.snapshot;
     const report: SyncReport = {
@@ -151,7 +170,7 @@ export class Reconciler {
     }
     if (result !== undefined) {
       this.failures.retain(new Set(result.plan.map(formatChange)));
-      const containers = await this.containers.sync(result.desired.mangle, checkIptables);
+      const containers = await this.containers.sync(result.desired.mangle, checkIptables, result.desired.mangle6);
       if (containers.changed) report.applied += 1;
       if (containers.error !== undefined) {
         report.errors.push(containers.error);
@@ -159,12 +178,24 @@ export class Reconciler {
       }
       phase('containersMs');
     }
+    for (const f of this.fights.expire()) {
+      this.deps.log.info({ action: 'fight' }, `fight over: ${f.object} stayed in place after ${f.repairs} repairs`);
+    }
     this.noteOnce(report);
     report.durationMs = performance.now() - started;
-    this.deps.log.debug({ action: 'sync', kinds: [...kinds].join(','), planned: report.planned, applied: report.applied, ...phases },
-      `sync: ${report.planned} changes planned, ${report.applied} applied in ${report.durationMs.toFixed(1)} ms`);
+    if (this.deps.log.isLevelEnabled('debug')) this.logSync(kinds, report, phases);
     this.lastReport = report;
     return report;
+  }
+
+  private logSync(kinds: ReadonlySet<Kind>, report: SyncReport, phases: Record<string, number>): void {
+    const heap = process.memoryUsage();
+    const mb = (bytes: number): number => Math.round(bytes / 104857.6) / 10;
+    this.deps.log.debug({
+      action: 'sync', kinds: [...kinds].join(','), planned: report.planned, applied: report.applied, ...phases,
+      rssMb: mb(heap.rss), heapUsedMb: mb(heap.heapUsed), heapTotalMb: mb(heap.heapTotal),
+    },
+      `sync: ${report.planned} changes planned, ${report.applied} applied in ${report.durationMs.toFixed(1)} ms`);
   }
 
   /** Applies a plan: ledger written ahead, each outcome recorded, failures reported once each. */
@@ -180,9 +211,14 @@ export class Reconciler {
     // An add answered EEXIST found the object there: someone else (DHCP, an administrator) made it between the
     // dump and the add. It is not ec2netd's, and must never be deleted as if it were.
     const existed = new Set<Change>(outcome.existed);
-    for (const change of result.plan) {
-      this.record(change, kernel, !failed.has(change) && !existed.has(change));
-      if (!failed.has(change) && !existed.has(change)) this.deps.log.info(changeFields(change, result.desired), formatChange(change));
+    const done = result.plan.filter((c) => !failed.has(c) && !existed.has(c));
+    for (const f of this.fights.applied(done)) this.warnFight(f, done, result.desired);
+    const doneSet = new Set(done);
+    for (const change of result.plan) this.record(change, kernel, doneSet.has(change));
+    // A repair in a fight is in the fight's warning: not one journal line per round.
+    for (const change of done) {
+      if (this.fights.inFight(change)) this.deps.log.debug(changeFields(change, result.desired), formatChange(change));
+      else this.deps.log.info(changeFields(change, result.desired), formatChange(change));
     }
     const byText = new Map(result.plan.map((c) => [formatChange(c), c]));
     this.failures.record([...byText.keys()], new Map(outcome.failed.map((f) => [formatChange(f.change), f.error.message])),
@@ -192,6 +228,23 @@ export class Reconciler {
     this.saveLedger();
     // What was written changes the kernel: read it fresh next time rather than trusting the plan.
     this.kernel.forget();
+  }
+
+  private warnFight(f: Fight, done: readonly Change[], desired: DesiredState): void {
+    const change = done.find((c) => this.fights.inFight(c) && describeObject(c) === f.object);
+    const kind = f.object.split(' ')[0] ?? '';
+    const capS = this.deps.config.sync.fightCapMs / 1000;
+    this.deps.log.warn({ ...(change === undefined ? {} : changeFields(change, desired)), action: 'fight' },
+      `fight: ${f.object} keeps being removed by another process (${this.parties.describe(kind)}); put back ${f.repairs} times, now repaired with backoff up to ${capS} s`);
+  }
+
+  /** The fights going on, for `ec2netd status`. */
+  fightNotes(): string[] {
+    const now = performance.now();
+    return this.fights.fights.map((f) => {
+      const next = f.nextRepairAt === undefined ? '' : `, next repair in ${Math.max(0, (f.nextRepairAt - now) / 1000).toFixed(1)} s`;
+      return `${f.object}: removed by another process, put back ${f.repairs} times (fight since ${Math.round((now - f.since) / 1000)} s${next}; ${this.parties.describe(f.object.split(' ')[0] ?? '')})`;
+    });
   }
 
   /** Conflicts and problems persist until their cause goes: logged when they appear, not on every sync. */

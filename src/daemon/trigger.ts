@@ -1,66 +1,100 @@
-// "When to sync", kept apart from "what to sync" (after kube-proxy's BoundedFrequencyRunner):
-// requests accumulate the kinds of objects that changed; one run at a time; a burst becomes one run
-// after a short quiet time; requests made during a run cause exactly one more run. Runs are rate-limited
-// by a token bucket (`burst` runs, one more every `minIntervalMs`): a long storm of events (containers
-// starting) costs a bounded number of runs per second, while the first runs after a quiet period (a
-// repair, a new ENI) start after `debounceMs` only. A run that follows a run that wrote to the kernel is
-// free: it mostly sees the echo of those writes, and there is at most one such run per writing run.
+// "When to sync", kept apart from "what to sync", after kube-proxy's BoundedFrequencyRunner:
+// - requests accumulate the kinds of objects that changed; one run at a time; a burst of requests becomes one run
+//   after `debounceMs` of quiet; requests made during a run cause exactly one more run;
+// - minimum interval: runs take a token from a bucket of `burst` tokens, refilled one per `minIntervalMs`, so a
+//   long storm of events (containers starting, a fight over a rule) costs a bounded number of runs per second while
+//   the first runs after a quiet period start after `debounceMs` only. Every run pays, the echo of a run's own
+//   writes included: nothing lets a loop run unbounded;
+// - retry after error: a run that fails (resolves 'failed' or throws) is run again with its kinds after a backoff
+//   (`retryBaseMs` doubling up to `retryMaxMs`; a run that succeeds resets it); other requests wait for it too;
+// - maximum interval: `maxIntervalMs` after the last run of all of `fullKinds`, those kinds are requested: the
+//   daemon's full kernel re-read, which finds what the kernel removes without a notification.
+// An `urgent` request (new IMDS data: a hot-attached ENI is waiting for it) skips the bucket and the backoff.
+
+export type RunOutcome = 'ok' | 'failed';
+
+export interface TriggerOptions<K> {
+  debounceMs: number;
+  minIntervalMs: number;
+  burst: number;
+  maxIntervalMs: number;
+  /** The kinds of a full run; requested at the maximum interval. */
+  fullKinds: Iterable<K>;
+  retryBaseMs: number;
+  retryMaxMs: number;
+  /** Milliseconds, monotonic (injected for tests). */
+  now?: () => number;
+}
 
 export class SyncTrigger<K> {
   private pending = new Set<K>();
+  private urgent = false;
+  /** Only a failed run's kinds are pending: idle() does not wait for the retry. */
+  private retryOnly = false;
   private timer: NodeJS.Timeout | undefined;
-  private running: Promise<void> | undefined;
+  private timerAt = 0;
+  private maxTimer: NodeJS.Timeout | undefined;
+  private running = false;
   private stopped = false;
   private waiters: Array<() => void> = [];
 
-  private urgent = false;
-  private timerAt = 0;
   private tokens: number;
-  /** The last run wrote: the next one (the echo of those writes) costs no token. */
-  private freeNext = false;
-  private refilledAt = performance.now();
+  private refilledAt: number;
+  private failures = 0;
+  private backoffUntil = 0;
+  private readonly fullKinds: ReadonlySet<K>;
+  private readonly now: () => number;
 
   constructor(
-    /** Resolves true when the run wrote to the kernel. */
-    private readonly run: (kinds: Set<K>) => Promise<boolean | void>,
-    private readonly debounceMs: number,
-    private readonly minIntervalMs = 0,
-    private readonly burst = 5,
+    private readonly run: (kinds: Set<K>) => Promise<RunOutcome | void>,
+    private readonly opts: TriggerOptions<K>,
   ) {
-    this.tokens = burst;
+    this.now = opts.now ?? (() => performance.now());
+    this.tokens = opts.burst;
+    this.refilledAt = this.now();
+    this.fullKinds = new Set(opts.fullKinds);
   }
 
-  /** `urgent`: this request skips the rate limit (new IMDS data: a hot-attached ENI is waiting for it). */
   request(kinds: Iterable<K>, urgent = false): void {
     if (this.stopped) return;
     for (const k of kinds) this.pending.add(k);
     if (urgent) this.urgent = true;
+    this.retryOnly = false;
     this.schedule();
   }
 
-  /** Resolves when nothing is pending or running. */
+  /** Resolves when nothing is pending or running (a failed run waiting for its retry does not count). */
   idle(): Promise<void> {
-    if (this.running === undefined && this.timer === undefined && this.pending.size === 0) return Promise.resolve();
+    if (this.isIdle()) return Promise.resolve();
     return new Promise((resolve) => this.waiters.push(resolve));
+  }
+
+  /** A run is in progress. */
+  get busy(): boolean {
+    return this.running;
   }
 
   stop(): void {
     this.stopped = true;
     if (this.timer !== undefined) clearTimeout(this.timer);
+    if (this.maxTimer !== undefined) clearTimeout(this.maxTimer);
     this.timer = undefined;
+    this.maxTimer = undefined;
     this.pending.clear();
     this.settle();
   }
 
   private schedule(): void {
-    if (this.running !== undefined || this.pending.size === 0) return;
-    const wait = this.urgent || this.freeNext ? this.debounceMs : Math.max(this.debounceMs, this.tokenWaitMs());
+    if (this.stopped || this.running || this.pending.size === 0) return;
+    const now = this.now();
+    let at = now + this.opts.debounceMs;
+    if (!this.urgent) at = Math.max(at, this.tokenAt(now), this.backoffUntil);
     if (this.timer !== undefined) {
-      if (!this.urgent || this.timerAt <= performance.now() + wait) return;
+      if (this.timerAt <= at) return;
       clearTimeout(this.timer); // an urgent request moves a distant run closer
     }
-    this.timerAt = performance.now() + wait;
-    this.timer = setTimeout(() => void this.fire(), wait);
+    this.timerAt = at;
+    this.timer = setTimeout(() => void this.fire(), Math.ceil(at - now)); // never early
   }
 
   private async fire(): Promise<void> {
@@ -68,32 +102,60 @@ export class SyncTrigger<K> {
     const kinds = this.pending;
     this.pending = new Set();
     this.urgent = false;
-    this.refill();
-    if (!this.freeNext) this.tokens = Math.max(0, this.tokens - 1);
-    // run() reports its own errors; a throw here must not stop later runs.
-    const running = this.run(kinds).then((wrote) => wrote === true, () => false);
-    this.running = running.then(() => undefined);
-    this.freeNext = await running;
-    this.running = undefined;
+    this.retryOnly = false;
+    this.refill(this.now());
+    this.tokens = Math.max(0, this.tokens - 1);
+    this.running = true;
+    let outcome: RunOutcome;
+    try {
+      outcome = (await this.run(kinds)) ?? 'ok';
+    } catch {
+      outcome = 'failed'; // run() reports its own errors; a throw must not stop later runs
+    }
+    this.running = false;
+    if (this.stopped) return this.settle();
+    if (outcome === 'failed') {
+      this.failures++;
+      this.backoffUntil = this.now() + Math.min(this.opts.retryBaseMs * 2 ** (this.failures - 1), this.opts.retryMaxMs);
+      const fresh = this.pending.size > 0;
+      for (const k of kinds) this.pending.add(k);
+      this.retryOnly = !fresh;
+    } else {
+      this.failures = 0;
+      this.backoffUntil = 0;
+    }
+    if ([...this.fullKinds].every((k) => kinds.has(k))) this.armMaxInterval();
     this.schedule();
     this.settle();
   }
 
-  private refill(): void {
-    const now = performance.now();
-    if (this.minIntervalMs > 0) this.tokens = Math.min(this.burst, this.tokens + (now - this.refilledAt) / this.minIntervalMs);
-    else this.tokens = this.burst;
+  private armMaxInterval(): void {
+    if (this.opts.maxIntervalMs <= 0) return;
+    if (this.maxTimer !== undefined) clearTimeout(this.maxTimer);
+    this.maxTimer = setTimeout(() => {
+      this.maxTimer = undefined;
+      this.request(this.fullKinds);
+    }, this.opts.maxIntervalMs);
+  }
+
+  private refill(now: number): void {
+    const { minIntervalMs, burst } = this.opts;
+    this.tokens = minIntervalMs > 0 ? Math.min(burst, this.tokens + (now - this.refilledAt) / minIntervalMs) : burst;
     this.refilledAt = now;
   }
 
-  /** How long until a whole token is there (0: now). */
-  private tokenWaitMs(): number {
-    this.refill();
-    return this.tokens >= 1 ? 0 : (1 - this.tokens) * this.minIntervalMs;
+  /** When a whole token is there. */
+  private tokenAt(now: number): number {
+    this.refill(now);
+    return this.tokens >= 1 ? now : now + (1 - this.tokens) * this.opts.minIntervalMs;
+  }
+
+  private isIdle(): boolean {
+    return !this.running && (this.pending.size === 0 || this.retryOnly);
   }
 
   private settle(): void {
-    if (this.running !== undefined || this.timer !== undefined || this.pending.size > 0) return;
+    if (!this.isIdle()) return;
     const waiters = this.waiters;
     this.waiters = [];
     for (const w of waiters) w();

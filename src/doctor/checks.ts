@@ -5,6 +5,7 @@ import { matchesBridgePattern } from '../core/containers';
 import { formatRule } from '../core/format';
 import { networkOf, parseCidr } from '../core/ip';
 import type { KernelRoute } from '../core/types';
+import { checkAcceptRa, checkIpv6MainRoutes, ipv6OnlyImdsHint } from './ipv6';
 import type { DoctorFacts, Finding, Severity } from './types';
 import { SEVERITY_ORDER } from './types';
 
@@ -68,7 +69,7 @@ export function checkImds(facts: Pick<DoctorFacts, 'imds' | 'config' | 'kernel'>
     out.push({ check: 'imds', severity: 'error', message: `the IMDSv2 token request (PUT /latest/api/token) to ${endpoint} answers HTTP ${p.status}${meaning}.${v1} ec2netd only uses IMDSv2 and keeps the last good state`, fix: p.v1 ? 'let PUT requests with the X-aws-ec2-metadata-token-ttl-seconds header through to 169.254.169.254' : reachFix });
   } else {
     const v1 = p.v1 ? ' A GET without a token answers, so PUT requests are dropped on the way (IMDSv1-only path).' : '';
-    out.push({ check: 'imds', severity: 'error', message: `IMDS at ${endpoint} is unreachable from the host: ${p.reason}.${v1} ec2netd keeps the last good state and cannot configure new ENIs or addresses`, fix: reachFix });
+    out.push({ check: 'imds', severity: 'error', message: `IMDS at ${endpoint} is unreachable from the host: ${p.reason}.${v1} ec2netd keeps the last good state and cannot configure new ENIs or addresses`, fix: ipv6OnlyImdsHint(facts) ?? reachFix });
   }
   const bridges = containerBridgeNames({ kernel: facts.kernel, config: facts.config });
   if (bridges.length > 0) {
@@ -334,6 +335,7 @@ export function checkIptables(facts: Pick<DoctorFacts, 'iptables' | 'config'>): 
 
 export const CHECKS: ((facts: DoctorFacts) => Finding[])[] = [
   checkDaemon, checkImds, checkRpFilter, checkForeign, checkManagers, checkNetworkd, checkIptables, checkMtu, checkArp, checkMainRoutes,
+  checkIpv6MainRoutes, checkAcceptRa,
 ];
 
 export function runChecks(facts: DoctorFacts): Finding[] {

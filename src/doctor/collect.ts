@@ -47,6 +47,18 @@ async function collectSysctls(kernel: KernelState, procSys: string): Promise<Rec
   return out;
 }
 
+const IF_SYSCTLS6 = ['accept_ra', 'forwarding'];
+
+async function collectSysctls6(kernel: KernelState, procSys: string): Promise<Record<string, number>> {
+  const out: Record<string, number> = {};
+  const names = ['all', 'default', ...kernel.links.map((l) => l.name)];
+  await Promise.all(names.flatMap((name) => IF_SYSCTLS6.map(async (key) => {
+    const value = await readNumber(join(procSys, 'net', 'ipv6', 'conf', name, key));
+    if (value !== undefined) out[`${name}.${key}`] = value;
+  })));
+  return out;
+}
+
 async function collectMtu(kernel: KernelState, sysClassNet: string): Promise<Record<string, number>> {
   const out: Record<string, number> = {};
   await Promise.all(kernel.links.map(async (l) => {
@@ -108,6 +120,7 @@ export function desiredFromKernel(kernel: KernelState, config: Config): DesiredS
     enis: [], skipped: [], linksUp: [], addresses: [], routes: [], problems: [],
     rules: kernel.rules.filter((r) => r.protocol === config.protocol && r.src !== undefined),
     mangle: { chain: config.iptables.chain, mask: config.containers.markMask >>> 0, rules: [] },
+    mangle6: { chain: config.iptables.chain, mask: config.containers.markMask >>> 0, rules: [] },
   };
   for (const table of [...new Set(state.rules.map((r) => r.table))]) {
     const route = kernel.routes.find((r) => r.table === table && r.protocol === config.protocol && r.gateway !== undefined)
@@ -141,15 +154,16 @@ export async function collectFacts(config: Config, opts: CollectOptions = {}): P
     }
   }
   const wrapper = opts.iptablesWrapper ?? [];
-  const [sysctl, mtu, nft, legacy, daemonRunning] = await Promise.all([
+  const [sysctl, sysctl6, mtu, nft, legacy, daemonRunning] = await Promise.all([
     collectSysctls(kernel, opts.procSys ?? '/proc/sys'),
+    collectSysctls6(kernel, opts.procSys ?? '/proc/sys'),
     collectMtu(kernel, opts.sysClassNet ?? '/sys/class/net'),
     iptablesVariant(BACKEND_COMMANDS.nft.save, config.iptables.chain, wrapper),
     iptablesVariant(BACKEND_COMMANDS.legacy.save, config.iptables.chain, wrapper),
     ec2netdRunning(),
   ]);
   return {
-    config, kernel, mtu, sysctl, imds, snapshot,
+    config, kernel, mtu, sysctl, sysctl6, imds, snapshot,
     desired: snapshot === undefined ? desiredFromKernel(kernel, config) : buildDesired(snapshot, kernel, config),
     iptables: { nft, legacy },
     networkd: detectNetworkd(config.coexistence.root),

@@ -44,6 +44,8 @@ export interface DoctorFacts {
    * all.src_valid_mark, eth1.arp_ignore, ...); missing keys could not be read.
    */
   sysctl: Record<string, number>;
+  /** IPv6 per-interface sysctls by `<iface>.<name>` (eth1.accept_ra, eth1.forwarding, all.forwarding, ...). */
+  sysctl6?: Record<string, number>;
   imds: ImdsProbe;
   snapshot?: ImdsSnapshot;
   /** What ec2netd wants, from IMDS (or rebuilt from its own rules in the kernel when IMDS does not answer). */

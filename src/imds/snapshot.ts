@@ -35,7 +35,7 @@ const IPV6_SUBNET_LEN = { min: 32, max: 64 };
 
 /** Keys an ENI cannot be configured without: which table it gets, and its name in logs. */
 const IDENTITY_KEYS = ['device-number', 'interface-id'] as const;
-/** The IPv4 part: both or neither (an ENI always has a primary private IPv4 in a subnet with IPv4). */
+/** The IPv4 part: both, or neither on an IPv6-only ENI (one with IPv6 addresses or prefixes; docs/ipv6.md). */
 const IPV4_KEYS = ['local-ipv4s', 'subnet-ipv4-cidr-block'] as const;
 /** Keys whose absence means "none". */
 const OPTIONAL_KEYS = ['network-card', 'ipv4-prefix', 'ipv6s', 'ipv6-prefix', 'subnet-ipv6-cidr-blocks'] as const;
@@ -202,25 +202,11 @@ async function readEniWith(
     return done({ mac, status: 'pending', reason: 'device-number reads 0 (IMDS not yet consistent)' });
   }
 
-  // 2. The IPv4 part and the IPv6 part, each settled or not.
+  // 2. The IPv4 part and the IPv6 part, each settled or not. The IPv6 part is read first: whether an ENI without
+  // IPv4 keys is IPv6-only (complete) or incomplete (pending) depends on it.
   const unsettled: Array<{ part: EniPart; reason: string }> = [];
-  let v4 = { ipv4s: [] as string[], ipv4Prefixes: [] as string[], subnetIpv4Cidr: '' };
-  try {
-    const subnetBody = value('subnet-ipv4-cidr-block');
-    const subnet4 = subnetBody === undefined ? undefined : parseSubnet(pathOf('subnet-ipv4-cidr-block'), subnetBody, 4);
-    const within = subnet4 === undefined ? undefined : [subnet4];
-    const ipv4s = list('local-ipv4s')?.map((entry) => parseAddress(pathOf('local-ipv4s'), entry, 4, within));
-    const ipv4Prefixes = (list('ipv4-prefix') ?? []).map((entry) => parsePrefix(pathOf('ipv4-prefix'), entry, 4, within));
-    const absentV4 = IPV4_KEYS.filter((key) => key === 'local-ipv4s' ? ipv4s === undefined : value(key) === undefined);
-    if (absentV4.length > 0 || ipv4s === undefined || subnet4 === undefined) {
-      unsettled.push({ part: 'ipv4', reason: `IMDS key${absentV4.length > 1 ? 's' : ''} absent: ${absentV4.join(', ')}` });
-    } else {
-      v4 = { ipv4s: unique(ipv4s), ipv4Prefixes: unique(ipv4Prefixes), subnetIpv4Cidr: networkOf(subnet4) };
-    }
-  } catch (err) {
-    unsettled.push({ part: 'ipv4', reason: reasonOf(err) });
-  }
   let v6 = { ipv6s: [] as string[], ipv6Prefixes: [] as string[], subnetIpv6Cidrs: [] as string[] };
+  let v6Settled = false;
   try {
     const subnets6 = (list('subnet-ipv6-cidr-blocks') ?? []).map((entry) => parseSubnet(pathOf('subnet-ipv6-cidr-blocks'), entry, 6));
     const within6 = subnets6.length > 0 ? subnets6 : undefined;
@@ -230,11 +216,37 @@ async function readEniWith(
       unsettled.push({ part: 'ipv6', reason: 'IPv6 addresses listed but subnet-ipv6-cidr-blocks absent (IMDS not yet consistent)' });
     } else {
       v6 = { ipv6s: unique(ipv6s), ipv6Prefixes: unique(ipv6Prefixes), subnetIpv6Cidrs: unique(subnets6.map(networkOf)) };
+      v6Settled = true;
     }
   } catch (err) {
     unsettled.push({ part: 'ipv6', reason: reasonOf(err) });
   }
+  const hasIpv6 = v6Settled && v6.ipv6s.length + v6.ipv6Prefixes.length > 0;
+  let v4 = { ipv4s: [] as string[], ipv4Prefixes: [] as string[], subnetIpv4Cidr: '' };
+  try {
+    const subnetBody = value('subnet-ipv4-cidr-block');
+    const subnet4 = subnetBody === undefined ? undefined : parseSubnet(pathOf('subnet-ipv4-cidr-block'), subnetBody, 4);
+    const within = subnet4 === undefined ? undefined : [subnet4];
+    const ipv4s = list('local-ipv4s')?.map((entry) => parseAddress(pathOf('local-ipv4s'), entry, 4, within));
+    const ipv4Prefixes = (list('ipv4-prefix') ?? []).map((entry) => parsePrefix(pathOf('ipv4-prefix'), entry, 4, within));
+    const absentV4 = IPV4_KEYS.filter((key) => key === 'local-ipv4s' ? ipv4s === undefined : value(key) === undefined);
+    if (absentV4.length === IPV4_KEYS.length && ipv4Prefixes.length === 0 && hasIpv6) {
+      // IPv6-only (docs/ipv6.md): no IPv4 key at all, and a settled IPv6 part with addresses or prefixes. That the
+      // ENI had IPv4 before is src/core/last-good.ts's to tell (then it is held, not taken as IPv6-only).
+    } else if (absentV4.length === IPV4_KEYS.length && !hasIpv6) {
+      // Neither family usable: say why the IPv6 part is not (an IPv6-only ENI waiting for its subnet says so).
+      const v6Reason = unsettled.find((u) => u.part === 'ipv6')?.reason;
+      unsettled.push({ part: 'ipv4', reason: `IMDS keys absent: local-ipv4s, subnet-ipv4-cidr-block, and ${v6Reason === undefined ? 'no IPv6 address or prefix' : `IPv6: ${v6Reason}`}` });
+    } else if (absentV4.length > 0 || ipv4s === undefined || subnet4 === undefined) {
+      unsettled.push({ part: 'ipv4', reason: `IMDS key${absentV4.length > 1 ? 's' : ''} absent: ${absentV4.join(', ')}` });
+    } else {
+      v4 = { ipv4s: unique(ipv4s), ipv4Prefixes: unique(ipv4Prefixes), subnetIpv4Cidr: networkOf(subnet4) };
+    }
+  } catch (err) {
+    unsettled.push({ part: 'ipv4', reason: reasonOf(err) });
+  }
   const eni: EniInfo = { mac, deviceNumber, networkCard, interfaceId, ...v4, ...v6 };
+  unsettled.sort((a, b) => a.part.localeCompare(b.part));
   return done({ mac, status: 'ready', eni, unsettled });
 }
 

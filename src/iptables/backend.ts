@@ -9,16 +9,19 @@ export interface Backend {
   name: BackendName;
   save: string;
   restore: string;
+  /** The ip6tables commands of the same variant (IPv6 container networks). */
+  save6: string;
+  restore6: string;
   /** Why this backend was chosen (for logs). */
   reason: string;
   /** True when auto detection saw Docker's chains (a later run need not detect again). */
   dockerSeen: boolean;
 }
 
-export const BACKEND_COMMANDS: Record<BackendName, { save: string; restore: string }> = {
-  nft: { save: 'iptables-nft-save', restore: 'iptables-nft-restore' },
-  legacy: { save: 'iptables-legacy-save', restore: 'iptables-legacy-restore' },
-  default: { save: 'iptables-save', restore: 'iptables-restore' },
+export const BACKEND_COMMANDS: Record<BackendName, { save: string; restore: string; save6: string; restore6: string }> = {
+  nft: { save: 'iptables-nft-save', restore: 'iptables-nft-restore', save6: 'ip6tables-nft-save', restore6: 'ip6tables-nft-restore' },
+  legacy: { save: 'iptables-legacy-save', restore: 'iptables-legacy-restore', save6: 'ip6tables-legacy-save', restore6: 'ip6tables-legacy-restore' },
+  default: { save: 'iptables-save', restore: 'iptables-restore', save6: 'ip6tables-save', restore6: 'ip6tables-restore' },
 };
 
 export function backendFor(name: BackendName, reason: string, dockerSeen = false): Backend {

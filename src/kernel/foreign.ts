@@ -65,9 +65,14 @@ const EC2_NET_UTILS_UNITS = /^(refresh-)?policy-routes@.*\.(service|timer)$/;
 
 export function detectEc2NetUtils(root: string): ManagerPresence {
   const installed = [
-    ...unitFiles(root, 'policy-routes@.service'), ...unitFiles(root, 'refresh-policy-routes@.timer'),
-    ...['usr/bin/setup-policy-routes', 'usr/sbin/setup-policy-routes', 'usr/lib/udev/rules.d/99-vpc-policy-routes.rules', 'etc/udev/rules.d/99-vpc-policy-routes.rules']
-      .filter((p) => exists(root, p)),
+    ...unitFiles(root, 'policy-routes@.service'), ...unitFiles(root, 'refresh-policy-routes@.service'), ...unitFiles(root, 'refresh-policy-routes@.timer'),
+    ...[
+      'usr/bin/setup-policy-routes', 'usr/sbin/setup-policy-routes', 'usr/lib/udev/rules.d/99-vpc-policy-routes.rules', 'etc/udev/rules.d/99-vpc-policy-routes.rules',
+      // v1 (Amazon Linux 2) and its Ubuntu fork (ubuntu-ec2net): udev rules, hotplug script, shared functions.
+      'usr/lib/udev/rules.d/53-ec2-network-interfaces.rules', 'etc/udev/rules.d/53-ec2-network-interfaces.rules',
+      'etc/sysconfig/network-scripts/ec2net-functions', 'etc/sysconfig/network-scripts/ec2net.hotplug',
+      'etc/network/ec2net-functions', 'etc/network/ec2net.hotplug',
+    ].filter((p) => exists(root, p)),
     ...['usr/lib/systemd/network', 'lib/systemd/network'].flatMap((d) => list(root, d).filter((f) => f.includes('ec2')).map((f) => `${d}/${f}`)),
   ].map((p) => `/${p}`);
   // setup-policy-routes writes /run/systemd/network/70-<iface>.network (and .d drop-ins) for every ENI it manages.

@@ -1,7 +1,7 @@
 // Links: dump (index, name, MAC, up flag, kind) and set a link up. ENIs are keyed by MAC, so the MAC is lower-case.
-import { rt } from 'netlink';
+import { rt } from './netlink-package';
 import type { KernelLink } from '../core/types';
-import { body, type Netlink } from './netlink';
+import { body, type Netlink, type NetlinkRequest } from './netlink';
 
 function macOf(buf: Buffer | undefined): string {
   if (buf === undefined) return '';
@@ -76,4 +76,13 @@ export async function dumpLinks(nl: Netlink): Promise<KernelLink[]> {
 export async function setLinkUp(nl: Netlink, link: Pick<KernelLink, 'index' | 'name'>): Promise<void> {
   await nl.call(`set link ${link.name} (index ${link.index}) up`, (o) =>
     nl.socket.setLink({ index: link.index, flags: { up: true }, change: { up: true } }, {}, o));
+}
+
+/** The netlink message of `ip link set up` of `link`, for Netlink.sendAll. */
+export function linkUpRequest(link: Pick<KernelLink, 'index'>): NetlinkRequest {
+  return {
+    type: rt.MessageType.SETLINK,
+    flags: 0,
+    body: body((out) => rt.formatLinkMessage({ kind: 'link', data: { index: link.index, flags: { up: true }, change: { up: true } }, attrs: {} }, out)),
+  };
 }

@@ -4,9 +4,10 @@
 // kernel paces dump replies to the reader, so it cannot overrun (an overrun on a subscribed socket aborts the
 // whole process in `netlink` 0.3.0, see docs/dependencies.md; events come from src/kernel/events.ts instead).
 // It is unreferenced while idle (the package default), so an idle handle never keeps the event loop alive.
-import { AttrStream, FlagsNew, createRtNetlink, rt } from 'netlink';
-import type { RequestOptions, RtNetlinkSocket } from 'netlink';
-import { bigIntToIpv6, canonicalAddress, ipv4ToInt, ipv6ToBigInt, isIPv6 } from '../core/ip';
+import { getSystemErrorName } from 'node:util';
+import { AttrStream, FlagsNew, createRtNetlink, formatMessage, rt } from './netlink-package';
+import type { NetlinkMessage, RequestOptions, RtNetlinkSocket } from './netlink-package';
+import { bigIntToIpv6, ipv6ToBigInt } from '../core/ip';
 import type { Family } from '../core/types';
 
 /** errno names the adapter distinguishes; any other errno name may also appear. */
@@ -48,6 +49,12 @@ export function toKernelError(err: unknown, what: string): KernelError {
   return new KernelError(typeof code === 'string' ? code : 'EIO', what, message);
 }
 
+/** Whether a request failure is the kernel's NLMSG_ERROR answer (as opposed to a socket or timeout failure). */
+function isKernelAnswer(err: unknown): boolean {
+  return err instanceof KernelError ? err.code !== 'ETIMEDOUT' && err.code !== 'EIO'
+    : err instanceof Error && /^Request rejected: \w+$/.test(err.message);
+}
+
 export const AF_INET = 2;
 export const AF_INET6 = 10;
 export const NLM_F_CREATE_EXCL = FlagsNew.CREATE | FlagsNew.EXCL;
@@ -59,37 +66,174 @@ const NLMSG_ERROR = 2;
 /** RT_TABLE_COMPAT: what the 8-bit table field says when the real table (> 255) is in the table attribute. */
 export const RT_TABLE_COMPAT = 252;
 
+const NLM_F_REQUEST = 0x1;
+const NLM_F_ACK = 0x4;
+
+/** One write for Netlink.sendAll: an rtnetlink message (type, flags, encoded body) and what it does, for errors. */
+export interface NetlinkRequest {
+  type: number;
+  /** NLM_F_CREATE, EXCL, REPLACE; REQUEST and ACK are added. */
+  flags: number;
+  body: Uint8Array[];
+}
+
+/**
+ * Messages per sendmsg and per round of replies. Each request is answered by one ACK, which the kernel queues on
+ * this socket before sendmsg returns; an ACK takes ~830 bytes of the receive buffer (measured: 20 ACKs, half of
+ * them errors echoing the request, 16640 bytes of Rmem), and the buffer is 208 KB. An overrun would drop ACKs and,
+ * worse, make the `netlink` addon abort the process (EPOLLERR reaches its poll handler, whose error path throws a
+ * C++ exception: docs/dependencies.md). 64 in flight use a quarter of the buffer; IOV_MAX is not an issue because
+ * a batch is sent as one buffer.
+ */
+export const BATCH_MAX = 64;
+const PAD = Buffer.alloc(4);
+
 export interface NetlinkOptions {
   /** Timeout of each request in ms (config sync.requestTimeoutMs). */
   timeoutMs?: number;
+  /** Opens a socket (tests inject failing ones); default: the package's createRtNetlink. */
+  createSocket?: () => RtNetlinkSocket;
 }
 
-/** An rtnetlink request handle, bound to the network namespace of the process that opened it. */
+/** How many times a dump is re-run when the kernel flags it interrupted, before the read fails. */
+export const DUMP_ATTEMPTS = 3;
+
+/**
+ * An rtnetlink request handle, bound to the network namespace of the process that opened it. A socket that
+ * failed (an error event, or a request that ended without the kernel's answer: a send error, a timeout) is
+ * closed, and the next request opens a fresh one: a wedged socket never stays in use.
+ */
 export class Netlink {
-  readonly socket: RtNetlinkSocket;
   readonly timeoutMs: number;
+  private readonly createSocket: () => RtNetlinkSocket;
+  private current: RtNetlinkSocket | undefined;
   private closed = false;
   private port: number | undefined;
+  /** Sockets opened so far (1 + reopens after failures). */
+  opened = 0;
   /** Dumps are queued: the kernel runs one dump per socket at a time and answers a second one EBUSY. */
   private dumping: Promise<unknown> = Promise.resolve();
+  /** sendAll's requests waiting for their ACK, by sequence number. */
+  private readonly acks = new Map<number, (errno: number) => void>();
 
   constructor(options: NetlinkOptions = {}) {
     this.timeoutMs = options.timeoutMs ?? 2000;
     // No options: `ref` defaults to false, and the package's option type wrongly requires the buffer sizes.
-    this.socket = createRtNetlink();
-    // A raw socket error with no listener would throw from an EventEmitter: keep it, the request fails anyway.
-    this.socket.socket.on('error', () => undefined);
-    this.socket.on('invalid', () => undefined);
+    this.createSocket = options.createSocket ?? (() => createRtNetlink());
+  }
+
+  /** The socket requests go through; opened on first use and again after a failure. */
+  get socket(): RtNetlinkSocket {
+    if (this.closed) throw new KernelError('EBADF', 'netlink', 'netlink handle closed');
+    if (this.current === undefined) {
+      const sock = this.createSocket();
+      this.opened++;
+      // A raw socket error with no listener would throw from an EventEmitter; the socket is dropped instead.
+      sock.socket.on('error', () => this.drop(sock));
+      sock.on('invalid', () => undefined);
+      // Replies to sequence numbers the package does not track (sendAll's) arrive as 'message'. The rt layer's own
+      // listener would run its generic parser on each of them for nobody (this socket gets no events): removed.
+      sock.socket.removeAllListeners('message');
+      sock.socket.on('message', (msgs: NetlinkMessage[]) => {
+        for (const msg of msgs) {
+          const done = this.acks.get(msg.seq);
+          if (done === undefined || msg.type !== NLMSG_ERROR || msg.data.length < 4) continue;
+          this.acks.delete(msg.seq);
+          done(-msg.data.readInt32LE(0));
+        }
+      });
+      this.current = sock;
+      this.port = undefined;
+    }
+    return this.current;
+  }
+
+  /** Closes `sock` if it is the current socket; the next request opens a new one. */
+  private drop(sock: RtNetlinkSocket): void {
+    if (this.current !== sock) return;
+    this.current = undefined;
+    this.port = undefined;
+    try {
+      sock.socket.close();
+    } catch {
+      // Closed already.
+    }
+  }
+
+  /**
+   * Sends many requests, up to BATCH_MAX per sendmsg, and resolves with each one's outcome in order: undefined
+   * (acknowledged) or the errno name the kernel answered ('EEXIST', ...; 'ETIMEDOUT' when no answer came within
+   * the timeout). The kernel handles the messages of one sendmsg one after the other, in order, exactly as if they
+   * had been sent one by one: a later message sees what an earlier one did, and a failed one does not stop the
+   * next. Every request is told apart by its sequence number, so an error is always attributed to its own
+   * object. Never throws for a kernel answer; throws a KernelError when the handle is closed.
+   */
+  async sendAll(requests: readonly NetlinkRequest[]): Promise<(string | undefined)[]> {
+    if (this.closed) throw new KernelError('EBADF', 'netlink writes', 'netlink handle closed');
+    const out: (string | undefined)[] = new Array<string | undefined>(requests.length);
+    for (let start = 0; start < requests.length; start += BATCH_MAX) {
+      // Each batch takes the current socket: one that failed the previous batch has been replaced.
+      const sock = this.socket;
+      this.port ??= sock.socket.address().port;
+      await this.sendBatch(sock, requests, start, Math.min(requests.length, start + BATCH_MAX), out);
+    }
+    return out;
+  }
+
+  private sendBatch(sock: RtNetlinkSocket, requests: readonly NetlinkRequest[], start: number, end: number, out: (string | undefined)[]): Promise<void> {
+    const parts: Uint8Array[] = [];
+    const seqs: number[] = [];
+    for (let i = start; i < end; i++) {
+      const r = requests[i] as NetlinkRequest;
+      const seq = sock.socket.generateSeq();
+      seqs.push(seq);
+      let length = 0;
+      for (const b of formatMessage({ type: r.type, flags: r.flags | NLM_F_REQUEST | NLM_F_ACK, seq, port: this.port ?? 0, data: r.body })) {
+        parts.push(b);
+        length += b.length;
+      }
+      // The kernel finds the next message at NLMSG_ALIGN(nlmsg_len); the package does not pad the last attribute
+      // (a u8 protocol ends a rule without selectors at an odd length).
+      if (length % 4 !== 0) parts.push(PAD.subarray(0, 4 - (length % 4)));
+    }
+    return new Promise<void>((resolve) => {
+      let left = seqs.length;
+      const finish = (): void => {
+        clearTimeout(timer);
+        for (const seq of seqs) this.acks.delete(seq);
+        resolve();
+      };
+      // The timer also keeps the event loop alive while the (unreferenced) socket has replies to deliver.
+      const timer = setTimeout(() => {
+        for (let j = 0; j < seqs.length; j++) if (this.acks.has(seqs[j] as number)) out[start + j] = 'ETIMEDOUT';
+        finish();
+        this.drop(sock); // no answer: the socket is suspect, the next batch gets a fresh one
+      }, this.timeoutMs);
+      seqs.forEach((seq, j) => this.acks.set(seq, (errno) => {
+        out[start + j] = errno === 0 ? undefined : errnoName(errno);
+        if (--left === 0) finish();
+      }));
+      sock.socket.socket.send(Buffer.concat(parts), { port: 0 }, (error) => {
+        if (error === undefined || error === null) return;
+        for (let j = 0; j < seqs.length; j++) if (this.acks.has(seqs[j] as number)) out[start + j] = error.code ?? 'EIO';
+        finish();
+        this.drop(sock);
+      });
+    });
   }
 
   /** Runs one request with the timeout; any failure becomes a KernelError naming `what`. */
   async call<T>(what: string, request: (options: RequestOptions & { flags?: number; localPort?: number }) => Promise<T>, flags = 0): Promise<T> {
     if (this.closed) throw new KernelError('EBADF', what, 'netlink handle closed');
+    let sock: RtNetlinkSocket | undefined;
     try {
+      sock = this.socket;
       // The port is fixed once the socket is bound; without it the package asks the kernel (getsockname) per request.
-      this.port ??= this.socket.socket.address().port;
+      this.port ??= sock.socket.address().port;
       return await request({ timeout: this.timeoutMs, flags, localPort: this.port });
     } catch (err) {
+      // The kernel's own answer (EEXIST, ENOENT...) says nothing about the socket; anything else might.
+      if (sock !== undefined && !isKernelAnswer(err)) this.drop(sock);
       throw toKernelError(err, what);
     }
   }
@@ -121,14 +265,27 @@ export class Netlink {
         const parsed = parse(msg.type, msg.data);
         if (parsed !== undefined) out.push(parsed);
       }
-      if (!interrupted || attempt >= 3) return out;
+      if (!interrupted) return out;
+      // Still changing after the retries: a partial view must not be planned from (it could miss objects
+      // that exist, and the diff would re-add or delete them). The sync fails and is retried.
+      if (attempt >= DUMP_ATTEMPTS) throw new KernelError('EINTR', what, `dump interrupted (NLM_F_DUMP_INTR) ${DUMP_ATTEMPTS} times in a row: the kernel's list kept changing`);
     }
   }
 
   close(): void {
     if (this.closed) return;
     this.closed = true;
-    this.socket.socket.close();
+    const sock = this.current;
+    this.current = undefined;
+    sock?.socket.close();
+  }
+}
+
+function errnoName(errno: number): string {
+  try {
+    return getSystemErrorName(-errno);
+  } catch {
+    return String(errno);
   }
 }
 
@@ -161,8 +318,10 @@ export function ipFromBuffer(buf: Buffer): string {
   return bigIntToIpv6(value);
 }
 
+/** Address text (already validated: the core types hold only valid addresses) → kernel bytes. */
 export function ipToBuffer(address: string): Buffer {
-  if (isIPv6(address)) {
+  // A colon tells the families apart; node's isIPv6 (a large regular expression) was a visible share of a write.
+  if (address.includes(':')) {
     const buf = Buffer.alloc(16);
     let value = ipv6ToBigInt(address);
     for (let i = 15; i >= 0; i--) {
@@ -171,8 +330,19 @@ export function ipToBuffer(address: string): Buffer {
     }
     return buf;
   }
-  const buf = Buffer.alloc(4);
-  buf.writeUInt32BE(ipv4ToInt(address) >>> 0);
+  const buf = Buffer.allocUnsafe(4);
+  let byte = 0;
+  let at = 0;
+  for (let i = 0; i < address.length; i++) {
+    const c = address.charCodeAt(i);
+    if (c === 0x2e) {
+      buf[at++] = byte;
+      byte = 0;
+    } else {
+      byte = byte * 10 + c - 0x30;
+    }
+  }
+  buf[at] = byte;
   return buf;
 }
 
@@ -186,7 +356,8 @@ export function prefixToBuffer(cidr: string): { addr: Buffer; len: number } {
 /** The CIDR text of an address + prefix length, in the core types' canonical form. */
 export function prefixText(family: Family, buf: Buffer | undefined, len: number): string {
   if (buf === undefined) return family === 4 ? `0.0.0.0/${len}` : `::/${len}`;
-  return `${canonicalAddress(ipFromBuffer(buf))}/${len}`;
+  // ipFromBuffer's text is canonical already (IPv6 compressed, lower case).
+  return `${ipFromBuffer(buf)}/${len}`;
 }
 
 /** The package returns known enum values as names ('KERNEL', 'LINK', 'toTbl') and unknown ones as numbers. */

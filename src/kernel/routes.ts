@@ -10,7 +10,7 @@
 // succeeds; without it and without a connected route in main (noprefixroute address) it is ENETUNREACH.
 // ec2netd does not set onlink: the planner adds the subnet route before the default route, and a gateway that
 // is not on-link must fail loudly rather than produce a route that black-holes traffic.
-import { rt } from 'netlink';
+import { rt } from './netlink-package';
 import type { Family, KernelRoute } from '../core/types';
 import {
   AF_INET,
@@ -21,36 +21,71 @@ import {
   RT_TABLE_COMPAT,
   afOf,
   body,
-  enumNumber,
   familyOfAf,
   ipFromBuffer,
   ipToBuffer,
   prefixText,
   prefixToBuffer,
   type Netlink,
+  type NetlinkRequest,
 } from './netlink';
 
 export const RT_TABLE_LOCAL = 255;
 const RTN_UNICAST = 1;
 
-export function routeFromMessage(msg: rt.RouteMessage): KernelRoute | undefined {
-  const family = familyOfAf(msg.data.family);
-  if (family === undefined) return undefined;
+const RTM_NEWROUTE = 24;
+const RTMSG_LEN = 12;
+const RTM_F_CLONED = 0x200;
+const RTA_DST = 1;
+const RTA_OIF = 4;
+const RTA_GATEWAY = 5;
+const RTA_PRIORITY = 6;
+const RTA_PREFSRC = 7;
+const RTA_TABLE = 15;
+const NLA_TYPE_MASK = 0x3fff;
+
+/**
+ * Reads a route from an RTM_NEWROUTE message: rtmsg and the six attributes KernelRoute holds, as the generic parser
+ * would read it. Written by hand because a dump holds every route of
+ * every table (the local table alone has two per IPv4 address) and the generic parser makes an object per
+ * attribute: `skipLocal` drops table 255 before reading any attribute but RTA_TABLE.
+ */
+export function parseRouteMessage(type: number, data: Buffer, skipLocal = false): KernelRoute | undefined {
+  if (type !== RTM_NEWROUTE || data.length < RTMSG_LEN) return undefined;
+  const family = familyOfAf(data[0]);
+  const dstLen = data[1] ?? 0;
   // Cached clones (IPv6 exceptions) and source-specific IPv6 routes are never ec2netd's, and KernelRoute cannot
   // express them: listing them would make them look like plain routes to the same destination.
-  if (msg.data.flags?.cloned === true || (msg.data.srcLen ?? 0) > 0) return undefined;
+  if (family === undefined || (data[2] ?? 0) > 0 || (data.readUInt32LE(8) & RTM_F_CLONED) !== 0) return undefined;
+  let table = data[4] ?? 0;
+  let dst: Buffer | undefined;
+  let gateway: Buffer | undefined;
+  let prefsrc: Buffer | undefined;
+  let oif: number | undefined;
+  let metric: number | undefined;
+  for (let pos = RTMSG_LEN; pos + 4 <= data.length;) {
+    const len = data.readUInt16LE(pos);
+    if (len < 4 || pos + len > data.length) break;
+    const value = pos + 4;
+    const end = pos + len;
+    switch (data.readUInt16LE(pos + 2) & NLA_TYPE_MASK) {
+      case RTA_DST: dst = data.subarray(value, end); break;
+      case RTA_GATEWAY: gateway = data.subarray(value, end); break;
+      case RTA_PREFSRC: prefsrc = data.subarray(value, end); break;
+      case RTA_OIF: if (end - value >= 4) oif = data.readUInt32LE(value); break;
+      case RTA_PRIORITY: if (end - value >= 4) metric = data.readUInt32LE(value); break;
+      case RTA_TABLE: if (end - value >= 4) table = data.readUInt32LE(value); break;
+    }
+    pos += (len + 3) & ~3;
+  }
+  if (skipLocal && table === RT_TABLE_LOCAL) return undefined;
   const route: KernelRoute = {
-    family,
-    table: msg.attrs.table ?? msg.data.table ?? 0,
-    dst: prefixText(family, msg.attrs.dst, msg.data.dstLen ?? 0),
-    protocol: enumNumber(rt.RouteProtocol, msg.data.protocol),
-    scope: enumNumber(rt.RouteScope, msg.data.scope),
-    type: enumNumber(rt.RouteType, msg.data.type),
+    family, table, dst: prefixText(family, dst, dstLen), protocol: data[5] ?? 0, scope: data[6] ?? 0, type: data[7] ?? 0,
   };
-  if (msg.attrs.gateway !== undefined) route.gateway = ipFromBuffer(msg.attrs.gateway);
-  if (msg.attrs.oif !== undefined) route.ifindex = msg.attrs.oif;
-  if (msg.attrs.prefsrc !== undefined) route.prefsrc = ipFromBuffer(msg.attrs.prefsrc);
-  if (msg.attrs.priority !== undefined) route.metric = msg.attrs.priority;
+  if (gateway !== undefined) route.gateway = ipFromBuffer(gateway);
+  if (oif !== undefined) route.ifindex = oif;
+  if (prefsrc !== undefined) route.prefsrc = ipFromBuffer(prefsrc);
+  if (metric !== undefined) route.metric = metric;
   return route;
 }
 
@@ -60,16 +95,11 @@ export function routeFromMessage(msg: rt.RouteMessage): KernelRoute | undefined 
  */
 export async function dumpRoutes(nl: Netlink, options: { skipLocal?: boolean; family?: Family } = {}): Promise<KernelRoute[]> {
   const families = options.family === undefined ? [AF_INET, AF_INET6] : [afOf(options.family)];
+  const skipLocal = options.skipLocal === true;
   const routes: KernelRoute[] = [];
   for (const af of families) {
-    const msgs = await nl.dump(`dump ${af === AF_INET ? 'IPv4' : 'IPv6'} routes`, rt.MessageType.GETROUTE, body((out) =>
-      rt.formatRouteMessage({ kind: 'route', data: { family: af }, attrs: {} }, out)));
-    for (const msg of msgs) {
-      if (msg.kind !== 'route') continue;
-      const route = routeFromMessage(msg);
-      if (route === undefined || (options.skipLocal === true && route.table === RT_TABLE_LOCAL)) continue;
-      routes.push(route);
-    }
+    routes.push(...await nl.dumpWith(`dump ${af === AF_INET ? 'IPv4' : 'IPv6'} routes`, rt.MessageType.GETROUTE, body((out) =>
+      rt.formatRouteMessage({ kind: 'route', data: { family: af }, attrs: {} }, out)), (type, data) => parseRouteMessage(type, data, skipLocal)));
   }
   return routes;
 }
@@ -135,11 +165,26 @@ export async function addRoute(nl: Netlink, r: KernelRoute, linkName?: string): 
     await nl.call(what, (o) => nl.socket.newRoute(data, attrs, o), NLM_F_CREATE_EXCL);
   } catch (err) {
     if (!(err instanceof KernelError) || err.code !== 'EEXIST') throw err;
-    const present = await dumpRoutes(nl, { family: r.family });
-    if (present.some((p) => sameRoute(p, r))) throw err;
-    const holder = present.find((p) => p.table === r.table && p.dst === r.dst && effectiveMetric(p) === effectiveMetric(r));
-    throw new KernelError('ECONFLICT', what, `EEXIST: slot held by ${holder === undefined ? 'another route' : describeRoute(holder)}`);
+    throw routeExistsError(await dumpRoutes(nl, { family: r.family }), r, linkName, err);
   }
+}
+
+/** What an EEXIST on adding `r` means, given the routes present: EEXIST (an equal route is there) or ECONFLICT. */
+export function routeExistsError(present: readonly KernelRoute[], r: KernelRoute, linkName?: string, eexist?: KernelError): KernelError {
+  const what = `add route ${describeRoute(r, linkName)}`;
+  if (present.some((p) => sameRoute(p, r))) return eexist ?? new KernelError('EEXIST', what);
+  const holder = present.find((p) => p.table === r.table && p.dst === r.dst && effectiveMetric(p) === effectiveMetric(r));
+  return new KernelError('ECONFLICT', what, `EEXIST: slot held by ${holder === undefined ? 'another route' : describeRoute(holder)}`);
+}
+
+/** The netlink message of `ip route add` (CREATE|EXCL), `replace` (CREATE|REPLACE) or `del` of `r`, for Netlink.sendAll. */
+export function routeRequest(r: KernelRoute, op: 'add' | 'replace' | 'del'): NetlinkRequest {
+  const { data, attrs } = request(r);
+  return {
+    type: op === 'del' ? rt.MessageType.DELROUTE : rt.MessageType.NEWROUTE,
+    flags: op === 'add' ? NLM_F_CREATE_EXCL : op === 'replace' ? NLM_F_CREATE_REPLACE : 0,
+    body: body((out) => rt.formatRouteMessage({ kind: 'route', data, attrs }, out)),
+  };
 }
 
 /** `ip route replace` (NLM_F_CREATE|NLM_F_REPLACE): atomically swaps the route in the slot (table, dst, metric). */

@@ -6,7 +6,7 @@
 //   `from 10.0.1.5 lookup T pref P` exists, and a delete of it may remove that other rule. So an EEXIST is
 //   re-checked against a dump, and a delete first checks that the rule the kernel will pick is exactly ours.
 // - Without NLM_F_EXCL an identical rule is added twice.
-import { rt } from 'netlink';
+import { rt } from './netlink-package';
 import type { Family, KernelRule } from '../core/types';
 import {
   AF_INET,
@@ -20,7 +20,9 @@ import {
   prefixText,
   prefixToBuffer,
   type Netlink,
+  type NetlinkRequest,
 } from './netlink';
+import { encodeMessage, type Attr } from './encode';
 
 const FR_ACT_TO_TBL = 1;
 const SUPPRESS_NONE = 0xffffffff;
@@ -62,7 +64,7 @@ export function ruleFromMessage(msg: rt.RuleMessage): KernelRule | undefined {
   return rule;
 }
 
-async function dumpRuleMessages(nl: Netlink, af: number): Promise<rt.RuleMessage[]> {
+export async function dumpRuleMessages(nl: Netlink, af: number): Promise<rt.RuleMessage[]> {
   const msgs = await nl.dump(`dump ${af === AF_INET ? 'IPv4' : 'IPv6'} rules`, rt.MessageType.GETRULE, body((out) =>
     rt.formatRuleMessage({ kind: 'rule', data: { family: af }, attrs: {} }, out)));
   return msgs.filter((m): m is rt.RuleMessage => m.kind === 'rule');
@@ -142,12 +144,52 @@ export async function addRule(nl: Netlink, r: KernelRule): Promise<void> {
     await nl.call(what, (o) => nl.socket.newRule(data, attrs, o), NLM_F_CREATE_EXCL);
   } catch (err) {
     if (!(err instanceof KernelError) || err.code !== 'EEXIST') throw err;
-    const present = await dumpRules(nl, r.family);
-    if (present.some((p) => sameRule({ ...p, protocol: r.protocol }, r))) throw err;
-    const holder = present.find((p) => p.priority === r.priority && p.table === r.table);
-    throw new KernelError('ECONFLICT', what, `EEXIST: the kernel took it for ${holder === undefined ? 'another rule' : describeRule(holder)}`);
+    throw ruleExistsError(await dumpRules(nl, r.family), r, err);
   }
 }
+
+/** What an EEXIST on adding `r` means, given the rules present: EEXIST (an equal rule is there) or ECONFLICT. */
+export function ruleExistsError(present: readonly KernelRule[], r: KernelRule, eexist = new KernelError('EEXIST', `add rule ${describeRule(r)}`)): KernelError {
+  if (present.some((p) => sameRule({ ...p, protocol: r.protocol }, r))) return eexist;
+  const holder = present.find((p) => p.priority === r.priority && p.table === r.table);
+  return new KernelError('ECONFLICT', `add rule ${describeRule(r)}`, `EEXIST: the kernel took it for ${holder === undefined ? 'another rule' : describeRule(holder)}`);
+}
+
+/** The netlink message of `ip rule add` (CREATE|EXCL) or `ip rule del` of `r`, for Netlink.sendAll. */
+export function ruleRequest(r: KernelRule, op: 'add' | 'del'): NetlinkRequest {
+  // fib_rule_hdr: family, dst_len, src_len, tos, table, res1, res2, action, flags (u32); then the attributes in
+  // the order request() gives them to the package's formatter.
+  const header = Buffer.alloc(12);
+  header[0] = afOf(r.family);
+  header[4] = r.table > 255 ? 0 : r.table;
+  header[7] = r.action;
+  const attrs: Attr[] = [{ type: FRA_PRIORITY, value: r.priority }, { type: FRA_TABLE, value: r.table }, { type: FRA_PROTOCOL, value: r.protocol, u8: true }];
+  if (r.src !== undefined) {
+    const { addr, len } = prefixToBuffer(r.src);
+    header[2] = len;
+    attrs.push({ type: FRA_SRC, value: addr });
+  }
+  if (r.dst !== undefined) {
+    const { addr, len } = prefixToBuffer(r.dst);
+    header[1] = len;
+    attrs.push({ type: FRA_DST, value: addr });
+  }
+  if (r.fwmark !== undefined) attrs.push({ type: FRA_FWMARK, value: r.fwmark });
+  if (r.fwmask !== undefined) attrs.push({ type: FRA_FWMASK, value: r.fwmask });
+  return {
+    type: op === 'add' ? rt.MessageType.NEWRULE : rt.MessageType.DELRULE,
+    flags: op === 'add' ? NLM_F_CREATE_EXCL : 0,
+    body: [encodeMessage(header, attrs)],
+  };
+}
+
+const FRA_DST = 1;
+const FRA_SRC = 2;
+const FRA_PRIORITY = 6;
+const FRA_FWMARK = 10;
+const FRA_TABLE = 15;
+const FRA_FWMASK = 16;
+const FRA_PROTOCOL = 21;
 
 /** What the kernel's rule_find would match for a delete request made of `r`: absent selectors are wildcards. */
 function kernelWouldPick(msg: rt.RuleMessage, r: KernelRule): boolean {
@@ -174,15 +216,28 @@ function kernelWouldPick(msg: rt.RuleMessage, r: KernelRule): boolean {
  */
 export async function deleteRule(nl: Netlink, r: KernelRule): Promise<void> {
   const what = `delete rule ${describeRule(r)}`;
-  const msgs = await dumpRuleMessages(nl, afOf(r.family));
-  if (!msgs.some((m) => { const p = ruleFromMessage(m); return p !== undefined && sameRule(p, r); })) {
-    throw new KernelError('ENOENT', what);
-  }
-  const first = msgs.find((m) => kernelWouldPick(m, r));
-  const picked = first === undefined ? undefined : ruleFromMessage(first);
-  if (picked === undefined || !sameRule(picked, r)) {
-    throw new KernelError('ECONFLICT', what, `the kernel would delete ${picked === undefined ? 'a rule with other selectors' : describeRule(picked)}`);
-  }
+  const blocked = ruleDeleteBlocker(await dumpRuleMessages(nl, afOf(r.family)), r);
+  if (blocked !== undefined) throw blocked;
   const { data, attrs } = request(r);
   await nl.call(what, (o) => nl.socket.delRule(data, attrs, o));
+}
+
+/**
+ * Why a delete request for `r` must not be sent, given the rules of its family in kernel order: ENOENT (`r` is
+ * not there) or ECONFLICT (the kernel would remove another rule). Undefined: send it; `msgs` then loses the rule
+ * the kernel will remove, so that a list checked delete after delete follows the kernel.
+ */
+export function ruleDeleteBlocker(msgs: rt.RuleMessage[], r: KernelRule): KernelError | undefined {
+  const what = `delete rule ${describeRule(r)}`;
+  if (!msgs.some((m) => { const p = ruleFromMessage(m); return p !== undefined && sameRule(p, r); })) {
+    return new KernelError('ENOENT', what);
+  }
+  const index = msgs.findIndex((m) => kernelWouldPick(m, r));
+  const first = msgs[index];
+  const picked = first === undefined ? undefined : ruleFromMessage(first);
+  if (picked === undefined || !sameRule(picked, r)) {
+    return new KernelError('ECONFLICT', what, `the kernel would delete ${picked === undefined ? 'a rule with other selectors' : describeRule(picked)}`);
+  }
+  msgs.splice(index, 1);
+  return undefined;
 }

@@ -1,5 +1,6 @@
 // Coexistence on a simulated instance: another manager's rules for eth1 (amazon-ec2-net-utils style) are
-// never fought over; adopt takes over only once that tool is gone; renames are followed by MAC.
+// never fought over; adopt takes over only once that tool is stopped, and only with evidence that it is installed;
+// renames are followed by MAC.
 // Everything lives in this file's namespaces and temporary root, removed even on failure.
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -43,6 +44,8 @@ describe('coexistence with another manager of eth1 (amazon-ec2-net-utils style)'
     writeFileSync(file, JSON.stringify({ ...doc, coexistence: { root, policy } }, null, 2));
   };
   const runtimeFile = path.join(root, 'run', 'systemd', 'network', '70-eth1.network');
+  /** The evidence that the tool is installed: its unit file. */
+  const unitFile = path.join(root, 'usr', 'lib', 'systemd', 'system', 'policy-routes@.service');
 
   afterAll(async () => {
     await daemon?.stop(3000);
@@ -83,6 +86,8 @@ describe('coexistence with another manager of eth1 (amazon-ec2-net-utils style)'
   it('adopt while the other tool is active: still hands off', async () => {
     mkdirSync(path.dirname(runtimeFile), { recursive: true });
     writeFileSync(runtimeFile, '[Match]\nName=eth1\n');
+    mkdirSync(path.dirname(unitFile), { recursive: true });
+    writeFileSync(unitFile, '[Service]\nExecStart=/usr/bin/setup-policy-routes %i start\n');
     await daemon?.stop(3000);
     setPolicy('adopt');
     daemon = sim().startDaemon();
@@ -92,11 +97,28 @@ describe('coexistence with another manager of eth1 (amazon-ec2-net-utils style)'
     expect(await foreignRules()).toHaveLength(2);
     expect(await ownedRules(sim())).toEqual([]);
     expect(writes(daemon)).toEqual([]);
-    expect(daemon.output().stdout).toContain('amazon-ec2-net-utils is still active (/run/systemd/network/70-eth1.network)');
+    expect(daemon.output().stdout).toContain('amazon-ec2-net-utils is still active (/run/systemd/network/70-eth1.network, /usr/lib/systemd/system/policy-routes@.service)');
   });
 
-  it('adopt once the tool is gone: ec2netd\'s objects first, then the leftovers go; then nothing more', async () => {
+  it('adopt with no evidence that the tool is installed (only its table numbers): warns, deletes nothing', async () => {
     rmSync(runtimeFile);
+    rmSync(unitFile);
+    const rulesBefore = await foreignRules();
+    const routesBefore = await foreignRoutes();
+    // The daemon re-reads the other tools' files at most every 5 s; reloads until it says so.
+    await eventually('no-evidence warning', async () => {
+      daemon?.child.kill('SIGHUP');
+      await sleep(500);
+      return daemon?.output().stdout.includes('follow amazon-ec2-net-utils\'s conventions, but no file or unit of that tool is installed') === true;
+    }, 20_000);
+    expect(await foreignRules()).toEqual(rulesBefore);
+    expect(await foreignRoutes()).toEqual(routesBefore);
+    expect(await ownedRules(sim())).toEqual([]);
+    expect(writes(daemon as ManagedProcess)).toEqual([]);
+  });
+
+  it('adopt once the tool is stopped (installed, not active): ec2netd\'s objects first, then the leftovers go; then nothing more', async () => {
+    writeFileSync(unitFile, '[Service]\nExecStart=/usr/bin/setup-policy-routes %i start\n');
     // The daemon re-reads the other tools' files at most every 5 s; reloads until it sees the change.
     await eventually('adopted', async () => {
       daemon?.child.kill('SIGHUP');

@@ -9,6 +9,7 @@ import type { ManagedProcess } from '../../sim/exec';
 import { kernelSnapshot, snapshotDiff, startMonitor, waitQuiet, type KernelSnapshot, type MonitorLine } from '../../bench/inspect';
 import { useSimulatedEc2 } from '../helpers/sim';
 import { waitConverged, waitSnapshot } from '../helpers/daemon-watch';
+import { seededRandom } from '../helpers/random';
 
 const ENIS = 15;
 const IPS_PER_ENI = 50;
@@ -20,18 +21,6 @@ const eniIps = (k: number): string[] => Array.from({ length: IPS_PER_ENI }, (_, 
 /** A write of the sync: an address in the ENIs' subnet, or an object of ec2netd's (proto 236). */
 const isSyncWrite = (l: MonitorLine): boolean => /^\[ADDR\].* inet 10\.0\./.test(l.text) || /\bproto 236\b/.test(l.text);
 
-/** mulberry32: a small seeded generator, so a failing run can be replayed. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 describe(`kill -9 during a sync of ${ENIS} ENIs × ${IPS_PER_ENI} IPv4s`, () => {
   const sim = useSimulatedEc2('faultcrash', {
     subnet: '10.0.0.0/16',
@@ -41,7 +30,7 @@ describe(`kill -9 during a sync of ${ENIS} ENIs × ${IPS_PER_ENI} IPv4s`, () => 
     config: { sync: { pendingRetryBaseMs: 50 } },
   });
   const seed = Number(process.env.FAULTS_SEED ?? Date.now() % 1_000_000);
-  const random = rng(seed);
+  const random = seededRandom(seed);
   let empty: KernelSnapshot;
   let want: KernelSnapshot;
   let applyMs = 0;

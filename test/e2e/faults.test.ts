@@ -34,22 +34,22 @@ describe('ec2netd under faults', () => {
   let good: KernelSnapshot;
 
   /** SIGHUP and wait for the IMDS read it causes to fail; returns the failure's log line. */
-  const reloadExpectingFailure = async (what: string): Promise<LogLine> => {
-    const mark = logMark(daemon);
+  // Each takes a mark from before the fault was set: the daemon may read IMDS before the SIGHUP (a retry of an ENI
+  // it follows) and says each cause once.
+  const reloadExpectingFailure = async (what: string, mark = logMark(daemon)): Promise<LogLine> => {
     daemon.child.kill('SIGHUP');
     return waitForLog(daemon, mark, failed, what, 4 * IMDS_TIMEOUT_MS + 2000);
   };
   /** SIGHUP and wait for the held ENI's log line. */
-  const reloadExpectingHold = async (what: string): Promise<LogLine> => {
-    const mark = logMark(daemon);
+  const reloadExpectingHold = async (what: string, mark = logMark(daemon)): Promise<LogLine> => {
     daemon.child.kill('SIGHUP');
     return waitForLog(daemon, mark, held, what, 4 * IMDS_TIMEOUT_MS + 2000);
   };
   /** Clears faults and overrides, SIGHUP, waits for "IMDS answers again" (or "consistent again") and the good state. */
   const recover = async (after: 'read' | 'eni' = 'read'): Promise<void> => {
+    const mark = logMark(daemon);
     await sim().imds.setFault({ mode: 'ok' });
     await sim().patchImdsEni('eth1', { override: {} });
-    const mark = logMark(daemon);
     daemon.child.kill('SIGHUP');
     await waitForLog(daemon, mark, after === 'read' ? recovered : consistent, after === 'read' ? 'IMDS answers again' : 'IMDS consistent again',
       4 * IMDS_TIMEOUT_MS + 2000);
@@ -180,10 +180,11 @@ describe('ec2netd under faults', () => {
       it(`${c.name} (${c.key})`, async () => {
         const mon = await startMonitor(sim().net.ns.host);
         try {
+          const mark = logMark(daemon);
           if (c.override !== undefined) await sim().patchImdsEni('eth1', { override: { [c.key]: c.override } });
           if (c.fault !== undefined) await sim().imds.setFault({ mode: 'body', ...c.fault });
           const scope = c.override !== undefined ? 'eni' : 'read';
-          const line = scope === 'eni' ? await reloadExpectingHold(c.name) : await reloadExpectingFailure(c.name);
+          const line = scope === 'eni' ? await reloadExpectingHold(c.name, mark) : await reloadExpectingFailure(c.name, mark);
           expect(line.msg).toContain(`${ENI_PATH}${c.key}`);
           expect(line.msg).toMatch(c.says);
           // Nothing written: the reload's full resync, planned from the last good snapshot, finds nothing to do.

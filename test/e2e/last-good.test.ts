@@ -23,9 +23,12 @@ describe('last good state per ENI, one owner per address', () => {
   let daemon: ManagedProcess;
   const reach = async (ip: string): Promise<boolean> =>
     (await waitForTcp(sim().net.ns.client, ip, PORT, { srcPort: flowPort(), deadlineMs: 8000 })).ok;
-  /** SIGHUP (a fresh whole read) and wait for the log line `match` after it. */
-  const reload = async (match: (l: LogLine) => boolean, what: string): Promise<LogLine> => {
-    const mark = logMark(daemon);
+  /**
+   * SIGHUP (a fresh whole read) and wait for the log line `match` after `mark`. Take the mark before changing IMDS:
+   * the daemon may read it before the SIGHUP (a retry of an ENI it was following, an address event), and says
+   * each cause once.
+   */
+  const reload = async (match: (l: LogLine) => boolean, what: string, mark = logMark(daemon)): Promise<LogLine> => {
     daemon.child.kill('SIGHUP');
     return waitForLog(daemon, mark, match, what, 10_000);
   };
@@ -51,9 +54,10 @@ describe('last good state per ENI, one owner per address', () => {
   });
 
   it('a 404 on one key of eth1 holds eth1 (it keeps answering) while eth2 takes a new IP from the same read', async () => {
+    const mark = logMark(daemon);
     await sim().patchImdsEni('eth1', { hide: ['subnet-ipv4-cidr-block'] });
     await sim().assignIp('eth2', '10.0.1.31');
-    const line = await reload((l) => l.msg.includes('held on its last good IMDS read'), 'eth1 held');
+    const line = await reload((l) => l.msg.includes('held on its last good IMDS read'), 'eth1 held', mark);
     expect(line.msg).toBe(`${eth1Id()}: IPv4 configuration held on its last good IMDS read: IMDS key absent: subnet-ipv4-cidr-block`);
     await eventually('10.0.1.31 configured on eth2', async () => (await ownedRules(sim())).includes('10100 from 10.0.1.31 lookup 10002'));
     expect(await ownedRules(sim())).toContain('10100 from 10.0.1.20 lookup 10001');
@@ -64,15 +68,17 @@ describe('last good state per ENI, one owner per address', () => {
     expect(status.stdout).toContain(`held: ${eth1Id()}: IPv4 configuration held on its last good IMDS read: IMDS key absent: subnet-ipv4-cidr-block`);
     expect(status.stdout).toMatch(/daemon: running \(pid \d+\)/);
     // Once IMDS is whole again: said once, nothing changes.
+    const mark2 = logMark(daemon);
     await sim().patchImdsEni('eth1', { hide: [] });
-    await reload((l) => l.msg.includes('IMDS is consistent again'), 'eth1 consistent');
+    await reload((l) => l.msg.includes('IMDS is consistent again'), 'eth1 consistent', mark2);
     expect(await routes(sim(), 10001)).toHaveLength(2);
   });
 
   it('IPv6 listed before its subnet: eth1 keeps answering over IPv4, and a consistent IPv4 change still applies', async () => {
+    const mark = logMark(daemon);
     await sim().patchImdsEni('eth1', { ipv6s: ['2600:1f18:0:1::20'], subnetIpv6Cidrs: [] });
     await sim().unassignIp('eth1', '10.0.1.21');
-    await reload((l) => l.msg.includes('not configured until IMDS is consistent'), 'eth1 IPv6 waits');
+    await reload((l) => l.msg.includes('not configured until IMDS is consistent'), 'eth1 IPv6 waits', mark);
     await eventually('10.0.1.21 removed', async () => !(await ownedRules(sim())).includes('10100 from 10.0.1.21 lookup 10001'));
     expect(await ownedRules(sim())).toContain('10100 from 10.0.1.20 lookup 10001');
     expect(await addresses(sim(), 'eth1')).toEqual(['10.0.1.20/24']);
@@ -81,22 +87,24 @@ describe('last good state per ENI, one owner per address', () => {
   });
 
   it('a malformed value in eth2 only: eth2 is held (and named), eth1 takes its new IP', async () => {
+    const mark = logMark(daemon);
     await sim().patchImdsEni('eth2', { override: { 'interface-id': 'eni-2; ip rule flush' } });
     await sim().assignIp('eth1', '10.0.1.22');
-    const line = await reload((l) => l.msg.includes('held on its last good IMDS read'), 'eth2 held');
+    const line = await reload((l) => l.msg.includes('held on its last good IMDS read'), 'eth2 held', mark);
     expect(line.msg).toContain(`${eth2Id()}: configuration held on its last good IMDS read: IMDS /latest/meta-data/network/interfaces/macs/`);
     expect(line.msg).toContain('interface-id: not an ENI id (eni-<hex>): "eni-2; ip rule flush"');
     await eventually('10.0.1.22 on eth1', async () => (await ownedRules(sim())).includes('10100 from 10.0.1.22 lookup 10001'));
     for (const ip of ['10.0.1.22', '10.0.1.30', '10.0.1.31']) expect(await reach(ip), ip).toBe(true);
+    const mark2 = logMark(daemon);
     await sim().patchImdsEni('eth2', { override: {} });
-    await reload((l) => l.msg.includes('IMDS is consistent again'), 'eth2 consistent');
+    await reload((l) => l.msg.includes('IMDS is consistent again'), 'eth2 consistent', mark2);
   });
 
   it('an IP listed on two ENIs stays where it is, with one rule and one warning naming both; it moves once IMDS settles', async () => {
     const mark = logMark(daemon);
     // Mid-move, IMDS lists 10.0.1.22 on eth1 (where it is) and on eth2 (where it is going).
     await sim().patchImdsEni('eth2', { ipv4s: ['10.0.1.30', '10.0.1.31', '10.0.1.22'] });
-    await reload((l) => l.msg.includes('is listed by IMDS on both'), 'contested warning');
+    await reload((l) => l.msg.includes('is listed by IMDS on both'), 'contested warning', mark);
     daemon.child.kill('SIGHUP');
     await new Promise((r) => setTimeout(r, 300));
     const warnings = logSince(daemon, mark).filter((l) => l.msg.includes('is listed by IMDS on both'));
@@ -113,5 +121,20 @@ describe('last good state per ENI, one owner per address', () => {
       (await ownedRules(sim())).filter((r) => r.includes('10.0.1.22')).join() === '10100 from 10.0.1.22 lookup 10002');
     expect(await addresses(sim(), 'eth1')).toEqual(['10.0.1.20/24']);
     expect(await reach('10.0.1.22')).toBe(true);
+  });
+
+  it('a restart while IMDS reads eth1 incompletely: eth1 keeps the routing the previous daemon configured', async () => {
+    await daemon.stop();
+    await sim().patchImdsEni('eth1', { hide: ['local-ipv4s', 'subnet-ipv4-cidr-block'] });
+    const before = await ownedRules(sim());
+    expect(before).toContain('10100 from 10.0.1.20 lookup 10001');
+    daemon = sim().startDaemon();
+    const line = await waitForLog(daemon, 0, (l) => l.msg.includes('held on its last good IMDS read'), 'eth1 held after the restart');
+    expect(line.msg).toContain(`${eth1Id()}: IPv4 configuration held on its last good IMDS read`);
+    await waitConverged(sim());
+    expect(await ownedRules(sim())).toEqual(before);
+    expect(await routes(sim(), 10001)).toHaveLength(2);
+    expect(await reach('10.0.1.20')).toBe(true);
+    await sim().patchImdsEni('eth1', { hide: [] });
   });
 });

@@ -3,6 +3,7 @@
 //
 //   ip netns exec NS node --import tsx test/helpers/kernel-tool.ts dump            KernelState JSON
 //   ip netns exec NS node --import tsx test/helpers/kernel-tool.ts apply           Plan JSON on stdin → result JSON
+//   ip netns exec NS node --import tsx test/helpers/kernel-tool.ts apply-existed   the same, with `existed` (plan indexes)
 //   ip netns exec NS node --import tsx test/helpers/kernel-tool.ts events MS       events as JSON lines for MS ms
 //   ip netns exec NS node --import tsx test/helpers/kernel-tool.ts time-dump N     dump timings (JSON)
 //   ip netns exec NS node --import tsx test/helpers/kernel-tool.ts latency N       event latency of N rule writes
@@ -37,13 +38,15 @@ async function dump(): Promise<void> {
   }
 }
 
-async function apply(): Promise<void> {
+/** `withExisted`: the output also lists the indexes (in the plan) of the adds answered EEXIST. */
+async function apply(withExisted = false): Promise<void> {
   const plan = JSON.parse(await readStdin()) as Plan;
   const nl = openNetlink();
   try {
     const result = await applyPlan(nl, plan);
     const failed = result.failed.map((f) => ({ change: f.change, code: f.error.code, message: f.error.message }));
-    process.stdout.write(`${JSON.stringify({ applied: result.applied, failed })}\n`);
+    const existed = withExisted ? { existed: result.existed.map((c) => plan.indexOf(c)) } : {};
+    process.stdout.write(`${JSON.stringify({ applied: result.applied, failed, ...existed })}\n`);
   } finally {
     nl.close();
   }
@@ -117,6 +120,7 @@ async function main(argv: string[]): Promise<void> {
   switch (cmd) {
     case 'dump': return dump();
     case 'apply': return apply();
+    case 'apply-existed': return apply(true);
     case 'events': return events(Number(arg ?? 1000));
     case 'time-dump': return timeDump(Number(arg ?? 20));
     case 'latency': return latency(Number(arg ?? 50));

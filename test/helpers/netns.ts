@@ -14,7 +14,8 @@ export const repoRoot = path.resolve(__dirname, '..', '..');
 
 export type InstanceOptions = Omit<CreateInstanceOptions, 'prefix'>;
 
-const ROLES = ['vpc', 'host', 'cli'];
+// host<k>: the instances added to a subnet (sim/topology.ts addInstance).
+const ROLES = ['vpc', 'host\\d*', 'cli'];
 const BASE_RE = /^[a-z][a-z0-9]{0,11}$/;
 
 // ---- process-exit safety net -------------------------------------------------------------------------

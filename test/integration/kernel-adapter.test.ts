@@ -240,24 +240,88 @@ describe('kernel adapter (rtnetlink) in a namespace', () => {
     expect(out).toEqual({ applied: 5, failed: [] });
   });
 
-  it('an add that fails for another reason skips every later deletion (make-before-break)', async () => {
+  it('an add that fails skips the deletions that depend on it (same table or source), and only those', async () => {
     const owned = rule({ src: '10.0.1.60/32', priority: 10105 });
     const ownedRoute = route({ table: 10001, dst: '10.66.0.0/16', gateway: '10.0.1.1', ifindex: ifindex.v0 });
+    const unrelated = rule({ src: '10.0.1.62/32', priority: 10107, table: 10002 });
     expect((await apply([
       { op: 'add-rule', rule: owned, reason: 't' },
       { op: 'add-route', route: ownedRoute, linkName: 'v0', reason: 't' },
+      { op: 'add-rule', rule: unrelated, reason: 't' },
     ])).failed).toEqual([]);
     const out = await apply([
+      // The new path of 10.0.1.60 (table 10005) cannot be built: its old rule to 10001 stays, and so does 10001.
       { op: 'add-route', route: route({ table: 10005, dst: '10.77.0.0/16', ifindex: 4242 }), reason: 'link gone' },
-      { op: 'add-rule', rule: rule({ src: '10.0.1.61/32', priority: 10106 }), reason: 'still tried' },
+      { op: 'add-rule', rule: rule({ src: '10.0.1.60/32', priority: 10106, table: 10005 }), reason: 'still tried' },
       { op: 'del-rule', rule: owned, reason: 't' },
       { op: 'del-route', route: ownedRoute, linkName: 'v0', reason: 't' },
+      // Another ENI's table: nothing to do with the failure, deleted.
+      { op: 'del-rule', rule: unrelated, reason: 't' },
     ]);
-    expect(out.applied).toBe(1);
+    expect(out.applied).toBe(2);
     expect(out.failed.map((f) => [f.change.op, f.code])).toEqual([['add-route', 'ENODEV'], ['del-rule', 'ESKIPPED'], ['del-route', 'ESKIPPED']]);
     expect(out.failed[1]?.message).toContain('not attempted');
     expect(ipRuleKeys(4)).toContain(ruleKey(owned));
     expect(ipRoutes(4)).toContain(routeKey(ownedRoute));
+    expect(ipRuleKeys(4)).not.toContain(ruleKey(unrelated));
+    k.ip(['rule', 'del', 'pref', '10106']);
+  });
+
+  it('a plan larger than one batch: each failure is attributed to its own object, EEXIST is re-checked, later deletions are skipped', async () => {
+    const v1 = ifindex.v1 ?? 0;
+    const addr = (i: number, dev = v1): Change => ({
+      op: 'add-address', address: { ifindex: dev, family: 4, address: `10.0.9.${i}`, prefixLen: 24, noPrefixRoute: true }, linkName: 'v1', reason: 't',
+    });
+    // 150 address adds (three batches of 64); three of them name a link that does not exist, across batch boundaries.
+    const bad = new Set([10, 64, 140]);
+    const adds = Array.from({ length: 150 }, (_, i) => addr(i + 1, bad.has(i) ? 4243 : v1));
+    const equal = rule({ src: '10.0.1.10/32' }); // made in beforeAll: EEXIST, an equal rule is there
+    const clash = rule({ priority: 10100 }); // `from all` at the same pref and table: EEXIST, but another rule
+    const fresh = rule({ src: '10.0.9.200/32', priority: 10107 });
+    const owned = rule({ src: '10.0.9.201/32', priority: 10108 });
+    expect((await apply([{ op: 'add-rule', rule: owned, reason: 't' }])).failed).toEqual([]);
+    const plan: Change[] = [
+      ...adds,
+      { op: 'add-rule', rule: equal, reason: 't' },
+      { op: 'add-rule', rule: clash, reason: 't' },
+      { op: 'add-rule', rule: fresh, reason: 't' },
+      { op: 'del-rule', rule: owned, reason: 't' },
+    ];
+    const { stdout } = await runInNs(k.ns, KERNEL_TOOL, ['apply-existed'], { input: JSON.stringify(plan) });
+    const out = JSON.parse(stdout) as ApplyOut & { existed: number[] };
+    const at = (c: Change): number => plan.findIndex((p) => JSON.stringify(p) === JSON.stringify(c));
+    expect(out.failed.map((f) => [at(f.change), f.code])).toEqual([
+      [10, 'ENODEV'], [64, 'ENODEV'], [140, 'ENODEV'], [151, 'ECONFLICT'], [153, 'ESKIPPED'],
+    ]);
+    expect(out.failed[0]?.message).toContain('add address 10.0.9.11/24 dev v1 noprefixroute: ENODEV');
+    expect(out.existed).toEqual([150]);
+    expect(out.applied).toBe(150 - 3 + 2);
+    const present = ipJson<{ ifname: string; addr_info: { local: string }[] }[]>(['-4', 'addr', 'show', 'dev', 'v1'])
+      .flatMap((l) => l.addr_info.map((a) => a.local)).filter((a) => a.startsWith('10.0.9.'));
+    expect(present.sort()).toEqual(adds.map((c, i) => (bad.has(i) || c.op !== 'add-address' ? '' : c.address.address)).filter((a) => a !== '').sort());
+    const keys = ipRuleKeys(4);
+    expect(keys).toEqual(expect.arrayContaining([ruleKey(fresh), ruleKey(owned), ruleKey(equal)]));
+    expect(keys).not.toContain(ruleKey(clash));
+  });
+
+  it('a run of rule deletions is checked against one dump, updated delete after delete', async () => {
+    const wide = rule({ src: '10.0.9.211/32', priority: 10110 });
+    const specific = rule({ src: '10.0.9.211/32', dst: '10.9.0.0/16', priority: 10110 });
+    const foreign = { ...wide, priority: 10111, protocol: 99 };
+    k.ip(['rule', 'add', 'from', '10.0.9.211', 'lookup', '10001', 'pref', '10110', 'proto', String(PROTO)]);
+    k.ip(['rule', 'add', 'from', '10.0.9.211', 'to', '10.9.0.0/16', 'lookup', '10001', 'pref', '10110', 'proto', String(PROTO)]);
+    k.ip(['rule', 'add', 'from', '10.0.9.211', 'lookup', '10001', 'pref', '10111', 'proto', '99']);
+    const out = await apply([
+      { op: 'del-rule', rule: wide, reason: 't' },
+      { op: 'del-rule', rule: specific, reason: 't' },
+      { op: 'del-rule', rule: wide, reason: 'gone by then: ENOENT, done, not sent' },
+      { op: 'del-rule', rule: { ...foreign, protocol: PROTO }, reason: 'not there with our protocol' },
+    ]);
+    expect(out).toEqual({ applied: 4, failed: [] });
+    const keys = ipRuleKeys(4);
+    expect(keys).not.toContain(ruleKey(specific));
+    expect(keys).not.toContain(ruleKey(wide));
+    expect(keys).toContain(ruleKey(foreign));
   });
 
   it('replace-route swaps the gateway of an owned route in place; link-up sets the link up', async () => {

@@ -28,6 +28,15 @@ describe('amazon-ec2-net-utils', () => {
     expect(m.evidence).toEqual(['/usr/lib/systemd/system/policy-routes@.service', '/usr/lib/systemd/network/80-ec2.network']);
   });
 
+  it('installed: v2\'s refresh unit, v1\'s and ubuntu-ec2net\'s udev rules and scripts are evidence too', () => {
+    for (const rel of ['usr/lib/systemd/system/refresh-policy-routes@.service', 'etc/udev/rules.d/53-ec2-network-interfaces.rules', 'etc/network/ec2net-functions']) {
+      plant(rel);
+      const m = detectEc2NetUtils(root);
+      expect([m.installed, m.active, m.evidence]).toEqual([true, false, [`/${rel}`]]);
+      rmSync(path.join(root, rel));
+    }
+  });
+
   it('active: runtime networkd files, enabled or running units', () => {
     plant('run/systemd/network/70-ens6.network');
     expect(detectEc2NetUtils(root).active).toBe(true);

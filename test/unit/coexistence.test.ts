@@ -43,6 +43,11 @@ const inactive: ManagerPresence[] = [
   { id: 'amazon-ec2-net-utils', installed: false, active: false, evidence: [] },
   { id: 'cloud-init/netplan', installed: false, active: false, evidence: [] },
 ];
+/** Installed (its unit files are there) but stopped and disabled: its objects are leftovers. */
+const stopped: ManagerPresence[] = [
+  { id: 'amazon-ec2-net-utils', installed: true, active: false, evidence: ['/usr/lib/systemd/system/policy-routes@.service'] },
+  inactive[1] as ManagerPresence,
+];
 const active: ManagerPresence[] = [
   { id: 'amazon-ec2-net-utils', installed: true, active: true, evidence: ['/run/systemd/network/70-eth1.network'] },
   inactive[1] as ManagerPresence,
@@ -117,11 +122,23 @@ describe('decide', () => {
   });
 
   it('adopt: takes over leftovers of a stopped tool; waits while it is active; never adopts from an unknown owner', () => {
-    expect(decide(claims, 'adopt', inactive)[0]?.action).toBe('adopt');
+    expect(decide(claims, 'adopt', stopped)[0]?.action).toBe('adopt');
     const waiting = decide(claims, 'adopt', active)[0];
     expect(waiting?.action).toBe('hands-off');
     expect(waiting?.reason).toContain('amazon-ec2-net-utils is still active (/run/systemd/network/70-eth1.network)');
     expect(decide(unknown, 'adopt', inactive)[0]?.action).toBe('hands-off');
+  });
+
+  it('adopt: table numbers alone are no evidence; without the tool\'s files or units the rules are left and said so', () => {
+    const [v] = decide(claims, 'adopt', inactive);
+    expect(v?.action).toBe('hands-off');
+    expect(v?.reason).toContain('follow amazon-ec2-net-utils\'s conventions, but no file or unit of that tool is installed');
+    expect(v?.reason).toContain('rule from 10.0.1.20/32 lookup 10001 pref 10001');
+    // "installed" without any path to show for it is not evidence either.
+    expect(decide(claims, 'adopt', [{ id: 'amazon-ec2-net-utils', installed: true, active: false, evidence: [] }])[0]?.action).toBe('hands-off');
+    const r = resolve(withPolicy('adopt'), kernelWith(netUtilsRules, netUtilsRoutes), inactive);
+    expect(r.adoptDeletions).toEqual([]);
+    expect(r.desired.rules.some((x) => x.table === 10001)).toBe(false);
   });
 
   it('coexist: configures and says when a foreign rule makes ec2netd\'s ineffective', () => {
@@ -157,7 +174,7 @@ describe('resolveCoexistence and the plan', () => {
     const extra = route(10001, '192.168.0.0/16', { gateway: '10.0.1.1' });
     let kernel = kernelWith(netUtilsRules, [...netUtilsRoutes, extra]);
     const config = withPolicy('adopt');
-    const r = resolve(config, kernel);
+    const r = resolve(config, kernel, stopped);
     const result = diff({ desired: r.desired, observed: r.observed, protocol: P, ownedAddresses: new Set() });
     expect(result.conflicts).toEqual([]);
     const plan = withAdoption(result.plan, r);
@@ -172,7 +189,7 @@ describe('resolveCoexistence and the plan', () => {
     // Applied: only ec2netd's objects are left in table 10001, and a second pass has nothing to do.
     const others = kernel.rules.filter((x) => !netUtilsRules.includes(x));
     kernel = kernelWith([...others, ...r.desired.rules], r.desired.routes);
-    const again = resolve(config, kernel);
+    const again = resolve(config, kernel, stopped);
     expect(again.notes).toEqual([]);
     expect(diff({ desired: again.desired, observed: again.observed, protocol: P, ownedAddresses: new Set() }).plan
       .filter((c) => c.op !== 'add-address' && c.op !== 'link-up')).toEqual([]);
@@ -181,7 +198,6 @@ describe('resolveCoexistence and the plan', () => {
   it('adopt never deletes a foreign twin of a wanted rule (it is the only copy)', () => {
     const twin = rule('10.0.1.20/32', 10001, base.priorities.fromAddress, 4);
     // Installed but stopped: the twin is attributed to it (the only installed tool), so the ENI is adopted.
-    const stopped: ManagerPresence[] = [{ id: 'amazon-ec2-net-utils', installed: true, active: false, evidence: ['/usr/lib/systemd/system/policy-routes@.service'] }];
     const r = resolve(withPolicy('adopt'), kernelWith([twin, ...netUtilsRules]), stopped);
     expect(r.verdicts[0]?.action).toBe('adopt');
     expect(r.adoptDeletions.some((c) => c.op === 'del-rule' && c.rule === twin)).toBe(false);

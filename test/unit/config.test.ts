@@ -29,6 +29,9 @@ describe('config', () => {
     expect(() => configFrom({ containers: { bridgePatterns: ['docker0;rm'] } }, {})).toThrow('containers.bridgePatterns');
     expect(() => configFrom({ containers: { markMask: 0 } }, {})).toThrow(ConfigError);
     expect(() => configFrom([], {})).toThrow('JSON object');
+    expect(() => configFrom({ sync: { maxIntervalMs: 10 } }, {})).toThrow('setting "sync.maxIntervalMs" must be from 1000');
+    expect(() => configFrom({ sync: { fightCapMs: 0 } }, {})).toThrow('setting "sync.fightCapMs" must be from 200');
+    expect(configFrom({ sync: { fightCapMs: 2000 } }, {}).sync).toMatchObject({ fightCapMs: 2000, maxIntervalMs: 300_000 });
   });
 
   it('takes the IMDS endpoint from the SDK variables', () => {

@@ -170,3 +170,45 @@ describe('buildContainerObjects', () => {
     expect(o.mangle.rules.map((r) => r.inIface)).toEqual(['eth1', 'eth1', 'docker0']);
   });
 });
+
+describe('buildContainerObjects over IPv6', () => {
+  const docker6: ContainerBridge = { name: 'docker0', ifindex: 5, subnets: ['172.17.0.1/16', 'fe80::1/64', 'FD00:DEAD:BEEF:0:0:0:0:1/64'] };
+  const only6: ContainerBridge = { name: 'br-00000000000b', ifindex: 11, subnets: ['fd00:b::1/64', 'fe80::1/64'] };
+
+  it('plans the same objects for the bridges\' IPv6 networks: routes in every ENI table, to-rule, fwmark rules, the ip6tables chain', () => {
+    const o = buildContainerObjects([eni(1), eni(2)], [docker6, brA], config);
+    expect(o.subnets6).toEqual(['fd00:dead:beef::/64']);
+    expect(o.routes.filter((r) => r.family === 6)).toEqual([
+      { family: 6, table: 10001, dst: 'fd00:dead:beef::/64', ifindex: 5, protocol: 236, scope: 0, type: 1 },
+      { family: 6, table: 10002, dst: 'fd00:dead:beef::/64', ifindex: 5, protocol: 236, scope: 0, type: 1 },
+    ]);
+    expect(o.rules.filter((r) => r.family === 6)).toEqual([
+      { family: 6, priority: 10050, table: 254, protocol: 236, dst: 'fd00:dead:beef::/64', action: 1 },
+      { family: 6, priority: 10200, table: 10001, protocol: 236, fwmark: 0x1, fwmask: 0x1f7f, action: 1 },
+      { family: 6, priority: 10200, table: 10002, protocol: 236, fwmark: 0x2, fwmask: 0x1f7f, action: 1 },
+    ]);
+    // Same marks, same chain name; only the bridge with an IPv6 network restores for IPv6.
+    expect(o.mangle6).toEqual({ ...o.mangle, rules: o.mangle.rules.filter((r) => r.inIface !== brA.name) });
+    expect(o.mangle.rules.map((r) => r.inIface)).toEqual(['eth1', 'eth1', 'eth2', 'eth2', 'br-0123456789ab', 'docker0']);
+  });
+
+  it('an IPv6-only container network gets IPv6 objects only', () => {
+    const o = buildContainerObjects([eni(1)], [only6], config);
+    expect(o.mangle.rules).toEqual([]);
+    expect(o.rules.every((r) => r.family === 6) && o.routes.every((r) => r.family === 6)).toBe(true);
+    expect(o.mangle6.rules.map((r) => r.inIface)).toEqual(['eth1', 'eth1', only6.name]);
+  });
+
+  it('property: without an IPv6 network (link-local only), nothing of IPv6 is wanted and IPv4 is as before', () => {
+    const v4only = (b: ContainerBridge): ContainerBridge => ({ ...b, subnets: b.subnets.filter((s) => !s.includes(':')) });
+    fc.assert(fc.property(
+      fc.subarray([1, 2, 3, 4]), fc.subarray([docker0, brA, { ...brA, name: 'br-cccccccccccc', ifindex: 14, subnets: ['10.7.0.1/24', 'fe80::42/64'] }]),
+      (devs, bridges) => {
+        const o = buildContainerObjects(devs.map((d) => eni(d)), bridges, config);
+        expect(o.mangle6.rules).toEqual([]);
+        expect([...o.routes, ...o.rules].some((x) => x.family === 6)).toBe(false);
+        expect(o).toEqual({ ...buildContainerObjects(devs.map((d) => eni(d)), bridges.map(v4only), config), subnets6: [] });
+      },
+    ));
+  });
+});

@@ -381,3 +381,74 @@ describe('readEni', () => {
     await expect(readEni(client(), '../../x', MAC0)).rejects.toThrow(ImdsValidationError);
   });
 });
+
+describe('IPv6-only ENIs (docs/ipv6.md)', () => {
+  const SUBNET = '2600:1f16:67f:f201::/64';
+  /** An ENI of an IPv6-only subnet, as EC2 serves it: no local-ipv4s, no subnet-ipv4-cidr-block at all. */
+  function only6(mac: string, deviceNumber: number, extra: Partial<SimEni> = {}): SimEni {
+    return {
+      mac, deviceNumber, networkCard: 0, interfaceId: `eni-00000000000000${deviceNumber}f6`,
+      ipv4s: [], subnetIpv4Cidr: '', ipv6s: [`2600:1f16:67f:f201::${deviceNumber + 1}0`], subnetIpv6Cidrs: [SUBNET], ...extra,
+    };
+  }
+
+  it('reads ENIs without IPv4 keys but with IPv6 as complete ENIs, the primary included', async () => {
+    sim.setInstance(instance(only6(MAC0, 0), only6(MAC1, 1, { ipv6s: [], ipv6Prefixes: ['2600:1f16:67f:f201:aaaa::/80'] })));
+    const snap = await readSnapshot(client());
+    expect(snap.pending).toEqual([]);
+    expect(snap.held).toEqual([]);
+    expect(snap.enis).toEqual([
+      {
+        mac: MAC0, deviceNumber: 0, networkCard: 0, interfaceId: 'eni-000000000000000f6', ipv4s: [], ipv4Prefixes: [], subnetIpv4Cidr: '',
+        ipv6s: ['2600:1f16:67f:f201::10'], ipv6Prefixes: [], subnetIpv6Cidrs: [SUBNET],
+      },
+      {
+        mac: MAC1, deviceNumber: 1, networkCard: 0, interfaceId: 'eni-000000000000001f6', ipv4s: [], ipv4Prefixes: [], subnetIpv4Cidr: '',
+        ipv6s: [], ipv6Prefixes: ['2600:1f16:67f:f201:aaaa::/80'], subnetIpv6Cidrs: [SUBNET],
+      },
+    ]);
+  });
+
+  it('reads every spelling of IPv6 addresses, prefixes and subnets IMDS may use in one canonical form', async () => {
+    const spellings: Array<{ subnet: string; address: string; prefix: string }> = [
+      { subnet: '2600:1f16:67f:f201:0:0:0:0/64', address: '2600:1f16:67f:f201:0:0:0:a1', prefix: '2600:1f16:67f:f201:1234:0:0:0/80' },
+      { subnet: '2600:1F16:067F:F201:0000:0000:0000:0000/64', address: '2600:1F16:067F:F201:0000:0000:0000:00A1', prefix: '2600:1F16:67F:F201:1234::/80' },
+      { subnet: '2600:1f16:67f:f201::/64', address: '2600:1f16:67f:f201::a1', prefix: '2600:1f16:67f:f201:1234::/80' },
+      // Host bits in the subnet, a prefix written with an address inside it, whitespace around a list entry.
+      { subnet: '2600:1f16:67f:f201::77/64', address: ' 2600:1f16:67f:f201:0::a1 ', prefix: '2600:1f16:67f:f201:1234::5/80' },
+    ];
+    for (const { subnet, address, prefix } of spellings) {
+      sim.setInstance(instance(eni0(), only6(MAC1, 1, { subnetIpv6Cidrs: [subnet], ipv6s: [address], ipv6Prefixes: [prefix] })));
+      const snap = await readSnapshot(client());
+      expect(snap.enis.find((e) => e.mac === MAC1), JSON.stringify({ subnet, address, prefix })).toMatchObject({
+        ipv4s: [], subnetIpv6Cidrs: [SUBNET], ipv6s: ['2600:1f16:67f:f201::a1'], ipv6Prefixes: ['2600:1f16:67f:f201:1234::/80'],
+      });
+    }
+    // Two spellings of one address are one address.
+    sim.setInstance(instance(eni0(), only6(MAC1, 1, { ipv6s: ['2600:1f16:67f:f201:0:0:0:a1', '2600:1f16:67f:f201::A1'] })));
+    expect((await readSnapshot(client())).enis.find((e) => e.mac === MAC1)?.ipv6s).toEqual(['2600:1f16:67f:f201::a1']);
+  });
+
+  it('an ENI with neither family, or with half of the IPv4 keys, or with IPv6 before its subnet, is pending', async () => {
+    sim.setInstance(instance(eni0(),
+      only6(MAC1, 1, { ipv6s: [] }),
+      only6(MAC2, 2, { hide: ['local-ipv4s'], subnetIpv4Cidr: '10.0.3.0/24' })));
+    let snap = await readSnapshot(client());
+    expect(snap.enis.map((e) => e.mac)).toEqual([MAC0]);
+    expect(snap.pending).toEqual([
+      { mac: MAC1, reason: 'IMDS keys absent: local-ipv4s, subnet-ipv4-cidr-block, and no IPv6 address or prefix' },
+      { mac: MAC2, reason: 'IMDS key absent: local-ipv4s' },
+    ]);
+    sim.setInstance(instance(eni0(), only6(MAC1, 1, { subnetIpv6Cidrs: [] })));
+    snap = await readSnapshot(client());
+    expect(snap.pending).toEqual([{
+      mac: MAC1,
+      reason: 'IMDS keys absent: local-ipv4s, subnet-ipv4-cidr-block, and IPv6: IPv6 addresses listed but subnet-ipv6-cidr-blocks absent (IMDS not yet consistent)',
+    }]);
+  });
+
+  it('a targeted read of an IPv6-only ENI is ready with no unsettled part', async () => {
+    sim.setInstance(instance(eni0(), only6(MAC1, 1)));
+    expect(await readEni(client(), MAC1, MAC0)).toMatchObject({ status: 'ready', unsettled: [], eni: { ipv4s: [], ipv6s: ['2600:1f16:67f:f201::20'] } });
+  });
+});

@@ -31,6 +31,20 @@ describe('address arithmetic', () => {
     expect(canonicalAddress('fe80::1:0:0:1')).toBe('fe80::1:0:0:1');
   });
 
+  it('every spelling of one IPv6 address or network is one canonical form', () => {
+    for (const spelling of ['2600:1f16:67f:f201:0:0:0:0', '2600:1F16:067F:F201:0000:0000:0000:0000', '2600:1f16:67f:f201::', '2600:1f16:67f:f201:0::0']) {
+      expect(canonicalAddress(spelling)).toBe('2600:1f16:67f:f201::');
+      expect(normalizeCidr(`${spelling}/64`)).toBe('2600:1f16:67f:f201::/64');
+    }
+    expect(normalizeCidr('2600:1f16:67f:f201:dead:beef:0:1/64')).toBe('2600:1f16:67f:f201::/64');
+    expect(canonicalAddress('2600:0:0:1:0:0:0:1')).toBe('2600:0:0:1::1');
+    expect(canonicalAddress('2600:0:0:1:1:0:0:1')).toBe('2600::1:1:0:0:1');
+    fc.assert(fc.property(fc.bigInt({ min: 0n, max: (1n << 128n) - 1n }), (n) => {
+      const full = Array.from({ length: 8 }, (_, i) => ((n >> BigInt((7 - i) * 16)) & 0xffffn).toString(16).padStart(4, '0')).join(':');
+      return canonicalAddress(full.toUpperCase()) === bigIntToIpv6(n) && canonicalAddress(bigIntToIpv6(n)) === bigIntToIpv6(n);
+    }));
+  });
+
   it('round-trips addresses (property)', () => {
     fc.assert(fc.property(fc.integer({ min: 0, max: 0xffffffff }), (n) => ipv4ToInt(intToIpv4(n)) === n));
     fc.assert(fc.property(fc.bigInt({ min: 0n, max: (1n << 128n) - 1n }), (n) => ipv6ToBigInt(bigIntToIpv6(n)) === n));

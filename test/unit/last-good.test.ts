@@ -119,6 +119,33 @@ describe('mergeRead: last good state per ENI', () => {
   });
 });
 
+describe('mergeRead: IPv6-only ENIs', () => {
+  const only6 = eni(M1, 1, [], { subnetIpv4Cidr: '', ...v6 });
+
+  it('takes an ENI never read with IPv4 as IPv6-only', () => {
+    const next = mergeRead(undefined, read([ready(e0), ready(only6)]), links);
+    expect(byMac(next, M1)).toEqual(only6);
+    expect(next.held).toEqual([]);
+    // ... and it stays so, and becomes dual-stack when IMDS gives it IPv4.
+    expect(byMac(mergeRead(next, read([ready(e0), ready(only6)]), links), M1)).toEqual(only6);
+    expect(byMac(mergeRead(next, read([ready(e0), ready(e1)]), links), M1)).toEqual(e1);
+  });
+
+  it('an ENI that had IPv4 and reads without it is held on its IPv4, never taken as IPv6-only', () => {
+    const next = mergeRead(good, read([ready(e0), ready({ ...e1, ipv4s: [], subnetIpv4Cidr: '' }), ready(e2)]), links);
+    expect(byMac(next, M1)).toEqual(e1);
+    expect(next.held).toEqual([{ mac: M1, interfaceId: e1.interfaceId, part: 'ipv4', reason: expect.stringContaining('had a primary private IPv4') }]);
+  });
+
+  it('an IPv6-only ENI whose IPv6 part reads unsettled is held whole', () => {
+    const known = mergeRead(undefined, read([ready(e0), ready(only6)]), links);
+    const reason = 'IMDS keys absent: local-ipv4s, subnet-ipv4-cidr-block';
+    const next = mergeRead(known, read([ready(e0), ready(only6, [{ part: 'ipv4', reason }, { part: 'ipv6', reason: 'r6' }])]), links);
+    expect(byMac(next, M1)).toEqual(only6);
+    expect(next.held).toEqual([{ mac: M1, interfaceId: only6.interfaceId, part: 'all', reason }]);
+  });
+});
+
 describe('one owner per address', () => {
   const a = eni(M1, 1, ['10.0.1.20', '10.0.1.22']);
   const b = eni(M2, 2, ['10.0.1.30', '10.0.1.22']);

@@ -71,6 +71,28 @@ describe('IPv6 in the planner', () => {
     ]);
   });
 
+  it('an IPv6-only instance: the primary gets its IPv6s, the secondary its table, IPv6 rules, subnet and RA default route, and no IPv4 at all', () => {
+    const only6: ImdsSnapshot = {
+      primaryMac: eth0.mac,
+      enis: [
+        eni(eth0.mac, 0, [], { subnetIpv4Cidr: '', ipv6s: ['2600:1f18:aaaa:bb01::10'], subnetIpv6Cidrs: [SUBNET6] }),
+        eni(eth1.mac, 1, [], { subnetIpv4Cidr: '', ipv6s: ['2600:1f18:aaaa:bb01::20'], ipv6Prefixes: ['2600:1f18:aaaa:bb01:1234::/80'], subnetIpv6Cidrs: [SUBNET6] }),
+      ],
+      pending: [],
+    };
+    const { desired, first, second } = converge(only6, kernel);
+    expect(desired.problems).toEqual([]);
+    expect(first.plan.map(formatChange)).toEqual([
+      'ip -6 address add 2600:1f18:aaaa:bb01::10/128 dev eth0 noprefixroute nodad',
+      'ip -6 address add 2600:1f18:aaaa:bb01::20/128 dev eth1 noprefixroute nodad',
+      `ip -6 route add 2600:1f18:aaaa:bb01::/64 dev eth1 table 10001 proto ${P}`,
+      `ip -6 route add default via ${ROUTER} dev eth1 table 10001 proto ${P}`,
+      `ip -6 rule add from 2600:1f18:aaaa:bb01::20/128 lookup 10001 pref 10100 proto ${P}`,
+      `ip -6 rule add from 2600:1f18:aaaa:bb01:1234::/80 lookup 10001 pref 10100 proto ${P}`,
+    ]);
+    expect(second.plan).toEqual([]);
+  });
+
   it('converges against the kernel model: IPv6 routes come back with metric 1024 and are not planned again', () => {
     const { first, second, after } = converge(dual, kernel);
     expect(first.plan.length).toBeGreaterThan(0);

@@ -6,7 +6,7 @@
 // addInstance puts a second instance (own namespace, own IMDS, ENIs on the same subnet) next to the first, and
 // reassignIp moves a private IP between them as `assign-private-ip-addresses --allow-reassignment` does: the VPC
 // (source/destination check, neighbour entry) follows at once, each instance's IMDS after its own delay.
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { familyOf } from '../src/core/ip';
@@ -18,15 +18,10 @@ import { createInstance, simMac, type CreateInstanceOptions, type SimInstance } 
 /** The repository root, from sim/ (tests, via vitest) or dist/sim/ (the built demo). */
 export const REPO_ROOT = [path.resolve(__dirname, '..'), path.resolve(__dirname, '..', '..')]
   .find((dir) => existsSync(path.join(dir, 'package.json'))) ?? path.resolve(__dirname, '..');
-/** Built CLI (dist/src/cli.js) through bin/ec2netd: the same file the package installs. */
+/** Built CLI (dist/src/cli.js) through the bin/ec2netd launcher on the bundled runtime: the files the package installs. */
 export const EC2NETD_BIN = path.join(REPO_ROOT, 'bin', 'ec2netd');
-/**
- * The node flags of bin/ec2netd's `#!` line (V8 sizing): the daemon runs here as it does when installed.
- * EC2NETD_NODE_FLAGS (space-separated, may be empty) replaces them, to compare settings with `npm run bench`.
- */
-export const EC2NETD_NODE_FLAGS: string[] = process.env.EC2NETD_NODE_FLAGS !== undefined
-  ? process.env.EC2NETD_NODE_FLAGS.split(' ').filter((f) => f !== '')
-  : readFileSync(EC2NETD_BIN, 'utf8').split('\n')[0]?.match(/ --\S+/g)?.map((f) => f.trim()) ?? [];
+// The launcher passes its node flags (V8 sizing), so the daemon runs here as it does when installed;
+// EC2NETD_NODE_FLAGS in the environment replaces them (it reaches the launcher), to compare settings with `npm run bench`.
 const IMDS_SERVER = path.join(REPO_ROOT, 'dist', 'sim', 'imds-server.js');
 
 export interface SimEniInput {
@@ -239,13 +234,13 @@ async function simulate(net: SimInstance, enis: SimEniInput[], config: Record<st
       },
       patchImdsEni: (name, patch) => patchEni(name, (e) => ({ ...e, ...patch })),
       startDaemon(args = []) {
-        const p = startProcess(nsArgv(net.ns.host, [process.execPath, ...EC2NETD_NODE_FLAGS, EC2NETD_BIN, 'run', '--config', configPath, ...args]));
+        const p = startProcess(nsArgv(net.ns.host, [EC2NETD_BIN, 'run', '--config', configPath, ...args]));
         processes.add(p);
         return p;
       },
       async ec2netd(args) {
         try {
-          return { ...(await nsRun(net.ns.host, [process.execPath, ...EC2NETD_NODE_FLAGS, EC2NETD_BIN, ...args, '--config', configPath], { timeoutMs: 30_000 })), code: 0 };
+          return { ...(await nsRun(net.ns.host, [EC2NETD_BIN, ...args, '--config', configPath], { timeoutMs: 30_000 })), code: 0 };
         } catch (err) {
           const e = err as { exitCode?: number; stdout?: string; stderr?: string };
           if (e.exitCode === undefined) throw err;

@@ -10,20 +10,43 @@ import { CommandError, run, type RunOptions } from '../../sim/exec';
 
 const REPO = path.resolve(__dirname, '..', '..');
 
-/** Builds the rootfs once (cached outside the clone, keyed by the recipe); returns its directory. */
-export async function ensureRootfs(timeoutMs = 300_000): Promise<string> {
-  const { stdout } = await run([path.join(REPO, 'scripts', 'build-rootfs.sh')], { timeoutMs });
+/**
+ * Builds a stock Debian 12 root (no Node.js) once, cached outside the clone and keyed by the recipe;
+ * returns its directory. arm64's second debootstrap stage runs under qemu: minutes, the first time.
+ */
+export async function ensureRootfs(arch: 'amd64' | 'arm64' = 'amd64', timeoutMs = arch === 'amd64' ? 300_000 : 1_800_000): Promise<string> {
+  const { stdout } = await run([path.join(REPO, 'scripts', 'build-rootfs.sh'), arch], { timeoutMs });
   const dir = stdout.trim().split('\n').pop();
   if (dir === undefined || dir === '') throw new Error('build-rootfs.sh printed no directory');
   return dir;
 }
 
-/** Builds the .deb from this checkout (packaging/build-deb.sh); returns its path. */
-export async function buildDeb(timeoutMs = 240_000): Promise<string> {
-  const { stdout } = await run([path.join(REPO, 'packaging', 'build-deb.sh')], { timeoutMs, cwd: REPO });
-  const deb = stdout.trim().split('\n').pop();
-  if (deb === undefined || !deb.endsWith('.deb')) throw new Error(`build-deb.sh printed no package: ${stdout}`);
+/** An older version of the amd64 .deb, built from this checkout into `outDir`: the upgrade test's "before". */
+export async function buildPreviousDeb(version: string, outDir: string, timeoutMs = 300_000): Promise<string> {
+  const env = { ...process.env, EC2NETD_PKG_VERSION: version, EC2NETD_PKG_OUT: outDir, EC2NETD_PKG_ARCHS: 'amd64' };
+  const { stdout } = await run([path.join(REPO, 'packaging', 'build.sh')], { timeoutMs, cwd: REPO, env });
+  const deb = stdout.trim().split('\n').find((l) => l.endsWith('_amd64.deb'));
+  if (deb === undefined) throw new Error(`build.sh printed no .deb: ${stdout}`);
   return deb;
+}
+
+export interface Packages {
+  debAmd64: string;
+  debArm64: string;
+  rpmX86_64: string;
+  rpmAarch64: string;
+}
+
+/** The four packages of this checkout (packaging/build.sh: built once while the inputs are unchanged, so test files share them). */
+export async function buildPackages(timeoutMs = 300_000): Promise<Packages> {
+  const { stdout } = await run([path.join(REPO, 'packaging', 'build.sh')], { timeoutMs, cwd: REPO });
+  const files = stdout.trim().split('\n');
+  const find = (suffix: string): string => {
+    const f = files.find((l) => l.endsWith(suffix));
+    if (f === undefined) throw new Error(`build.sh printed no *${suffix}: ${stdout}`);
+    return f;
+  };
+  return { debAmd64: find('_amd64.deb'), debArm64: find('_arm64.deb'), rpmX86_64: find('.x86_64.rpm'), rpmAarch64: find('.aarch64.rpm') };
 }
 
 export interface ExecResult {
@@ -51,7 +74,7 @@ export interface BootOptions {
   rootfs: string;
   /** Network namespace (`ip netns` name) the container joins: the simulated instance's. */
   netns?: string;
-  /** Read-only binds, host path → container path. /usr/bin/node is always bound. */
+  /** Read-only binds, host path → container path. */
   binds?: ReadonlyArray<readonly [string, string]>;
   bootTimeoutMs?: number;
 }
@@ -76,7 +99,7 @@ const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms
 
 export async function bootContainer(opts: BootOptions): Promise<Container> {
   const argv = ['-q', '-D', opts.rootfs, '-b', '--register=no', '--keep-unit', '-M', opts.name, '--console=pipe',
-    '--volatile=overlay', '--bind-ro=/usr/bin/node', '--capability=CAP_NET_ADMIN',
+    '--volatile=overlay', '--capability=CAP_NET_ADMIN',
     ...(opts.binds ?? []).map(([host, inside]) => `--bind-ro=${host}:${inside}`),
     ...(opts.netns === undefined ? [] : [`--network-namespace-path=/run/netns/${opts.netns}`])];
   const nspawn: ChildProcess = spawn('systemd-nspawn', argv, { detached: true, stdio: ['ignore', 'pipe', 'pipe'] });

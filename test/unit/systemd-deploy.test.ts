@@ -33,9 +33,8 @@ describe('deploy/', () => {
       'ProtectSystem=strict', 'RuntimeDirectory=ec2netd']) {
       expect(unit.split('\n')).toContain(line);
     }
-    // V8 sizing: the unit's NODE_OPTIONS are the flags of bin/ec2netd's #! line (which the tests and the bench run).
-    const shebang = readFileSync(join(root, 'bin', 'ec2netd'), 'utf8').split('\n')[0] ?? '';
-    const flags = shebang.replace(/^#!\/usr\/bin\/env -S node /, '');
+    // V8 sizing: the unit's NODE_OPTIONS are the flags the bin/ec2netd launcher passes (which the tests and the bench run).
+    const flags = /^flags=\$\{EC2NETD_NODE_FLAGS-(.*)\}$/m.exec(readFileSync(join(root, 'bin', 'ec2netd'), 'utf8'))?.[1];
     expect(flags).toMatch(/^--max-semi-space-size=\d+ --max-old-space-size=\d+$/);
     expect(unit.split('\n')).toContain(`Environment="NODE_OPTIONS=${flags}"`);
     const networkd = readFileSync(join(root, 'deploy', 'networkd-ec2netd.conf'), 'utf8');

@@ -1,6 +1,7 @@
 // ec2netd benchmarks on a simulated EC2 instance (sim/ec2.ts), each figure beside a baseline measured in the same
 // run on the same machine. Needs root (network namespaces). Run: `npm run bench` (builds, then
-// `node dist/bench/run.js`). BENCH_RUNS=N sets the repetitions of the latency figures (default 10).
+// `node dist/bench/run.js`). BENCH_RUNS=N sets the repetitions of the latency figures (default 10);
+// BENCH_ONLY=scale runs only the 15 × 50 figures.
 //
 // Figures (docs/performance.md explains each and what limits it):
 //   new ENI     its link appears (IMDS already answering) → the last of its objects is in place, from the kernel's
@@ -28,6 +29,8 @@ import { readFileSync } from 'node:fs';
 import os from 'node:os';
 
 const RUNS = Number(process.env.BENCH_RUNS ?? 10);
+/** BENCH_ONLY=scale: only the 15 × 50 figures (full sync, mass repair, hot attach, storms, memory, idle). */
+const SCALE_ONLY = process.env.BENCH_ONLY === 'scale';
 const ENIS = 15;
 const IPS_PER_ENI = 50;
 
@@ -474,10 +477,14 @@ async function main(): Promise<void> {
   try {
     let daemon = sim.startDaemon();
     await converged(sim);
-    process.stdout.write('new ENI latency...\n');
-    await newEni(sim);
-    process.stdout.write('repair...\n');
-    await repair(sim);
+    if (SCALE_ONLY) {
+      await sim.attachEni({ name: 'eth1', ipv4s: eniIps(1, 1), deviceNumber: 1 }, { imdsFirst: true });
+    } else {
+      process.stdout.write('new ENI latency...\n');
+      await newEni(sim);
+      process.stdout.write('repair...\n');
+      await repair(sim);
+    }
     process.stdout.write(`full sync ${ENIS}×${IPS_PER_ENI}...\n`);
     daemon = await fullSync(sim, daemon);
     process.stdout.write('mass repair and hot attach at scale...\n');
@@ -487,10 +494,12 @@ async function main(): Promise<void> {
     memoryRow(daemon, 'after the storms');
     process.stdout.write('memory and idle (10 s)...\n');
     await resources(sim, daemon);
-    process.stdout.write('fight over one rule (10 s, own simulated instance)...\n');
-    rows.push(...await fight());
-    process.stdout.write(`failover (${RUNS} moves between two instances)...\n`);
-    rows.push(...await failoverBench(RUNS));
+    if (!SCALE_ONLY) {
+      process.stdout.write('fight over one rule (10 s, own simulated instance)...\n');
+      rows.push(...await fight());
+      process.stdout.write(`failover (${RUNS} moves between two instances)...\n`);
+      rows.push(...await failoverBench(RUNS));
+    }
     process.stdout.write(`machine after: load ${os.loadavg().map((l) => l.toFixed(2)).join(' ')}\n\n`);
     printTable();
     await daemon.stop(5000);

@@ -16,6 +16,7 @@ import { cachedManagers } from '../kernel/foreign';
 import type { KernelError, Netlink } from '../kernel/netlink';
 import { type ObjectKind } from '../kernel/observe';
 import type { Logger } from '../log';
+import { logChanges } from './change-log';
 import { ContainerSync } from './containers-sync';
 import { FailedWrites } from './failures';
 import { FightParties } from './fight-parties';
@@ -215,11 +216,8 @@ export class Reconciler {
     for (const f of this.fights.applied(done)) this.warnFight(f, done, result.desired);
     const doneSet = new Set(done);
     for (const change of result.plan) this.record(change, kernel, doneSet.has(change));
-    // A repair in a fight is in the fight's warning: not one journal line per round.
-    for (const change of done) {
-      if (this.fights.inFight(change)) this.deps.log.debug(changeFields(change, result.desired), formatChange(change));
-      else this.deps.log.info(changeFields(change, result.desired), formatChange(change));
-    }
+    // A repair in a fight is in the fight's warning: not one journal line per round. A large sync: counts per ENI.
+    logChanges(this.deps.log, done, (c) => changeFields(c, result.desired), (c) => this.fights.inFight(c));
     const byText = new Map(result.plan.map((c) => [formatChange(c), c]));
     this.failures.record([...byText.keys()], new Map(outcome.failed.map((f) => [formatChange(f.change), f.error.message])),
       (what) => { const c = byText.get(what); return c === undefined ? {} : changeFields(c, result.desired); });

@@ -158,6 +158,9 @@ export interface ProcStat {
   childCpuS: number;
   rssKb: number;
   hwmKb: number;
+  /** VmRSS split: anonymous (heap, malloc) and file-backed (the node binary, addons). */
+  rssAnonKb: number;
+  rssFileKb: number;
   /** Context switches summed over all threads. */
   voluntaryCtx: number;
   involuntaryCtx: number;
@@ -190,7 +193,7 @@ export function procStat(pid: number): ProcStat {
   }
   return {
     pid, comm, cpuS: (num(11) + num(12)) / CLK_TCK, childCpuS: (num(13) + num(14)) / CLK_TCK,
-    rssKb: kb('VmRSS'), hwmKb: kb('VmHWM'), voluntaryCtx, involuntaryCtx, threads,
+    rssKb: kb('VmRSS'), hwmKb: kb('VmHWM'), rssAnonKb: kb('RssAnon'), rssFileKb: kb('RssFile'), voluntaryCtx, involuntaryCtx, threads,
   };
 }
 

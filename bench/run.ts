@@ -25,7 +25,7 @@ import { fight } from './fight';
 import { hotAttach, massRepair, summary } from './scale';
 import { kernelSnapshot, median, percentile, procStat, startMonitor, waitQuiet, monitorChildren, type MonitorLine } from './inspect';
 import { execFileSync } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 
 const RUNS = Number(process.env.BENCH_RUNS ?? 10);
@@ -106,7 +106,7 @@ function memoryRow(d: ManagedProcess, phase: string): void {
   const last = daemonLog(d, 'sync').at(-1);
   const heap = last === undefined ? '?' : `${String(last.heapUsedMb)} / ${String(last.heapTotalMb)} MB`;
   const kids = monitorChildren(d.pid).map((c) => `${c.comm} ${mb(procStat(c.pid).rssKb)}`).join(', ');
-  rows.push({ figure: `  memory ${phase}: daemon VmRSS; V8 heap used / committed at its last sync; monitor children`, value: `${mb(stat.rssKb)}; heap ${heap}; ${kids}`, baseline: '' });
+  rows.push({ figure: `  memory ${phase}: daemon VmRSS; V8 heap used / committed at its last sync; monitor children`, value: `${mb(stat.rssKb)} (anon ${mb(stat.rssAnonKb)}, file ${mb(stat.rssFileKb)}); heap ${heap}; ${kids}`, baseline: '' });
 }
 
 /** What the daemon did before its first write, per phase, from its 'start' debug line. */
@@ -411,7 +411,7 @@ async function resources(sim: SimulatedEc2, daemon: ManagedProcess): Promise<voi
   const totalKb = d.rssKb + kids.reduce((sum, k) => sum + k.stat.rssKb, 0);
   rows.push({
     figure: `memory at ${ENIS}×${IPS_PER_ENI} after the sync, a hot attach, a mass repair and the storms: VmRSS of the daemon and its children (VmHWM)`,
-    value: `${mb(totalKb)} MB: ${[`daemon ${mb(d.rssKb)} (${mb(d.hwmKb)}) MB`, ...kids.map((k) => `${k.comm} monitor ${mb(k.stat.rssKb)} MB`)].join(', ')}`,
+    value: `${mb(totalKb)} MB: ${[`daemon ${mb(d.rssKb)} (${mb(d.hwmKb)}) MB (anon ${mb(d.rssAnonKb)}, file ${mb(d.rssFileKb)})`, ...kids.map((k) => `${k.comm} monitor ${mb(k.stat.rssKb)} MB`)].join(', ')}`,
     baseline: `bare node: ${mb(bareKb)} MB`, target: '≤ 60 MB', met: totalKb <= 60 * 1024,
   });
   // Idle: no spare link left (a link IMDS does not know is retried with backoff, which is IMDS work, not idling).
@@ -500,6 +500,8 @@ async function main(): Promise<void> {
       process.stdout.write(`failover (${RUNS} moves between two instances)...\n`);
       rows.push(...await failoverBench(RUNS));
     }
+    // BENCH_DAEMON_LOG=FILE: the daemon's log (debug) of the 15 × 50 phases, to look at its sync lines.
+    if (process.env.BENCH_DAEMON_LOG !== undefined) writeFileSync(process.env.BENCH_DAEMON_LOG, daemon.output().stdout);
     process.stdout.write(`machine after: load ${os.loadavg().map((l) => l.toFixed(2)).join(' ')}\n\n`);
     printTable();
     await daemon.stop(5000);

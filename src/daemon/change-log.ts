@@ -14,6 +14,7 @@ type Fields = Record<string, string | number>;
 
 /** `${fam} ${kind} ${verb}` of a change: the `ip` command without its object ("ip -6 rule add"). */
 export function changeVerb(change: Change): string {
+  if (change.op === 'link-up') return 'ip link set up';
   const text = formatChange(change);
   const words = text.split(' ');
   return words.slice(0, words[1] === '-6' ? 4 : 3).join(' ');

@@ -48,7 +48,8 @@ export class ImdsState {
     try {
       const listed = new Set(splitList((await this.imds.get(MACS_PATH)) ?? '').map((m) => m.replace(/\/$/, '').toLowerCase()));
       const wanted = [...new Set(macs)].filter((m) => listed.has(m));
-      const enis = await Promise.all(wanted.map((mac) => early?.get(mac) ?? readEni(this.imds, mac, current.primaryMac)));
+      // All of an ENI's keys at once (9 or 10 requests): one round trip, not two at the whole read's concurrency of 8.
+      const enis = await Promise.all(wanted.map((mac) => early?.get(mac) ?? readEni(this.imds, mac, current.primaryMac, { concurrency: 16 })));
       this.accept(mergeRead(current, { primaryMac: current.primaryMac, macs: wanted, enis, partial: true }, links));
       return true;
     } catch (err) {

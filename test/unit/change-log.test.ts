@@ -3,7 +3,7 @@
 import pino from 'pino';
 import { describe, expect, it } from 'vitest';
 import type { Change } from '../../src/core/types';
-import { logChanges, PER_CHANGE_LINES_MAX } from '../../src/daemon/change-log';
+import { changeVerb, logChanges, PER_CHANGE_LINES_MAX } from '../../src/daemon/change-log';
 
 interface Line { level: number; msg: string; count?: number; iface?: string; action?: string }
 const LEVEL = { trace: 10, debug: 20, info: 30 };
@@ -60,5 +60,12 @@ describe('logChanges', () => {
     logChanges(log, done, fields, (c) => c === fought);
     expect(lines().filter((l) => l.level === LEVEL.debug).map((l) => l.msg)).toEqual(['ip rule add from 10.0.1.99/32 lookup 10001 pref 10100 proto 236']);
     expect(lines().filter((l) => l.level === LEVEL.info)).toHaveLength(PER_CHANGE_LINES_MAX);
+  });
+
+  it('names each kind of change by its ip command', () => {
+    const v6: Change = { op: 'add-address', linkName: 'eth1', reason: 't', address: { ifindex: 3, family: 6, address: '2600::1', prefixLen: 128, noPrefixRoute: true } };
+    expect(changeVerb(v6)).toBe('ip -6 address add');
+    expect(changeVerb(rule(1, 10001))).toBe('ip rule add');
+    expect(changeVerb({ op: 'link-up', reason: 't', link: { index: 3, name: 'eth1' } as Extract<Change, { op: 'link-up' }>['link'] })).toBe('ip link set up');
   });
 });

@@ -9,7 +9,7 @@
 # against the arm64 runtime's headers.
 #
 # Fast on purpose (CI builds it): the common tree is staged once and hard-linked per architecture, and
-# payloads use gzip -1 (the runtime dominates; xz took minutes for little gain). The output is reused
+# payloads use gzip -1 (the 124 MB runtime dominates; dpkg's default xz is far slower). The output is reused
 # while its inputs are unchanged (a hash of them is kept next to it), so parallel test files build once.
 #
 #   EC2NETD_PKG_VERSION  package version (default: package.json's; the upgrade test builds an older one)

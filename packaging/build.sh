@@ -9,7 +9,7 @@
 # against the arm64 runtime's headers.
 #
 # Fast on purpose (CI builds it): the common tree is staged once and hard-linked per architecture, and
-# payloads use gzip -1 (the runtime dominates; xz took minutes for little gain). The output is reused
+# payloads use gzip -1 (the 124 MB runtime dominates; dpkg's default xz is far slower). The output is reused
 # while its inputs are unchanged (a hash of them is kept next to it), so parallel test files build once.
 #
 #   EC2NETD_PKG_VERSION  package version (default: package.json's; the upgrade test builds an older one)
@@ -74,7 +74,9 @@ if [ "$want_arm64" = yes ] && [ ! -f "$arm64_dgram" ]; then
   rm -rf "$work/xbuild/node_modules/unix-dgram/build"
   ln -s "$repo/node_modules/nan" "$work/xbuild/node_modules/nan"
   gyp="$(dirname "$(readlink -f "$(command -v npm)")")/../node_modules/node-gyp/bin/node-gyp.js"
-  (cd "$work/xbuild/node_modules/unix-dgram" && CC=aarch64-linux-gnu-gcc CXX=aarch64-linux-gnu-g++ LINK=aarch64-linux-gnu-g++ \
+  # Under `npm test` or `npm run`, npm exports .npmrc's nodedir (the x64 runtime) as npm_config_nodedir, which
+  # node-gyp would take over --nodedir: unset it, or the arm64 addon is built against x64 headers (or not at all).
+  (cd "$work/xbuild/node_modules/unix-dgram" && unset npm_config_nodedir NPM_CONFIG_NODEDIR && CC=aarch64-linux-gnu-gcc CXX=aarch64-linux-gnu-g++ LINK=aarch64-linux-gnu-g++ \
     AR=aarch64-linux-gnu-ar "$node" "$gyp" rebuild --arch=arm64 --nodedir="$arm64_node" >"$work/xbuild.log" 2>&1) || {
     tail -n 30 "$work/xbuild.log" >&2
     exit 1

@@ -2,7 +2,7 @@
 // around it. Everything that decides *what* to write lives in src/core.
 import type { Server } from 'node:net';
 import type { Config } from '../config';
-import type { ImdsSnapshot } from '../core/types';
+import type { ImdsSnapshot, KernelState } from '../core/types';
 import { ImdsClient } from '../imds/client';
 import { IptablesAdapter } from '../iptables/apply';
 import { NetfilterEvents } from '../iptables/monitor';
@@ -94,7 +94,10 @@ export class Daemon {
     this.addressWatch = new AddressWatcher({
       log, snapshot: () => this.reconciler.snapshot, read: (mac) => this.readMac(mac), replan: () => this.trigger.request(['imds'], true),
     });
-    this.reconciler.onObserved = (kernel) => this.addressWatch.observed(kernel);
+    this.reconciler.onObserved = (kernel) => {
+      this.addressWatch.observed(kernel);
+      this.readNewLinksEarly(kernel);
+    };
     this.reconciler.holdBack = (mac, address) => this.addressWatch.heldBack(mac, address);
     this.mark('modulesLoadedMs');
   }
@@ -321,6 +324,20 @@ export class Daemon {
       this.pendingDelayMs = Math.min(this.pendingDelayMs * 2, this.config.sync.pendingRetryMaxMs);
       this.refreshImds('waiting', noSnapshot ? undefined : [...unknown, ...waiting.map((w) => w.mac)]);
     }, delay);
+  }
+
+  /**
+   * A link IMDS does not describe, seen for the first time (a hot-attached ENI): its IMDS read starts as soon as the
+   * sync has observed it, while that sync plans and reports, instead of after it (followWaiting's first try, done
+   * earlier: the same read, counted the same way; retries stay with followWaiting).
+   */
+  private readNewLinksEarly(kernel: KernelState): void {
+    if (this.reconciler.snapshot === undefined || this.imdsBusy !== undefined || this.pendingTimer !== undefined || this.stopped) return;
+    const fresh = this.reconciler.unknownMacs(kernel).filter((m) => !this.unknownAttempts.has(m));
+    if (fresh.length === 0) return;
+    for (const m of fresh) this.unknownAttempts.set(m, 1);
+    this.pendingDelayMs = Math.min(this.pendingDelayMs * 2, this.config.sync.pendingRetryMaxMs);
+    void this.refreshImds('new link', fresh);
   }
 
   /** `gate`: the sync that follows the read waits for it too (at start: the monitors being subscribed). */

@@ -1,7 +1,7 @@
 // ec2netd benchmarks on a simulated EC2 instance (sim/ec2.ts), each figure beside a baseline measured in the same
 // run on the same machine. Needs root (network namespaces). Run: `npm run bench` (builds, then
 // `node dist/bench/run.js`). BENCH_RUNS=N sets the repetitions of the latency figures (default 10);
-// BENCH_ONLY=scale runs only the 15 × 50 figures.
+// BENCH_ONLY=scale runs only the 15 × 50 figures; BENCH_SCALE_RUNS=N hot attaches at 15 × 50 (default 3).
 //
 // Figures (docs/performance.md explains each and what limits it):
 //   new ENI     its link appears (IMDS already answering) → the last of its objects is in place, from the kernel's
@@ -316,7 +316,7 @@ async function fullSync(sim: SimulatedEc2, daemon: ManagedProcess): Promise<Mana
 
 /** Mass repair and hot attach with 15 × 50 in place (bench/scale.ts). */
 async function atScale(sim: SimulatedEc2, daemon: ManagedProcess): Promise<void> {
-  const R = 3;
+  const R = Number(process.env.BENCH_SCALE_RUNS ?? 3); // hot attaches (one ENI each)
   // Once: the same rules put back again within sync.fightCapMs × 2 would be a fight (src/daemon/fights.ts).
   const repair = await massRepair(sim.net.ns.host, daemon, 1);
   const r = summary(repair);

@@ -120,7 +120,7 @@ beforeAll(async () => {
   box = await bootContainer({ name: 'ec2netd-e2e', rootfs, netns: sim.net.ns.host, binds: [[share, SHARE]] });
   timings.bootMs = Date.now() - t;
   server = await startTcpServer(sim.net.ns.host, '10.0.1.20', PORT);
-}, 600_000);
+}, 1_200_000); // a fresh machine builds the Debian root first (137 s here, idle)
 
 afterAll(async () => {
   // Each step on its own: a failure in one must not leave the others behind.

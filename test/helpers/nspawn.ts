@@ -14,7 +14,7 @@ const REPO = path.resolve(__dirname, '..', '..');
  * Builds a stock Debian 12 root (no Node.js) once, cached outside the clone and keyed by the recipe;
  * returns its directory. arm64's second debootstrap stage runs under qemu: minutes, the first time.
  */
-export async function ensureRootfs(arch: 'amd64' | 'arm64' = 'amd64', timeoutMs = arch === 'amd64' ? 300_000 : 1_800_000): Promise<string> {
+export async function ensureRootfs(arch: 'amd64' | 'arm64' = 'amd64', timeoutMs = arch === 'amd64' ? 900_000 : 1_800_000): Promise<string> {
   const { stdout } = await run([path.join(REPO, 'scripts', 'build-rootfs.sh'), arch], { timeoutMs });
   const dir = stdout.trim().split('\n').pop();
   if (dir === undefined || dir === '') throw new Error('build-rootfs.sh printed no directory');

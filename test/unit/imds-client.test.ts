@@ -278,3 +278,33 @@ describe('defaultImdsEndpoint', () => {
     })).toBe('http://127.0.0.1:8080');
   });
 });
+
+describe('ImdsClient connections', () => {
+  it('reuses connections within a burst of reads, and survives a server that closes idle ones at once', async () => {
+    const http = await import('node:http');
+    let connections = 0;
+    const server = http.createServer((req, res) => {
+      if (req.method === 'PUT') res.end('token');
+      else res.end(PRIMARY);
+    });
+    server.on('connection', () => { connections++; });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    try {
+      const port = (server.address() as { port: number }).port;
+      const c = new ImdsClient(config({ endpoint: `http://127.0.0.1:${port}` }));
+      await Promise.all(Array.from({ length: 40 }, () => c.get('meta-data/mac')));
+      for (let i = 0; i < 40; i++) await c.get('meta-data/mac');
+      // 81 requests (a PUT and 80 GETs), at most 16 at once: not a connection each.
+      expect(connections).toBeLessThanOrEqual(17);
+      // A server that drops every idle connection after 1 ms: requests spaced around that still all answer.
+      server.keepAliveTimeout = 1;
+      for (let i = 0; i < 20; i++) {
+        expect(await c.get('meta-data/mac')).toBe(PRIMARY);
+        await new Promise((r) => setTimeout(r, i % 3));
+      }
+    } finally {
+      server.closeAllConnections();
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+    }
+  });
+});

@@ -7,6 +7,7 @@ import { ConfigError, loadConfig, type Config } from './config';
 import { ownedAddressKey } from './core/diff';
 import { formatChange, formatRule } from './core/format';
 import type { Plan } from './core/types';
+import { installCrashHandlers } from './crash';
 import { renderReport, runDoctor } from './doctor';
 import { Daemon } from './daemon/daemon';
 import { acquireInstanceLock, InstanceLockHeld } from './daemon/instance-lock';
@@ -304,6 +305,7 @@ export async function cli(argv: string[]): Promise<number> {
   }
   // Only the daemon and sync log their work; plan/status/flush print their own results.
   const log = command === 'run' || command === 'sync' ? createLogger(config.log.level) : silentLogger();
+  installCrashHandlers(log);
   try {
     return await run({ config, json: values.json === true, force: values.force === true, log });
   } catch (err) {

@@ -13,9 +13,12 @@ import { noopNotifier, type Notifier } from '../systemd/notify';
 import { AddressWatcher } from './address-watch';
 import { acquireInstanceLock } from './instance-lock';
 import { AddressLedger } from './ledger';
-import { writeStatus, type DaemonStatus } from './status-file';
+import { readPreviousSnapshot, writeStatus, type DaemonStatus } from './status-file';
 import { ALL_KINDS, Reconciler, type Kind, type SyncReport } from './reconciler';
 import { SyncTrigger, type RunOutcome } from './trigger';
+
+/** How long SIGTERM waits for a sync in flight before the process exits anyway (well within the unit's TimeoutStopSec=15s). */
+const STOP_WAIT_MS = 5000;
 
 /**
  * Trigger keys: kernel object kinds, 'imds' ("the snapshot changed, re-plan"), 'iptables' (check the chain),
@@ -69,8 +72,11 @@ export class Daemon {
     const ledger = new AddressLedger(config.stateDir);
     const problem = ledger.load();
     if (problem !== undefined) log.warn(problem);
+    const previous = readPreviousSnapshot(config.stateDir);
+    if (previous.problem !== undefined) log.warn(previous.problem);
+    if (previous.snapshot !== undefined) log.info(`restarting over the previous run's IMDS state (${previous.snapshot.enis.length} ENIs): an ENI read incompletely now keeps it`);
     this.reconciler = new Reconciler({
-      config, log, ledger, nl: openNetlink({ timeoutMs: config.sync.requestTimeoutMs }), imds: new ImdsClient(config.imds),
+      config, log, ledger, previousSnapshot: previous.snapshot, nl: openNetlink({ timeoutMs: config.sync.requestTimeoutMs }), imds: new ImdsClient(config.imds),
       iptables: new IptablesAdapter(config),
     });
     const { sync } = config;
@@ -138,10 +144,27 @@ export class Daemon {
     if (this.fightTimer !== undefined) clearTimeout(this.fightTimer);
     this.addressWatch.stop();
     this.trigger.stop();
+    await this.finishSync();
     await this.events.stop();
     await this.netfilter?.stop();
     this.lock?.close();
     this.log.info({ action: 'stop' }, 'ec2netd stopped; routing left in place');
+  }
+
+  /**
+   * SIGTERM during a sync: let it finish (its writes, the ledger, the status file), up to STOP_WAIT_MS; a sync
+   * cut in the middle would leave half a change (an address without its rule) until the next start.
+   */
+  private async finishSync(): Promise<void> {
+    if (!this.trigger.busy) return;
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<'timeout'>((resolve) => { timer = setTimeout(() => resolve('timeout'), STOP_WAIT_MS); });
+    const idle = this.trigger.idle().then(() => 'idle' as const);
+    this.log.info({ action: 'stop' }, `stopping: waiting up to ${STOP_WAIT_MS / 1000} s for the sync in flight`);
+    if ((await Promise.race([idle, timeout])) === 'timeout') {
+      this.log.warn({ action: 'stop' }, `stopping: the sync in flight is still running after ${STOP_WAIT_MS / 1000} s; exiting anyway (the next start completes it)`);
+    }
+    clearTimeout(timer);
   }
 
   /** One sync; 'failed' when the kernel could not be read: the trigger retries it with backoff. */

@@ -13,12 +13,17 @@ export class ImdsState {
   /** Held causes already in the journal: `mac|part|reason`. */
   private told = new Set<string>();
 
-  constructor(private readonly imds: ImdsReader, private readonly log: Logger) {}
+  /**
+   * `previous`: what the previous daemon in this namespace configured (src/daemon/status-file.ts). Not acted on
+   * by itself (nothing is planned before the first read); the first reads are merged into it, so an ENI read
+   * incompletely just after a restart keeps its routing.
+   */
+  constructor(private readonly imds: ImdsReader, private readonly log: Logger, private readonly previous?: ImdsSnapshot) {}
 
   /** Reads the whole of IMDS. On failure every ENI keeps its last good state. */
   async refresh(links: readonly KernelLink[]): Promise<boolean> {
     try {
-      this.accept(mergeRead(this.snapshot, await readImds(this.imds), links));
+      this.accept(mergeRead(this.snapshot ?? this.previous, await readImds(this.imds), links));
       return true;
     } catch (err) {
       this.failed(err);

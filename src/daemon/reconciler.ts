@@ -33,6 +33,8 @@ export interface ReconcilerDeps {
   imds: ImdsReader;
   ledger: AddressLedger;
   iptables: IptablesAdapter;
+  /** The IMDS state the previous daemon configured (a restart): the base the first reads are merged into. */
+  previousSnapshot?: ImdsSnapshot;
 }
 
 export interface SyncReport {
@@ -78,7 +80,7 @@ export class Reconciler {
   holdBack: (mac: string, address: string) => boolean = () => false;
 
   constructor(private readonly deps: ReconcilerDeps) {
-    this.imds = new ImdsState(deps.imds, deps.log);
+    this.imds = new ImdsState(deps.imds, deps.log, deps.previousSnapshot);
     this.kernel = new KernelCache(deps.nl);
     this.failures = new FailedWrites(deps.log);
     this.fights = new FightDamper({ baseMs: 100, capMs: deps.config.sync.fightCapMs }, () => performance.now());

@@ -69,6 +69,11 @@ export class SyncTrigger<K> {
     return new Promise((resolve) => this.waiters.push(resolve));
   }
 
+  /** A run is in progress. */
+  get busy(): boolean {
+    return this.running;
+  }
+
   stop(): void {
     this.stopped = true;
     if (this.timer !== undefined) clearTimeout(this.timer);

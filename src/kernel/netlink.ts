@@ -49,6 +49,12 @@ export function toKernelError(err: unknown, what: string): KernelError {
   return new KernelError(typeof code === 'string' ? code : 'EIO', what, message);
 }
 
+/** Whether a request failure is the kernel's NLMSG_ERROR answer (as opposed to a socket or timeout failure). */
+function isKernelAnswer(err: unknown): boolean {
+  return err instanceof KernelError ? err.code !== 'ETIMEDOUT' && err.code !== 'EIO'
+    : err instanceof Error && /^Request rejected: \w+$/.test(err.message);
+}
+
 export const AF_INET = 2;
 export const AF_INET6 = 10;
 export const NLM_F_CREATE_EXCL = FlagsNew.CREATE | FlagsNew.EXCL;
@@ -85,14 +91,26 @@ const PAD = Buffer.alloc(4);
 export interface NetlinkOptions {
   /** Timeout of each request in ms (config sync.requestTimeoutMs). */
   timeoutMs?: number;
+  /** Opens a socket (tests inject failing ones); default: the package's createRtNetlink. */
+  createSocket?: () => RtNetlinkSocket;
 }
 
-/** An rtnetlink request handle, bound to the network namespace of the process that opened it. */
+/** How many times a dump is re-run when the kernel flags it interrupted, before the read fails. */
+export const DUMP_ATTEMPTS = 3;
+
+/**
+ * An rtnetlink request handle, bound to the network namespace of the process that opened it. A socket that
+ * failed (an error event, or a request that ended without the kernel's answer: a send error, a timeout) is
+ * closed, and the next request opens a fresh one: a wedged socket never stays in use.
+ */
 export class Netlink {
-  readonly socket: RtNetlinkSocket;
   readonly timeoutMs: number;
+  private readonly createSocket: () => RtNetlinkSocket;
+  private current: RtNetlinkSocket | undefined;
   private closed = false;
   private port: number | undefined;
+  /** Sockets opened so far (1 + reopens after failures). */
+  opened = 0;
   /** Dumps are queued: the kernel runs one dump per socket at a time and answers a second one EBUSY. */
   private dumping: Promise<unknown> = Promise.resolve();
   /** sendAll's requests waiting for their ACK, by sequence number. */
@@ -101,21 +119,45 @@ export class Netlink {
   constructor(options: NetlinkOptions = {}) {
     this.timeoutMs = options.timeoutMs ?? 2000;
     // No options: `ref` defaults to false, and the package's option type wrongly requires the buffer sizes.
-    this.socket = createRtNetlink();
-    // A raw socket error with no listener would throw from an EventEmitter: keep it, the request fails anyway.
-    this.socket.socket.on('error', () => undefined);
-    this.socket.on('invalid', () => undefined);
-    // Replies to sequence numbers the package does not track (sendAll's) arrive as 'message'. The rt layer's own
-    // listener would run its generic parser on each of them for nobody (this socket gets no events): removed.
-    this.socket.socket.removeAllListeners('message');
-    this.socket.socket.on('message', (msgs: NetlinkMessage[]) => {
-      for (const msg of msgs) {
-        const done = this.acks.get(msg.seq);
-        if (done === undefined || msg.type !== NLMSG_ERROR || msg.data.length < 4) continue;
-        this.acks.delete(msg.seq);
-        done(-msg.data.readInt32LE(0));
-      }
-    });
+    this.createSocket = options.createSocket ?? (() => createRtNetlink());
+  }
+
+  /** The socket requests go through; opened on first use and again after a failure. */
+  get socket(): RtNetlinkSocket {
+    if (this.closed) throw new KernelError('EBADF', 'netlink', 'netlink handle closed');
+    if (this.current === undefined) {
+      const sock = this.createSocket();
+      this.opened++;
+      // A raw socket error with no listener would throw from an EventEmitter; the socket is dropped instead.
+      sock.socket.on('error', () => this.drop(sock));
+      sock.on('invalid', () => undefined);
+      // Replies to sequence numbers the package does not track (sendAll's) arrive as 'message'. The rt layer's own
+      // listener would run its generic parser on each of them for nobody (this socket gets no events): removed.
+      sock.socket.removeAllListeners('message');
+      sock.socket.on('message', (msgs: NetlinkMessage[]) => {
+        for (const msg of msgs) {
+          const done = this.acks.get(msg.seq);
+          if (done === undefined || msg.type !== NLMSG_ERROR || msg.data.length < 4) continue;
+          this.acks.delete(msg.seq);
+          done(-msg.data.readInt32LE(0));
+        }
+      });
+      this.current = sock;
+      this.port = undefined;
+    }
+    return this.current;
+  }
+
+  /** Closes `sock` if it is the current socket; the next request opens a new one. */
+  private drop(sock: RtNetlinkSocket): void {
+    if (this.current !== sock) return;
+    this.current = undefined;
+    this.port = undefined;
+    try {
+      sock.socket.close();
+    } catch {
+      // Closed already.
+    }
   }
 
   /**
@@ -128,20 +170,22 @@ export class Netlink {
    */
   async sendAll(requests: readonly NetlinkRequest[]): Promise<(string | undefined)[]> {
     if (this.closed) throw new KernelError('EBADF', 'netlink writes', 'netlink handle closed');
-    this.port ??= this.socket.socket.address().port;
     const out: (string | undefined)[] = new Array<string | undefined>(requests.length);
     for (let start = 0; start < requests.length; start += BATCH_MAX) {
-      await this.sendBatch(requests, start, Math.min(requests.length, start + BATCH_MAX), out);
+      // Each batch takes the current socket: one that failed the previous batch has been replaced.
+      const sock = this.socket;
+      this.port ??= sock.socket.address().port;
+      await this.sendBatch(sock, requests, start, Math.min(requests.length, start + BATCH_MAX), out);
     }
     return out;
   }
 
-  private sendBatch(requests: readonly NetlinkRequest[], start: number, end: number, out: (string | undefined)[]): Promise<void> {
+  private sendBatch(sock: RtNetlinkSocket, requests: readonly NetlinkRequest[], start: number, end: number, out: (string | undefined)[]): Promise<void> {
     const parts: Uint8Array[] = [];
     const seqs: number[] = [];
     for (let i = start; i < end; i++) {
       const r = requests[i] as NetlinkRequest;
-      const seq = this.socket.socket.generateSeq();
+      const seq = sock.socket.generateSeq();
       seqs.push(seq);
       let length = 0;
       for (const b of formatMessage({ type: r.type, flags: r.flags | NLM_F_REQUEST | NLM_F_ACK, seq, port: this.port ?? 0, data: r.body })) {
@@ -163,15 +207,17 @@ export class Netlink {
       const timer = setTimeout(() => {
         for (let j = 0; j < seqs.length; j++) if (this.acks.has(seqs[j] as number)) out[start + j] = 'ETIMEDOUT';
         finish();
+        this.drop(sock); // no answer: the socket is suspect, the next batch gets a fresh one
       }, this.timeoutMs);
       seqs.forEach((seq, j) => this.acks.set(seq, (errno) => {
         out[start + j] = errno === 0 ? undefined : errnoName(errno);
         if (--left === 0) finish();
       }));
-      this.socket.socket.socket.send(Buffer.concat(parts), { port: 0 }, (error) => {
+      sock.socket.socket.send(Buffer.concat(parts), { port: 0 }, (error) => {
         if (error === undefined || error === null) return;
         for (let j = 0; j < seqs.length; j++) if (this.acks.has(seqs[j] as number)) out[start + j] = error.code ?? 'EIO';
         finish();
+        this.drop(sock);
       });
     });
   }
@@ -179,11 +225,15 @@ export class Netlink {
   /** Runs one request with the timeout; any failure becomes a KernelError naming `what`. */
   async call<T>(what: string, request: (options: RequestOptions & { flags?: number; localPort?: number }) => Promise<T>, flags = 0): Promise<T> {
     if (this.closed) throw new KernelError('EBADF', what, 'netlink handle closed');
+    let sock: RtNetlinkSocket | undefined;
     try {
+      sock = this.socket;
       // The port is fixed once the socket is bound; without it the package asks the kernel (getsockname) per request.
-      this.port ??= this.socket.socket.address().port;
+      this.port ??= sock.socket.address().port;
       return await request({ timeout: this.timeoutMs, flags, localPort: this.port });
     } catch (err) {
+      // The kernel's own answer (EEXIST, ENOENT...) says nothing about the socket; anything else might.
+      if (sock !== undefined && !isKernelAnswer(err)) this.drop(sock);
       throw toKernelError(err, what);
     }
   }
@@ -215,14 +265,19 @@ export class Netlink {
         const parsed = parse(msg.type, msg.data);
         if (parsed !== undefined) out.push(parsed);
       }
-      if (!interrupted || attempt >= 3) return out;
+      if (!interrupted) return out;
+      // Still changing after the retries: a partial view must not be planned from (it could miss objects
+      // that exist, and the diff would re-add or delete them). The sync fails and is retried.
+      if (attempt >= DUMP_ATTEMPTS) throw new KernelError('EINTR', what, `dump interrupted (NLM_F_DUMP_INTR) ${DUMP_ATTEMPTS} times in a row: the kernel's list kept changing`);
     }
   }
 
   close(): void {
     if (this.closed) return;
     this.closed = true;
-    this.socket.socket.close();
+    const sock = this.current;
+    this.current = undefined;
+    sock?.socket.close();
   }
 }
 

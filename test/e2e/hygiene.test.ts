@@ -4,8 +4,11 @@ import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import type { ManagedProcess } from '../../sim/exec';
-import { waitConverged } from '../helpers/daemon-watch';
-import { eventually, ownedRules, useSimulatedEc2 } from '../helpers/sim';
+import { startMonitor } from '../../bench/inspect';
+import { logMark, logSince, waitConverged } from '../helpers/daemon-watch';
+import { runInNs } from '../helpers/netns';
+import { eventually, ownedRules, routes, useSimulatedEc2 } from '../helpers/sim';
+import { ipJson } from '../../sim/exec';
 
 const OWNED = ['10100 from 10.0.1.20 lookup 10001'];
 const SIGHUP_BIT = 1n << 0n;
@@ -78,13 +81,10 @@ describe('ownership and process hygiene', () => {
       await sim().net.exec('host', ['ip', 'address', 'add', '172.17.0.1/16', 'dev', 'docker0']);
       await sim().net.exec('host', ['ip', 'link', 'set', 'docker0', 'up']);
       expect(await svm()).toBe('0');
-      let daemon = await converged();
+      const daemon = await converged();
       await eventually('src_valid_mark set', async () => (await svm()) === '1');
-      expect(JSON.parse(readFileSync(record, 'utf8'))).toEqual({ 'net.ipv4.conf.all.src_valid_mark': '0' });
-      // A restart finds 1 already: the record keeps the admin's 0.
       await daemon.stop(5000);
-      daemon = await converged();
-      await daemon.stop(5000);
+      // Only the first change is recorded (a restart finding 1 keeps the admin's 0): test/unit/iptables-sysctl.test.ts.
       expect(JSON.parse(readFileSync(record, 'utf8'))).toEqual({ 'net.ipv4.conf.all.src_valid_mark': '0' });
 
       const flush = await sim().ec2netd(['flush']);
@@ -135,5 +135,41 @@ describe('ownership and process hygiene', () => {
         await daemon.stop(5000);
       }
     });
+  });
+
+  it('a link dump still interrupted after its retries (and missing eth1) fails the sync: nothing of eth1\'s is deleted', async () => {
+    // The daemon of the test before is stopped; the kernel holds eth1's rule and table; the sync below is the only writer.
+    const before = await ownedRules(sim());
+    expect(before).toContain('10100 from 10.0.1.20 lookup 10001');
+    const [eth1] = await ipJson<Array<{ ifindex: number }>>(sim().net.ns.host, ['link', 'show', 'eth1']);
+    const out = await runInNs(sim().net.ns.host, 'test/helpers/interrupted-dump-tool.ts', [sim().configPath, String(eth1?.ifindex)]);
+    expect(JSON.parse(out.stdout)).toMatchObject({ error: 'EINTR' });
+    expect(await ownedRules(sim())).toEqual(before);
+    expect(await routes(sim(), 10001)).toHaveLength(2);
+  });
+
+  it('SIGTERM during a sync of 200 new addresses: the sync finishes before the process exits (nothing half done)', async () => {
+    const ips = Array.from({ length: 200 }, (_, i) => `10.0.1.${30 + i}`);
+    const daemon = await converged();
+    const mon = await startMonitor(sim().net.ns.host, ['address', 'rule']);
+    try {
+      const mark = logMark(daemon);
+      await sim().patchImdsEni('eth1', { ipv4s: ['10.0.1.20', ...ips] });
+      daemon.child.kill('SIGHUP');
+      // SIGTERM at the sync's first write.
+      await eventually('the first write', async () => mon.lines().some((l) => /inet 10\.0\.1\.(3\d|[4-9]\d|1\d\d|2[0-2]\d)\//.test(l.text)));
+      process.kill(daemon.pid, 'SIGTERM');
+      expect(await daemon.exited).toBe(0);
+      const said = logSince(daemon, mark).map((l) => l.msg);
+      expect(said).toContain('stopping: waiting up to 5 s for the sync in flight');
+      expect(said.indexOf('ec2netd stopped; routing left in place')).toBeGreaterThan(said.indexOf('stopping: waiting up to 5 s for the sync in flight'));
+    } finally {
+      await mon.stop();
+      await daemon.stop(5000);
+    }
+    // Everything the sync set out to do is there, with no daemon running: the plan is empty.
+    const plan = await sim().ec2netd(['plan']);
+    expect(plan.code, plan.stdout).toBe(0);
+    expect(await ownedRules(sim())).toHaveLength(1 + ips.length);
   });
 });

@@ -114,4 +114,19 @@ describe('last good state per ENI, one owner per address', () => {
     expect(await addresses(sim(), 'eth1')).toEqual(['10.0.1.20/24']);
     expect(await reach('10.0.1.22')).toBe(true);
   });
+
+  it('a restart while IMDS reads eth1 incompletely: eth1 keeps the routing the previous daemon configured', async () => {
+    await daemon.stop();
+    await sim().patchImdsEni('eth1', { hide: ['local-ipv4s', 'subnet-ipv4-cidr-block'] });
+    const before = await ownedRules(sim());
+    expect(before).toContain('10100 from 10.0.1.20 lookup 10001');
+    daemon = sim().startDaemon();
+    const line = await waitForLog(daemon, 0, (l) => l.msg.includes('held on its last good IMDS read'), 'eth1 held after the restart');
+    expect(line.msg).toContain(`${eth1Id()}: IPv4 configuration held on its last good IMDS read`);
+    await waitConverged(sim());
+    expect(await ownedRules(sim())).toEqual(before);
+    expect(await routes(sim(), 10001)).toHaveLength(2);
+    expect(await reach('10.0.1.20')).toBe(true);
+    await sim().patchImdsEni('eth1', { hide: [] });
+  });
 });

@@ -31,6 +31,26 @@ function recorder(o: Partial<TriggerOptions<string>> = {}, outcome: (n: number) 
 }
 
 describe('SyncTrigger', () => {
+  it('stop() during a run: busy until the run ends, idle() resolves only then, and nothing runs after', async () => {
+    let release = (): void => undefined;
+    const runs: string[][] = [];
+    const t = new SyncTrigger<string>((k) => { runs.push([...k]); return new Promise<RunOutcome>((r) => { release = () => r('ok'); }); }, options());
+    t.request(['a']);
+    await vi.advanceTimersByTimeAsync(5);
+    expect(t.busy).toBe(true);
+    t.request(['b']);
+    t.stop();
+    let idle = false;
+    const waiting = t.idle().then(() => { idle = true; });
+    await vi.advanceTimersByTimeAsync(50);
+    expect([t.busy, idle]).toEqual([true, false]);
+    release();
+    await waiting;
+    expect(t.busy).toBe(false);
+    await vi.advanceTimersByTimeAsync(1000);
+    expect(runs).toEqual([['a']]);
+  });
+
   it('coalesces a burst into one run with the union of kinds, after the debounce', async () => {
     const { t, runs } = recorder();
     for (let i = 0; i < 1000; i++) t.request([i % 2 ? 'route' : 'rule']);

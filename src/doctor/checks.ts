@@ -338,8 +338,23 @@ export const CHECKS: ((facts: DoctorFacts) => Finding[])[] = [
   checkIpv6MainRoutes, checkAcceptRa,
 ];
 
+/**
+ * Checks that judge the kernel's state: on a partial dump they would report what is merely unread. (imds reads
+ * the links only to name container bridges in a hint: it still runs.)
+ */
+const KERNEL_CHECKS = new Set<(facts: DoctorFacts) => Finding[]>([
+  checkRpFilter, checkForeign, checkMtu, checkArp, checkMainRoutes, checkIpv6MainRoutes, checkAcceptRa,
+]);
+
 export function runChecks(facts: DoctorFacts): Finding[] {
-  return CHECKS.flatMap((check) => check(facts));
+  const unreadable = facts.unreadable ?? [];
+  if (unreadable.length === 0) return CHECKS.flatMap((check) => check(facts));
+  const kernel: Finding = {
+    check: 'kernel', severity: 'error',
+    message: `cannot read the kernel's state (${unreadable.join('; ')}): the checks that need it were skipped`,
+    fix: 'run doctor as root in the instance\'s network namespace, on a kernel (not an emulator) that answers rtnetlink dumps',
+  };
+  return [kernel, ...CHECKS.filter((check) => !KERNEL_CHECKS.has(check)).flatMap((check) => check(facts))];
 }
 
 export function worst(findings: readonly Finding[]): Severity {

@@ -12,7 +12,7 @@ import { hasDockerChains } from '../iptables/backend';
 import { execArgv, IptablesError } from '../iptables/exec';
 import { detectManagers, detectNetworkd, ec2netdRunning } from '../kernel/foreign';
 import { openNetlink } from '../kernel/netlink';
-import { readKernelState } from '../kernel/observe';
+import { readKernelState, type ObjectKind } from '../kernel/observe';
 import type { DoctorFacts, ImdsProbe, IptablesVariantFacts } from './types';
 
 export interface CollectOptions {
@@ -138,9 +138,20 @@ export function desiredFromKernel(kernel: KernelState, config: Config): DesiredS
 
 export async function collectFacts(config: Config, opts: CollectOptions = {}): Promise<DoctorFacts> {
   const nl = openNetlink({ timeoutMs: config.sync.requestTimeoutMs });
-  let kernel: KernelState;
+  // Kind by kind: a dump the kernel (or an emulator: qemu-user has no FIB rule dumps) refuses is reported, and
+  // the doctor still says what it can without it.
+  const kernel: KernelState = { links: [], addresses: [], routes: [], rules: [] };
+  const unreadable: string[] = [];
   try {
-    kernel = await readKernelState(nl);
+    for (const kind of ['link', 'address', 'route', 'rule'] as const satisfies readonly ObjectKind[]) {
+      try {
+        const one = await readKernelState(nl, new Set([kind]));
+        Object.assign(kernel, kind === 'link' ? { links: one.links } : kind === 'address' ? { addresses: one.addresses }
+          : kind === 'route' ? { routes: one.routes } : { rules: one.rules });
+      } catch (err) {
+        unreadable.push(err instanceof Error ? err.message : String(err));
+      }
+    }
   } finally {
     nl.close();
   }
@@ -168,6 +179,7 @@ export async function collectFacts(config: Config, opts: CollectOptions = {}): P
     iptables: { nft, legacy },
     networkd: detectNetworkd(config.coexistence.root),
     managers: detectManagers(config.coexistence.root),
+    ...(unreadable.length > 0 ? { unreadable } : {}),
     daemonRunning,
   };
 }

@@ -55,4 +55,6 @@ export interface DoctorFacts {
   managers: ManagerPresence[];
   /** An ec2netd daemon holds the instance socket in this network namespace. */
   daemonRunning: boolean;
+  /** Kernel dumps that failed (their objects are missing from `kernel`): the checks that read it are skipped. */
+  unreadable?: string[];
 }

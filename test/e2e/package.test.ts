@@ -6,7 +6,7 @@
 //
 // The cached roots stay clean: every root here is an overlay whose upper layer is a temporary folder,
 // mounted inside a private mount namespace (`unshare -m`) that disappears with the command.
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -110,14 +110,15 @@ describe('the .rpms', () => {
 });
 
 describe('the arm64 .deb in an arm64 Debian root (qemu-user-static)', () => {
-  it('installs; ec2netd --version runs on its runtime; netlink dumps a namespace, unix-dgram delivers', async () => {
+  it('installs; ec2netd --version and doctor --json run on its runtime; netlink dumps a namespace, unix-dgram delivers', async () => {
     await run(['ip', 'netns', 'add', NS]);
     await run(['ip', '-n', NS, 'link', 'add', 'eth7', 'type', 'veth', 'peer', 'name', 'eth8']);
     await run(['ip', '-n', NS, 'address', 'add', '10.9.8.7/24', 'dev', 'eth7']);
     await run(['ip', '-n', NS, 'link', 'set', 'eth7', 'up']);
     // The addons at work: netlink dumps links, addresses and routes of the namespace; unix-dgram sends
-    // a datagram to itself. (A rule dump, and so `ec2netd doctor`, cannot run under qemu-user: its
-    // netlink translation answers RTM_GETRULE with EOPNOTSUPP, for Debian's own `ip rule` too.)
+    // a datagram to itself. A rule dump cannot run under qemu-user (its netlink translation answers
+    // RTM_GETRULE with EOPNOTSUPP, for Debian's own `ip rule` too): `ec2netd doctor --json` says so and
+    // reports what it can without it.
     writeFileSync(path.join(scratch, 'share', 'dump.js'), `
       const { createRtNetlink } = require('/usr/lib/ec2netd/node_modules/netlink');
       const { createSocket } = require('/usr/lib/ec2netd/node_modules/unix-dgram');
@@ -133,17 +134,26 @@ describe('the arm64 .deb in an arm64 Debian root (qemu-user-static)', () => {
       rx.bind('/tmp/dgram.sock');
       const tx = createSocket('unix_dgram');
       tx.send(Buffer.from('hello'), 0, 5, '/tmp/dgram.sock', (err) => { if (err) throw err; tx.close(); });`);
+    // IMDS: nothing listens there, so the probe fails at once instead of waiting for 169.254.169.254.
+    writeFileSync(path.join(scratch, 'share', 'doctor-config.json'), JSON.stringify({ imds: { endpoint: 'http://127.0.0.1:9', timeoutMs: 500 } }));
     const out = await inRoot(arm64Root, 'arm64-root', [
       'set -e',
       '! command -v node',
       `dpkg -i /mnt/${path.basename(pkgs.debArm64)} >/dev/null`,
       'ec2netd --version',
       '/usr/lib/ec2netd/node/bin/node /mnt/dump.js',
+      'rc=0; ec2netd doctor --json --config /mnt/doctor-config.json > /mnt/doctor.json || rc=$?; echo "doctor exit $rc"',
     ].join('\n'), { netns: NS, timeoutMs: 600_000 });
     const lines = out.trim().split('\n');
     expect(lines[0]).toMatch(/^ec2netd \d+\.\d+\.\d+$/);
     const dump = JSON.parse(lines[1] ?? '') as { arch: string; datagram: string; links: string[]; v4: string[]; routes: boolean };
     expect(dump).toEqual({ arch: 'arm64', datagram: 'hello', links: ['lo', 'eth8', 'eth7'], v4: ['10.9.8.7'], routes: true });
+    // doctor ran to the end on arm64: JSON, the refused rule dump as its first finding, the other checks after it.
+    expect(lines[2]).toBe('doctor exit 2');
+    const doctor = JSON.parse(readFileSync(path.join(scratch, 'share', 'doctor.json'), 'utf8')) as { worst: string; findings: Array<{ check: string; severity: string; message: string }> };
+    expect(doctor.findings[0]).toMatchObject({ check: 'kernel', severity: 'error' });
+    expect(doctor.findings[0]?.message).toMatch(/rules/);
+    expect(doctor.findings.map((f) => f.check)).toEqual(expect.arrayContaining(['daemon', 'imds']));
   }, 600_000);
 });
 

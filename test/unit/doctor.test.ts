@@ -50,6 +50,25 @@ describe('a healthy instance', () => {
   });
 });
 
+describe('a kernel that refuses a dump (qemu-user has no FIB rule dumps)', () => {
+  it('says so as an error and skips the checks that read the kernel, instead of judging a partial view', () => {
+    const facts = { ...healthy(), kernel: { ...healthy().kernel, rules: [] }, unreadable: ['dump IPv4 rules: ETIMEDOUT'] };
+    const findings = runChecks(facts);
+    expect(findings[0]).toMatchObject({ check: 'kernel', severity: 'error' });
+    expect(findings[0]?.message).toContain('dump IPv4 rules: ETIMEDOUT');
+    const checks = new Set(findings.map((f) => f.check));
+    const healthyChecks = new Set(runChecks(healthy()).map((f) => f.check));
+    // The rule-less view would have been judged as if the rules were missing by these; they are not run.
+    for (const skipped of ['rp-filter', 'foreign-rules', 'main-routes', 'mtu', 'arp']) {
+      expect(healthyChecks.has(skipped), `${skipped} reports on a healthy instance`).toBe(true);
+      expect(checks.has(skipped), skipped).toBe(false);
+    }
+    expect(checks.has('daemon')).toBe(true);
+    expect(checks.has('imds')).toBe(true);
+    expect(exitCode(findings)).toBe(2);
+  });
+});
+
 describe('exit code and rendering', () => {
   it('0 for ok/info, 1 for warn, 2 for error', () => {
     const f = (severity: Finding['severity']): Finding => ({ check: 'x', severity, message: 'm', fix: 'do' });

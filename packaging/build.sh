@@ -143,7 +143,6 @@ gzip -9n -c "$work/changelog" >"$common/usr/share/doc/ec2netd/changelog.gz"
 build_arch() { # debarch nodearch rpmarch runtime-dir unix_dgram.node strip
   debarch=$1 nodearch=$2 rpmarch=$3 rt=$4 dgram=$5 strip=$6
   root="$work/$debarch"
-  cp -al "$common" "$root"
   l="$root/usr/lib/ec2netd"
   mkdir -p "$l/node/bin" "$l/node_modules/unix-dgram/build/Release" "$l/node_modules/netlink/prebuilds"
   cp "$rt/bin/node" "$l/node/bin/node"
@@ -190,6 +189,9 @@ CONTROL
   dpkg-deb -Zgzip -z1 --root-owner-group --build "$root" "$out/ec2netd_${version}_$debarch.deb" >/dev/null
 }
 
+# The hard-linked trees first, one after the other: linking changes the shared inodes' ctime, and tar (in
+# dpkg-deb) fails with "file changed as we read it" when another architecture links while it reads.
+for a in $archs; do cp -al "$common" "$work/$a"; done
 pids=
 for a in $archs; do
   case "$a" in

@@ -10,6 +10,10 @@ import { startMonitor, median, percentile, type Monitor, type MonitorLine } from
 import { firstAnswered, startAnswerServer, startConnectLoop } from '../sim/connect-loop';
 import { startSimulatedEc2, type SimulatedEc2 } from '../sim/ec2';
 import type { ManagedProcess } from '../sim/exec';
+import { sleep, until as untilWithin } from './helpers';
+
+/** The failover scenario's waits: 15 s, each one move or less. */
+const until = (what: string, check: () => boolean | Promise<boolean>): Promise<void> => untilWithin(what, check, 15_000);
 
 export interface FailoverRow {
   figure: string;
@@ -24,15 +28,6 @@ const FLOATING = '10.0.1.30';
 const SYSCTLS = { 'net.ipv4.ip_nonlocal_bind': '1' };
 const CONFIG = { sync: { pendingRetryBaseMs: 50 } };
 const ms = (v: number): string => `${v.toFixed(0)} ms`;
-const sleep = (t: number): Promise<void> => new Promise((r) => setTimeout(r, t));
-
-async function until(what: string, check: () => boolean | Promise<boolean>, timeoutMs = 15_000): Promise<void> {
-  const end = Date.now() + timeoutMs;
-  while (!(await check())) {
-    if (Date.now() > end) throw new Error(`bench failover: not reached within ${timeoutMs} ms: ${what}`);
-    await sleep(5);
-  }
-}
 
 const ruleLine = (deleted: boolean) => (l: MonitorLine): boolean =>
   l.text.startsWith('[RULE]') && l.text.includes('Deleted') === deleted && l.text.includes(`from ${FLOATING} lookup 10001`);

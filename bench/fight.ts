@@ -6,6 +6,7 @@ import { startSimulatedEc2 } from '../sim/ec2';
 import { ipJson } from '../sim/exec';
 import { startFighter } from '../sim/fighter';
 import { monitorChildren, procStat } from './inspect';
+import { sleep, until } from './helpers';
 
 export interface FightRow {
   figure: string;
@@ -16,7 +17,6 @@ export interface FightRow {
 }
 
 const FIGHT_MS = 10_000;
-const sleep = (t: number): Promise<void> => new Promise((r) => setTimeout(r, t));
 
 function cpu(pid: number): { daemon: number; monitor: number } {
   let monitor = 0;
@@ -29,14 +29,6 @@ function cpu(pid: number): { daemon: number; monitor: number } {
 async function ruleThere(ns: string): Promise<boolean> {
   const rules = await ipJson<Array<{ src?: string; table?: string; priority: number }>>(ns, ['rule', 'show']);
   return rules.some((r) => r.src === '10.0.1.20' && r.table === '10001' && r.priority === 10100);
-}
-
-async function until(what: string, check: () => Promise<boolean>, timeoutMs: number): Promise<void> {
-  const end = Date.now() + timeoutMs;
-  while (!(await check())) {
-    if (Date.now() > end) throw new Error(`bench fight: not reached within ${timeoutMs} ms: ${what}`);
-    await sleep(5);
-  }
 }
 
 export async function fight(): Promise<FightRow[]> {

@@ -27,6 +27,7 @@ import { kernelSnapshot, median, percentile, procStat, startMonitor, waitQuiet, 
 import { execFileSync } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
+import { eniObjects, ipBatch, sleep, until } from './helpers';
 
 const RUNS = Number(process.env.BENCH_RUNS ?? 10);
 /** BENCH_ONLY=scale: only the 15 × 50 figures (full sync, mass repair, hot attach, storms, memory, idle). */
@@ -44,16 +45,7 @@ interface Row {
 }
 const rows: Row[] = [];
 const ms = (v: number): string => `${v.toFixed(1)} ms`;
-const sleep = (t: number): Promise<void> => new Promise((r) => setTimeout(r, t));
 const eniIps = (k: number, n: number): string[] => Array.from({ length: n }, (_, i) => `10.0.${k}.${10 + i}`);
-
-async function until(what: string, check: () => boolean | Promise<boolean>, timeoutMs = 30_000): Promise<void> {
-  const end = Date.now() + timeoutMs;
-  while (!(await check())) {
-    if (Date.now() > end) throw new Error(`bench: not reached within ${timeoutMs} ms: ${what}`);
-    await sleep(5);
-  }
-}
 
 async function timed(fn: () => Promise<unknown>): Promise<number> {
   const t = performance.now();
@@ -117,24 +109,6 @@ function startPhases(d: ManagedProcess): void {
   rows.push({ figure: '  daemon start, per phase (ms since the process started)', value: Object.entries(phases).map(([k, v]) => `${k} ${String(v)}`).join(', '), baseline: '' });
 }
 
-function batch(ns: string, lines: string[]): Promise<unknown> {
-  return run(['ip', '-n', ns, '-batch', '-'], { input: `${lines.join('\n')}\n`, timeoutMs: 60_000 });
-}
-
-/**
- * The objects ec2netd creates for a secondary ENI, as `ip -batch` lines. Protocol 237, not ec2netd's 236: the
- * daemon runs meanwhile and would remove objects marked as its own that it does not want.
- */
-function eniBatch(dev: string, ips: string[], table: number): string[] {
-  return [
-    `link set ${dev} up`,
-    ...ips.map((ip) => `address add ${ip}/16 dev ${dev} noprefixroute`),
-    `route add 10.0.0.0/16 dev ${dev} src ${ips[0] ?? ''} table ${table} proto 237 scope link`,
-    `route add default via 10.0.0.1 dev ${dev} table ${table} proto 237`,
-    ...ips.map((ip) => `rule add from ${ip} lookup ${table} pref 10100 proto 237`),
-  ];
-}
-
 /**
  * 1. A new ENI: link appears → its last rule is in place. Another ENI each time (device 20 + i): the same rules put
  * back within the fight damper's quiet period would count as a fight and be delayed (src/daemon/fights.ts).
@@ -164,13 +138,13 @@ async function newEni(sim: SimulatedEc2): Promise<void> {
     }
   }
   // Baseline: the same objects with one ip -batch, on a spare veth.
-  await batch(host, ['link add bl0 type veth peer name bl0p', 'link set bl0p up']);
+  await ipBatch(host, ['link add bl0 type veth peer name bl0p', 'link set bl0p up']);
   const base: number[] = [];
   for (let i = 0; i < RUNS; i++) {
-    base.push(await timed(() => batch(host, eniBatch('bl0', eniIps(200, 3), 20_000))));
-    await batch(host, ['link set bl0 down', 'address flush dev bl0', 'route flush table 20000', ...eniIps(200, 3).map((ip) => `rule del from ${ip} lookup 20000 pref 10100`)]);
+    base.push(await timed(() => ipBatch(host, eniObjects('bl0', eniIps(200, 3), 20_000))));
+    await ipBatch(host, ['link set bl0 down', 'address flush dev bl0', 'route flush table 20000', ...eniIps(200, 3).map((ip) => `rule del from ${ip} lookup 20000 pref 10100`)]);
   }
-  await batch(host, ['link del bl0']);
+  await ipBatch(host, ['link del bl0']);
   const m = median(latencies);
   rows.push({
     figure: `new ENI (3 IPv4s): link event → objects in place, median / p90 of ${RUNS}`,
@@ -220,7 +194,7 @@ async function fullSync(sim: SimulatedEc2, daemon: ManagedProcess): Promise<Mana
   await sim.patchImdsEni('eth1', { ipv4s: eniIps(1, IPS_PER_ENI) });
   for (let k = 2; k < ENIS; k++) await sim.attachEni({ name: `eth${k}`, ipv4s: [eniIps(k, 1)[0] ?? ''], deviceNumber: k }, { imdsFirst: true });
   for (let k = 2; k < ENIS; k++) await sim.patchImdsEni(`eth${k}`, { ipv4s: eniIps(k, IPS_PER_ENI) });
-  await batch(host, Array.from({ length: ENIS }, (_, k) => `link set eth${k} up`));
+  await ipBatch(host, Array.from({ length: ENIS }, (_, k) => `link set eth${k} up`));
   const flush = async (): Promise<void> => {
     const r = await sim.ec2netd(['flush']);
     if (r.code !== 0) throw new Error(`bench: flush failed: ${r.stderr}`);
@@ -237,8 +211,8 @@ async function fullSync(sim: SimulatedEc2, daemon: ManagedProcess): Promise<Mana
   const R = 3;
   const base: number[] = [];
   for (let i = 0; i < R; i++) {
-    base.push(await timed(() => batch(host, adds)));
-    await batch(host, undo);
+    base.push(await timed(() => ipBatch(host, adds)));
+    await ipBatch(host, undo);
   }
   const after = await kernelSnapshot(host);
   if (JSON.stringify(after) !== JSON.stringify(empty)) throw new Error('bench: the baseline did not return to empty');
@@ -366,12 +340,12 @@ async function settle(pid: number, quietMs = 1000, maxMs = 60_000): Promise<void
 /** 5. CPU of event storms. */
 async function storms(sim: SimulatedEc2, daemon: ManagedProcess): Promise<void> {
   const host = sim.net.ns.host;
-  await batch(host, ['link add sp0 type veth peer name sp0p', 'link set sp0 up', 'link set sp0p up']);
+  await ipBatch(host, ['link add sp0 type veth peer name sp0p', 'link set sp0 up', 'link set sp0p up']);
   await settle(daemon.pid);
   const ips = Array.from({ length: 2500 }, (_, i) => `198.18.${i >> 8}.${i & 255}`);
   let mon = await startMonitor(host);
   let before = cpuOf(daemon.pid);
-  await batch(host, [...ips.map((ip) => `address add ${ip}/32 dev sp0`), ...ips.map((ip) => `address del ${ip}/32 dev sp0`)]);
+  await ipBatch(host, [...ips.map((ip) => `address add ${ip}/32 dev sp0`), ...ips.map((ip) => `address del ${ip}/32 dev sp0`)]);
   await settle(daemon.pid);
   await converged(sim);
   let after = cpuOf(daemon.pid);
@@ -390,7 +364,7 @@ async function storms(sim: SimulatedEc2, daemon: ManagedProcess): Promise<void> 
   const links = Array.from({ length: 300 }, (_, i) => `st${i}`);
   mon = await startMonitor(host);
   before = cpuOf(daemon.pid);
-  await batch(host, [...links.map((l) => `link add ${l} type veth peer name ${l}p`), ...links.map((l) => `link del ${l}`)]);
+  await ipBatch(host, [...links.map((l) => `link add ${l} type veth peer name ${l}p`), ...links.map((l) => `link del ${l}`)]);
   await settle(daemon.pid, 2000);
   await converged(sim);
   after = cpuOf(daemon.pid);
@@ -415,7 +389,7 @@ async function resources(sim: SimulatedEc2, daemon: ManagedProcess): Promise<voi
     baseline: `bare node: ${mb(bareKb)} MB`, target: '≤ 60 MB', met: totalKb <= 60 * 1024,
   });
   // Idle: no spare link left (a link IMDS does not know is retried with backoff, which is IMDS work, not idling).
-  await batch(sim.net.ns.host, ['link del sp0']);
+  await ipBatch(sim.net.ns.host, ['link del sp0']);
   await settle(daemon.pid, 3000);
   const idleNode = startProcess([process.execPath, '-e', 'setInterval(() => undefined, 1 << 30)']);
   try {

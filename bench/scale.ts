@@ -7,6 +7,7 @@
 import type { SimulatedEc2 } from '../sim/ec2';
 import { run, type ManagedProcess } from '../sim/exec';
 import { median, startMonitor, waitQuiet, type MonitorLine } from './inspect';
+import { eniObjects, ipBatch, until } from './helpers';
 
 export interface ScaleFigure {
   daemonMs: number[];
@@ -16,23 +17,10 @@ export interface ScaleFigure {
   objects: number;
 }
 
-const sleep = (t: number): Promise<void> => new Promise((r) => setTimeout(r, t));
-
-async function until(what: string, check: () => boolean, timeoutMs = 30_000): Promise<void> {
-  const end = Date.now() + timeoutMs;
-  while (!check()) {
-    if (Date.now() > end) throw new Error(`bench: not reached within ${timeoutMs} ms: ${what}`);
-    await sleep(5);
-  }
-}
-
-function batch(ns: string, lines: string[]): Promise<unknown> {
-  return run(['ip', '-n', ns, '-batch', '-'], { input: `${lines.join('\n')}\n`, timeoutMs: 60_000 });
-}
 
 async function timedBatch(ns: string, lines: string[]): Promise<number> {
   const t = performance.now();
-  await batch(ns, lines);
+  await ipBatch(ns, lines);
   return performance.now() - t;
 }
 
@@ -58,7 +46,7 @@ export async function massRepair(ns: string, d: ManagedProcess, runs: number, pr
     const mon = await startMonitor(ns, ['rule']);
     try {
       const logFrom = d.output().stdout.length;
-      await batch(ns, rules.map((r) => `rule del ${r}`));
+      await ipBatch(ns, rules.map((r) => `rule del ${r}`));
       const added = (l: MonitorLine): boolean => l.text.startsWith(`[RULE]${pref}:`);
       await until('every deleted rule back', () => mon.lines().filter(added).length >= rules.length);
       await waitQuiet(mon, 300, 3000);
@@ -73,20 +61,9 @@ export async function massRepair(ns: string, d: ManagedProcess, runs: number, pr
     // Floor: as many rules added by one ip -batch (another pref and protocol, so the daemon leaves them alone).
     const copies = rules.map((r) => r.replace(`pref ${pref}`, 'pref 30000'));
     figure.floorMs.push(await timedBatch(ns, copies.map((r) => `rule add ${r} proto 237`)));
-    await batch(ns, copies.map((r) => `rule del ${r}`));
+    await ipBatch(ns, copies.map((r) => `rule del ${r}`));
   }
   return figure;
-}
-
-/** The objects ec2netd makes for a secondary ENI, as `ip -batch` lines (protocol 237: not the daemon's). */
-function eniObjects(dev: string, ips: string[], table: number): string[] {
-  return [
-    `link set ${dev} up`,
-    ...ips.map((ip) => `address add ${ip}/16 dev ${dev} noprefixroute`),
-    `route add 10.0.0.0/16 dev ${dev} src ${ips[0] ?? ''} table ${table} proto 237 scope link`,
-    `route add default via 10.0.0.1 dev ${dev} table ${table} proto 237`,
-    ...ips.map((ip) => `rule add from ${ip} lookup ${table} pref 10100 proto 237`),
-  ];
 }
 
 /** Each repetition attaches another ENI (device `first + i`): the same objects put back within the fight damper's
@@ -113,13 +90,13 @@ export async function hotAttach(sim: SimulatedEc2, runs: number, first = 15, n =
       await mon.stop();
     }
   }
-  await batch(ns, ['link add bl1 type veth peer name bl1p', 'link set bl1p up']);
+  await ipBatch(ns, ['link add bl1 type veth peer name bl1p', 'link set bl1p up']);
   const spare = Array.from({ length: n }, (_, i) => `10.0.250.${10 + i}`);
   for (let i = 0; i < runs; i++) {
     figure.floorMs.push(await timedBatch(ns, eniObjects('bl1', spare, 20_001)));
-    await batch(ns, ['link set bl1 down', 'address flush dev bl1', 'route flush table 20001', ...spare.map((ip) => `rule del from ${ip} lookup 20001 pref 10100`)]);
+    await ipBatch(ns, ['link set bl1 down', 'address flush dev bl1', 'route flush table 20001', ...spare.map((ip) => `rule del from ${ip} lookup 20001 pref 10100`)]);
   }
-  await batch(ns, ['link del bl1']);
+  await ipBatch(ns, ['link del bl1']);
   return figure;
 }
 

@@ -12,7 +12,7 @@ import { hasDockerChains } from '../iptables/backend';
 import { execArgv, IptablesError } from '../iptables/exec';
 import { detectManagers, detectNetworkd, ec2netdRunning } from '../kernel/foreign';
 import { openNetlink } from '../kernel/netlink';
-import { readKernelState, type ObjectKind } from '../kernel/observe';
+import { ALL_KINDS, readKernelState } from '../kernel/observe';
 import type { DoctorFacts, ImdsProbe, IptablesVariantFacts } from './types';
 
 export interface CollectOptions {
@@ -140,14 +140,12 @@ export async function collectFacts(config: Config, opts: CollectOptions = {}): P
   const nl = openNetlink({ timeoutMs: config.sync.requestTimeoutMs });
   // Kind by kind: a dump the kernel (or an emulator: qemu-user has no FIB rule dumps) refuses is reported, and
   // the doctor still says what it can without it.
-  const kernel: KernelState = { links: [], addresses: [], routes: [], rules: [] };
+  let kernel: KernelState = { links: [], addresses: [], routes: [], rules: [] };
   const unreadable: string[] = [];
   try {
-    for (const kind of ['link', 'address', 'route', 'rule'] as const satisfies readonly ObjectKind[]) {
+    for (const kind of ALL_KINDS) {
       try {
-        const one = await readKernelState(nl, new Set([kind]));
-        Object.assign(kernel, kind === 'link' ? { links: one.links } : kind === 'address' ? { addresses: one.addresses }
-          : kind === 'route' ? { routes: one.routes } : { rules: one.rules });
+        kernel = await readKernelState(nl, new Set([kind]), kernel); // the other kinds carried over
       } catch (err) {
         unreadable.push(err instanceof Error ? err.message : String(err));
       }

@@ -1,16 +1,16 @@
 // The journal lines of a sync's writes (src/daemon/change-log.ts): every change of a small sync at info; a large
 // sync as one counted line per ENI and kind at info, each change at trace; fight repairs at debug either way.
-import pino from 'pino';
 import { describe, expect, it } from 'vitest';
 import type { Change } from '../../src/core/types';
+import { createLogger, type Logger } from '../../src/log';
 import { changeVerb, logChanges, PER_CHANGE_LINES_MAX } from '../../src/daemon/change-log';
 
 interface Line { level: number; msg: string; count?: number; iface?: string; action?: string }
 const LEVEL = { trace: 10, debug: 20, info: 30 };
 
-function capture(level: string): { log: pino.Logger; lines: () => Line[] } {
+function capture(level: string): { log: Logger; lines: () => Line[] } {
   const out: string[] = [];
-  const log = pino({ level, base: undefined }, { write: (s: string) => void out.push(s) });
+  const log = createLogger(level, { write: (s: string) => void out.push(s) });
   return { log, lines: () => out.map((s) => JSON.parse(s) as Line) };
 }
 

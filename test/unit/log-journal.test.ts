@@ -1,10 +1,9 @@
 import { closeSync, mkdtempSync, openSync, fstatSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import pino from 'pino';
 import { createSocket, type UnixDgramSocket } from 'unix-dgram';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { logDestination, logTarget } from '../../src/log';
+import { createLogger, logDestination, logTarget } from '../../src/log';
 import { encodeJournalEntry, journalFieldName, journalFields, prefixedLine, priorityOf } from '../../src/systemd/journal';
 
 /** Decodes a native-protocol datagram (both field forms) the way journald does. */
@@ -42,7 +41,7 @@ describe('journald native protocol', () => {
     expect(decode(buf)).toEqual([['EC2NETD_ERR_STACK', 'Error: x\n    at y ü'], ['PRIORITY', '3']]);
   });
 
-  it('maps pino levels to syslog priorities', () => {
+  it('maps the log levels to syslog priorities', () => {
     expect([10, 20, 30, 40, 50, 60].map(priorityOf)).toEqual([7, 7, 6, 4, 3, 2]);
   });
 
@@ -52,7 +51,7 @@ describe('journald native protocol', () => {
     for (const name of ['eni', '_secret', '9lives', 'ünïcode'].map(journalFieldName)) expect(name).toMatch(/^[A-Z][A-Z0-9_]{0,63}$/);
   });
 
-  it('builds MESSAGE, PRIORITY, SYSLOG_IDENTIFIER and the data fields from a pino entry', () => {
+  it('builds MESSAGE, PRIORITY, SYSLOG_IDENTIFIER and the data fields from a log entry', () => {
     const fields = journalFields({ level: 40, time: 'x', msg: 'rule add failed', eni: 'eni-0abc', table: 10001, detail: { a: 1 },
       err: { type: 'Error', message: 'EEXIST', stack: 'Error: EEXIST\n  at f' } });
     expect(fields).toEqual([
@@ -96,9 +95,9 @@ describe('logger destinations', () => {
     rmSync(dir, { recursive: true, force: true });
   });
 
-  it('sends pino entries as native datagrams', async () => {
+  it('sends log entries as native datagrams', async () => {
     const fallback: string[] = [];
-    const log = pino({ level: 'debug', base: undefined }, logDestination('journal', { write: (l) => void fallback.push(l) }, socketPath));
+    const log = createLogger('debug', logDestination('journal', { write: (l) => void fallback.push(l) }, socketPath));
     log.info({ eni: 'eni-1', iface: 'eth1', action: 'add' }, 'multi\nline');
     log.debug('dbg');
     const deadline = Date.now() + 2000;
@@ -115,7 +114,7 @@ describe('logger destinations', () => {
 
   it('falls back to the stream when journald is gone, without throwing', () => {
     const fallback: string[] = [];
-    const log = pino({ base: undefined }, logDestination('journal', { write: (l) => void fallback.push(l) }, join(dir, 'gone')));
+    const log = createLogger('info', logDestination('journal', { write: (l) => void fallback.push(l) }, join(dir, 'gone')));
     log.warn({ eni: 'eni-1' }, 'still logged');
     expect(fallback).toHaveLength(1);
     expect(JSON.parse(fallback[0] ?? '{}')).toMatchObject({ level: 40, msg: 'still logged', eni: 'eni-1' });

@@ -12,6 +12,7 @@ import type { Logger } from '../log';
 import { noopNotifier, type Notifier } from '../systemd/notify';
 import { AddressWatcher } from './address-watch';
 import { acquireInstanceLock } from './instance-lock';
+import { MemoryReclaimer } from './memory';
 import { AddressLedger } from './ledger';
 import { readPreviousSnapshot, writeStatus, type DaemonStatus } from './status-file';
 import { ALL_KINDS, Reconciler, type Kind, type SyncReport } from './reconciler';
@@ -65,6 +66,8 @@ export class Daemon {
   private startup: Record<string, number> | undefined = {};
   /** Address events IMDS does not explain yet: targeted re-reads (failover, docs/failover.md). */
   private readonly addressWatch: AddressWatcher;
+  private readonly memory = new MemoryReclaimer((ms, before, after) =>
+    this.log.info({ action: 'reclaim', ms, rssBeforeMb: before, rssAfterMb: after }, `memory given back after a burst: ${before} → ${after} MB resident (${ms} ms)`));
 
   constructor(
     private readonly config: Config,
@@ -160,6 +163,7 @@ export class Daemon {
     if (this.retryTimer !== undefined) clearTimeout(this.retryTimer);
     if (this.fightTimer !== undefined) clearTimeout(this.fightTimer);
     this.addressWatch.stop();
+    this.memory.stop();
     this.trigger.stop();
     await this.finishSync();
     await this.events.stop();
@@ -194,6 +198,7 @@ export class Daemon {
       const checkIptables = work.has('imds') || work.has('iptables')
         || (!this.netfilterWatched && (work.has('link') || work.has('address')));
       const report = await this.reconciler.sync(kinds, checkIptables);
+      this.memory.noteSync(report.applied + report.planned);
       if (report.haveSnapshot && this.startup !== undefined) {
         this.mark('firstPlannedSyncDoneMs');
         this.log.debug({ action: 'startup', ...this.startup }, 'start steps done (ms since the process started)');

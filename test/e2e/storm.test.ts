@@ -5,7 +5,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { ManagedProcess } from '../../sim/exec';
 import { kernelSnapshot, procStat, watcherPid, type KernelSnapshot } from '../../bench/inspect';
 import { useSimulatedEc2 } from '../helpers/sim';
-import { logMark, logSince, waitConverged, waitSnapshot } from '../helpers/daemon-watch';
+import { logMark, logSince, waitConverged, waitForLog, waitSnapshot } from '../helpers/daemon-watch';
 
 const SPARE = 'sp0';
 
@@ -19,6 +19,7 @@ describe('ec2netd under rtnetlink storms', () => {
   });
   let daemon: ManagedProcess;
   let good: KernelSnapshot;
+  let started = 0;
 
   const batch = (lines: string[]) => sim().net.exec('host', ['ip', '-batch', '-'], { input: `${lines.join('\n')}\n`, timeoutMs: 60_000 });
   /** CPU seconds of the daemon and of its `ip monitor` child so far. */
@@ -49,6 +50,7 @@ describe('ec2netd under rtnetlink storms', () => {
     daemon = sim().startDaemon();
     await waitConverged(sim());
     good = await kernelSnapshot(sim().net.ns.host);
+    started = logMark(daemon);
   });
   afterAll(async () => {
     await daemon.stop(3000);
@@ -83,5 +85,14 @@ describe('ec2netd under rtnetlink storms', () => {
   it('an ENI link left down at the end of a flap storm is brought back up, with its routes', async () => {
     const flaps = [...Array.from({ length: 100 }, () => ['link set eth1 down', 'link set eth1 up']).flat(), 'link set eth1 down'];
     await weather('flaps-down', 201, () => batch(flaps));
+  });
+
+  it('gives the memory the storms took back once they are over (gc exposed by the launcher, one reclaim per burst)', async () => {
+    const reclaim = await waitForLog(daemon, started, (l) => l.action === 'reclaim', 'memory given back after the storms', 5000);
+    const { rssBeforeMb, rssAfterMb, ms } = reclaim as unknown as { rssBeforeMb: number; rssAfterMb: number; ms: number };
+    console.log(`reclaim after the storms: ${rssBeforeMb} → ${rssAfterMb} MB resident in ${ms} ms`);
+    expect(rssAfterMb).toBeGreaterThan(0);
+    // Bounded: not one per storm sync.
+    expect(logSince(daemon, started).filter((l) => l.action === 'reclaim').length).toBeLessThanOrEqual(4);
   });
 });

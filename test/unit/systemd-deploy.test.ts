@@ -35,7 +35,7 @@ describe('deploy/', () => {
     }
     // V8 sizing: the unit's NODE_OPTIONS are the flags the bin/ec2netd launcher passes (which the tests and the bench run).
     const flags = /^flags=\$\{EC2NETD_NODE_FLAGS-(.*)\}$/m.exec(readFileSync(join(root, 'bin', 'ec2netd'), 'utf8'))?.[1];
-    expect(flags).toMatch(/^--max-semi-space-size=\d+ --max-old-space-size=\d+$/);
+    expect(flags).toMatch(/^--max-semi-space-size=\d+ --max-old-space-size=\d+ --expose-gc$/);
     expect(unit.split('\n')).toContain(`Environment="NODE_OPTIONS=${flags}"`);
     const networkd = readFileSync(join(root, 'deploy', 'networkd-ec2netd.conf'), 'utf8');
     expect(networkd).toMatch(/^ManageForeignRoutingPolicyRules=no$/m);

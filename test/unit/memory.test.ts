@@ -1,0 +1,65 @@
+// The memory reclaimer (src/daemon/memory.ts): one footprint-reducing GC after a burst has gone quiet; never during
+// work, never for a few small syncs (a fight's repairs), at most one per interval, nothing without --expose-gc.
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
+import { MemoryReclaimer } from '../../src/daemon/memory';
+
+describe('MemoryReclaimer', () => {
+  beforeEach(() => { vi.useFakeTimers(); });
+  afterEach(() => { vi.useRealTimers(); });
+
+  const make = (gc: unknown = 'default'): { r: MemoryReclaimer; gc: unknown; reports: number[][] } => {
+    const reports: number[][] = [];
+    const collector = gc === 'default' ? vi.fn() : gc;
+    const r = new MemoryReclaimer((ms, a, b) => void reports.push([ms, a, b]), { gc: collector, now: () => Date.now() });
+    return { r, gc: collector, reports };
+  };
+
+  it('collects once, quietMs after the last sync of a large burst, with the footprint-reducing flavor', () => {
+    const { r, gc, reports } = make();
+    r.noteSync(1477);
+    vi.advanceTimersByTime(900);
+    r.noteSync(0); // work goes on: the reclaim waits for quiet
+    vi.advanceTimersByTime(900);
+    expect(gc).not.toHaveBeenCalled();
+    vi.advanceTimersByTime(200);
+    expect(gc).toHaveBeenCalledTimes(1);
+    expect(gc).toHaveBeenCalledWith({ type: 'major', execution: 'sync', flavor: 'last-resort' });
+    expect(reports).toHaveLength(1);
+    vi.advanceTimersByTime(60_000);
+    expect(gc).toHaveBeenCalledTimes(1);
+  });
+
+  it('a storm of small syncs is a burst; a fight of a few repairs is not', () => {
+    const storm = make();
+    for (let i = 0; i < 40; i++) storm.r.noteSync(0);
+    vi.advanceTimersByTime(1000);
+    expect(storm.gc).toHaveBeenCalledTimes(1);
+    const fight = make();
+    for (let i = 0; i < 14; i++) { fight.r.noteSync(1); vi.advanceTimersByTime(700); }
+    vi.advanceTimersByTime(10_000);
+    expect(fight.gc).not.toHaveBeenCalled();
+  });
+
+  it('runs at most once per minIntervalMs', () => {
+    const { r, gc } = make();
+    r.noteSync(1000);
+    vi.advanceTimersByTime(1000);
+    r.noteSync(1000);
+    vi.advanceTimersByTime(5000);
+    expect(gc).toHaveBeenCalledTimes(1);
+    vi.advanceTimersByTime(25_000);
+    expect(gc).toHaveBeenCalledTimes(2);
+  });
+
+  it('does nothing without a collector (node started without --expose-gc), and stop cancels a pending one', () => {
+    const none = make(null);
+    none.r.noteSync(5000);
+    vi.advanceTimersByTime(5000);
+    expect(none.reports).toHaveLength(0);
+    const stopped = make();
+    stopped.r.noteSync(5000);
+    stopped.r.stop();
+    vi.advanceTimersByTime(5000);
+    expect(stopped.gc).not.toHaveBeenCalled();
+  });
+});

@@ -4,7 +4,7 @@
 // has been quiet for `quietMs` after a burst (weight ≥ `burst`: one sync counts 1 plus a quarter of its changes,
 // so a large sync or a storm of syncs, not a fight's few repairs), one full GC that reduces the footprint runs:
 // V8's "last resort" collection, which releases free pages ('regular' major GCs measured here released nothing).
-// It takes 50–110 ms of CPU at 15 × 50 and gave back 8–14 MB; at most one every `minIntervalMs`.
+// It takes 50–190 ms of CPU at 15 × 50 and gave back 6–14 MB; at most one every `minIntervalMs` (10 s).
 // Needs node's --expose-gc (bin/ec2netd and the unit pass it); without it this does nothing.
 
 export type Gc = (options: { type: 'major'; execution: 'sync'; flavor: 'last-resort' }) => void;
@@ -36,7 +36,7 @@ export class MemoryReclaimer {
     this.gc = typeof gc === 'function' ? (gc as Gc) : undefined;
     this.quietMs = options.quietMs ?? 1000;
     this.burst = options.burst ?? 32;
-    this.minIntervalMs = options.minIntervalMs ?? 30_000;
+    this.minIntervalMs = options.minIntervalMs ?? 10_000;
     this.now = options.now ?? Date.now;
   }
 

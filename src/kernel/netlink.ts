@@ -1,8 +1,8 @@
 // The rtnetlink handle: one request socket, a timeout on every request, and errors with a code and the object named.
 //
 // The socket is never subscribed to a multicast group: it only receives replies to its own requests, and the
-// kernel paces dump replies to the reader, so it cannot overrun (an overrun on a subscribed socket aborts the
-// whole process in `netlink` 0.3.0, see docs/dependencies.md; events come from src/kernel/events.ts instead).
+// kernel paces dump replies to the reader, so it cannot overrun (events come from their own sockets,
+// src/kernel/events.ts).
 // It is unreferenced while idle (the package default), so an idle handle never keeps the event loop alive.
 import { getSystemErrorName } from 'node:util';
 import { AttrStream, FlagsNew, createRtNetlink, formatMessage, rt } from './netlink-package';
@@ -80,9 +80,9 @@ export interface NetlinkRequest {
 /**
  * Messages per sendmsg and per round of replies. Each request is answered by one ACK, which the kernel queues on
  * this socket before sendmsg returns; an ACK takes ~830 bytes of the receive buffer (measured: 20 ACKs, half of
- * them errors echoing the request, 16640 bytes of Rmem), and the buffer is 208 KB. An overrun would drop ACKs and,
- * worse, make the `netlink` addon abort the process (EPOLLERR reaches its poll handler, whose error path throws a
- * C++ exception: docs/dependencies.md). 64 in flight use a quarter of the buffer; IOV_MAX is not an issue because
+ * them errors echoing the request, 16640 bytes of Rmem), and the buffer is 208 KB. An overrun would drop ACKs (the
+ * requests would time out; the patched addon reports it instead of aborting the process: docs/dependencies.md).
+ * 64 in flight use a quarter of the buffer; IOV_MAX is not an issue because
  * a batch is sent as one buffer.
  */
 export const BATCH_MAX = 64;

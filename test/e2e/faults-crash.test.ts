@@ -92,7 +92,7 @@ describe(`kill -9 during a sync of ${ENIS} ENIs × ${IPS_PER_ENI} IPv4s`, () => 
         await new Promise((r) => setTimeout(r, delay));
         process.kill(victim.pid, 'SIGKILL');
         expect(await victim.exited).toBe('SIGKILL');
-        await victim.stop(); // the orphaned `ip monitor` child, as systemd's KillMode=control-group would
+        await victim.stop(); // any orphaned child (an iptables-save), as systemd's KillMode=control-group would
         await waitQuiet(mon, 100, 2000);
         writesBeforeKill = mon.lines().length;
         console.log(`faults-crash: round ${round}: killed ${delay} ms after the first write, after ${writesBeforeKill} kernel events`);

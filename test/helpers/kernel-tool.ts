@@ -4,7 +4,9 @@
 //   ip netns exec NS node --import tsx test/helpers/kernel-tool.ts dump            KernelState JSON
 //   ip netns exec NS node --import tsx test/helpers/kernel-tool.ts apply           Plan JSON on stdin → result JSON
 //   ip netns exec NS node --import tsx test/helpers/kernel-tool.ts apply-existed   the same, with `existed` (plan indexes)
-//   ip netns exec NS node --import tsx test/helpers/kernel-tool.ts events MS       events as JSON lines for MS ms
+//   ip netns exec NS node --import tsx test/helpers/kernel-tool.ts events MS [BYTES]      rtnetlink events as JSON lines for
+//                                                                                     MS ms (BYTES: receive buffer)
+//   ip netns exec NS node --import tsx test/helpers/kernel-tool.ts nft-events MS       nftables (mangle) events, the same way
 //   ip netns exec NS node --import tsx test/helpers/kernel-tool.ts time-dump N     dump timings (JSON)
 //   ip netns exec NS node --import tsx test/helpers/kernel-tool.ts latency N       event latency of N rule writes
 //
@@ -14,7 +16,9 @@ import { execFileSync } from 'node:child_process';
 import * as path from 'node:path';
 import type { Plan } from '../../src/core/types';
 import { applyPlan } from '../../src/kernel/apply';
+import { NetfilterEvents } from '../../src/iptables/monitor';
 import { KernelEvents } from '../../src/kernel/events';
+import type { NetlinkEvents } from '../../src/kernel/netlink-events';
 import { openNetlink } from '../../src/kernel/netlink';
 import { readKernelState } from '../../src/kernel/observe';
 import { addRule, deleteRule } from '../../src/kernel/rules';
@@ -52,13 +56,13 @@ async function apply(withExisted = false): Promise<void> {
   }
 }
 
-async function events(ms: number): Promise<void> {
+/** Prints the events of `ev` for `ms` ms; 'ready' says this process's pid (the tests freeze it to stop reading). */
+async function events(ev: NetlinkEvents<string>, ms: number): Promise<void> {
   const t0 = performance.now();
   const line = (o: Record<string, unknown>): void => {
     process.stdout.write(`${JSON.stringify({ t: Math.round(performance.now() - t0), ...o })}\n`);
   };
-  const ev = new KernelEvents({ backoffBaseMs: 50 });
-  ev.on('ready', (pid) => line({ event: 'ready', pid }));
+  ev.on('ready', (port) => line({ event: 'ready', pid: process.pid, port }));
   ev.on('change', (kinds) => line({ event: 'change', kinds: [...kinds].sort() }));
   ev.on('lost', (reason) => line({ event: 'lost', reason }));
   await ev.start();
@@ -121,11 +125,12 @@ async function main(argv: string[]): Promise<void> {
     case 'dump': return dump();
     case 'apply': return apply();
     case 'apply-existed': return apply(true);
-    case 'events': return events(Number(arg ?? 1000));
+    case 'events': return events(new KernelEvents({ backoffBaseMs: 50, receiveBufferBytes: argv[2] === undefined ? undefined : Number(argv[2]) }), Number(arg ?? 1000));
+    case 'nft-events': return events(new NetfilterEvents(), Number(arg ?? 1000));
     case 'time-dump': return timeDump(Number(arg ?? 20));
     case 'latency': return latency(Number(arg ?? 50));
     default:
-      process.stderr.write('usage: kernel-tool.ts dump | apply < plan.json | events MS | time-dump N | latency N\n');
+      process.stderr.write('usage: kernel-tool.ts dump | apply < plan.json | events MS [BYTES] | nft-events MS | time-dump N | latency N\n');
       process.exitCode = 2;
   }
 }

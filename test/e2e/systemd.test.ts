@@ -25,9 +25,9 @@ const VERSION = (JSON.parse(readFileSync(path.join(REPO, 'package.json'), 'utf8'
 const PREVIOUS = `${VERSION}~prev`;
 
 const PROBE = `'use strict';
-// Test probe: a notify service whose main process is node, using ec2netd's systemd modules.
-const { createNotifier } = require('/usr/lib/ec2netd/dist/src/systemd/notify.js');
-const { createLogger } = require('/usr/lib/ec2netd/dist/src/log.js');
+// Test probe: a notify service whose main process is node, using ec2netd's systemd modules (from the installed
+// bundle, the code the daemon runs: src/bundle.ts).
+const { createNotifier, createLogger } = require('/usr/lib/ec2netd/dist/ec2netd.js');
 const log = createLogger('debug');
 const n = createNotifier({ onWarning: (m) => log.warn(m) });
 log.info({ eni: 'eni-0probe', iface: 'eth9', table: 10009, action: 'probe' }, 'probe started');

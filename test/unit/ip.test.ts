@@ -31,6 +31,13 @@ describe('address arithmetic', () => {
     expect(canonicalAddress('fe80::1:0:0:1')).toBe('fe80::1:0:0:1');
   });
 
+  it('leaves IPv4, and anything that is not an IPv6 address, as it is', () => {
+    expect(canonicalAddress('10.0.1.20')).toBe('10.0.1.20');
+    expect(canonicalAddress('::')).toBe('::');
+    expect(canonicalAddress('1:2:3')).toBe('1:2:3');
+    expect(canonicalAddress('not an address')).toBe('not an address');
+  });
+
   it('every spelling of one IPv6 address or network is one canonical form', () => {
     for (const spelling of ['2600:1f16:67f:f201:0:0:0:0', '2600:1F16:067F:F201:0000:0000:0000:0000', '2600:1f16:67f:f201::', '2600:1f16:67f:f201:0::0']) {
       expect(canonicalAddress(spelling)).toBe('2600:1f16:67f:f201::');

@@ -1,17 +1,14 @@
 // Addresses: dump IPv4 and IPv6, add (optionally with IFA_F_NOPREFIXROUTE), delete.
-import { rt } from './netlink-package';
 import type { DesiredAddress, KernelAddress } from '../core/types';
-import { encodeMessage, type Attr } from './encode';
-import { NLM_F_CREATE_EXCL, afOf, body, familyOfAf, ipFromBuffer, ipToBuffer, type Netlink, type NetlinkRequest } from './netlink';
+import { NLM_F_CREATE_EXCL, afOf, familyOfAf, ipFromBuffer, ipToBuffer, sendOne, type Netlink, type NetlinkRequest } from './netlink';
+import { NLA_TYPE_MASK, RTM_DELADDR, RTM_GETADDR, RTM_NEWADDR, dumpRequest, encodeMessage, type Attr } from './rtnl-codec';
 
-const RTM_NEWADDR = 20;
 const IFADDRMSG_LEN = 8;
 const IFA_ADDRESS = 1;
 const IFA_LOCAL = 2;
 const IFA_FLAGS = 8;
 const IFA_F_NOPREFIXROUTE = 0x200;
 const IFA_F_NODAD = 0x02;
-const NLA_TYPE_MASK = 0x3fff;
 
 /**
  * Reads an address from an RTM_NEWADDR message without the generic parser's object per attribute (a dump lists every address of every link).
@@ -47,8 +44,7 @@ export function parseAddressMessage(type: number, data: Buffer): KernelAddress |
 
 export async function dumpAddresses(nl: Netlink): Promise<KernelAddress[]> {
   // family AF_UNSPEC dumps every family; only IPv4 and IPv6 are kept.
-  return nl.dumpWith('dump addresses', rt.MessageType.GETADDR, body((out) =>
-    rt.formatAddressMessage({ kind: 'address', data: {}, attrs: {} }, out)), parseAddressMessage);
+  return nl.dumpWith('dump addresses', RTM_GETADDR, [dumpRequest('address')], parseAddressMessage);
 }
 
 export function describeAddress(a: KernelAddress | DesiredAddress, linkName?: string): string {
@@ -57,28 +53,14 @@ export function describeAddress(a: KernelAddress | DesiredAddress, linkName?: st
   return `${a.address}/${a.prefixLen} ${dev}${a.noPrefixRoute === true ? ' noprefixroute' : ''}${nodad}`;
 }
 
-function request(a: KernelAddress | DesiredAddress): { data: rt.Address; attrs: rt.AddressAttrs } {
-  const bytes = ipToBuffer(a.address);
-  const attrs: rt.AddressAttrs = { local: bytes, address: bytes };
-  if (a.noPrefixRoute === true || ('noDad' in a && a.noDad === true)) {
-    attrs.flags = {};
-    if (a.noPrefixRoute === true) attrs.flags.noprefixroute = true;
-    if ('noDad' in a && a.noDad === true) attrs.flags.nodad = true;
-  }
-  return { data: { family: afOf(a.family), prefixlen: a.prefixLen, index: a.ifindex, scope: 0 }, attrs };
-}
-
 /** `ip addr add`: CREATE|EXCL, so an address that is already there is EEXIST. */
 export async function addAddress(nl: Netlink, a: DesiredAddress | KernelAddress, linkName?: string): Promise<void> {
-  const { data, attrs } = request(a);
-  await nl.call(`add address ${describeAddress(a, linkName)}`, (o) => nl.socket.newAddress(data, attrs, o), NLM_F_CREATE_EXCL);
+  await sendOne(nl, `add address ${describeAddress(a, linkName)}`, addressRequest(a, 'add'));
 }
 
 /** `ip addr del`: a missing address is EADDRNOTAVAIL, a missing link ENODEV. */
 export async function deleteAddress(nl: Netlink, a: KernelAddress, linkName?: string): Promise<void> {
-  const { data, attrs } = request(a);
-  delete attrs.flags;
-  await nl.call(`delete address ${describeAddress(a, linkName)}`, (o) => nl.socket.delAddress(data, attrs, o));
+  await sendOne(nl, `delete address ${describeAddress(a, linkName)}`, addressRequest(a, 'del'));
 }
 
 /** The netlink message of `ip addr add` (CREATE|EXCL) or `ip addr del` of `a`, for Netlink.sendAll. */
@@ -95,7 +77,7 @@ export function addressRequest(a: DesiredAddress | KernelAddress, op: 'add' | 'd
     attrs.push({ type: IFA_FLAGS, value: (a.noPrefixRoute === true ? IFA_F_NOPREFIXROUTE : 0) | (noDad ? IFA_F_NODAD : 0) });
   }
   return {
-    type: op === 'add' ? rt.MessageType.NEWADDR : rt.MessageType.DELADDR,
+    type: op === 'add' ? RTM_NEWADDR : RTM_DELADDR,
     flags: op === 'add' ? NLM_F_CREATE_EXCL : 0,
     body: [encodeMessage(header, attrs)],
   };

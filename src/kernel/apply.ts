@@ -1,5 +1,4 @@
 // Applies a Plan to the kernel, in order, make-before-break, in batches of netlink messages.
-import type { rt } from './netlink-package';
 import { blockedDeletions, isDeletion } from '../core/dependencies';
 import type { Change, Family, KernelRoute, KernelRule, Plan } from '../core/types';
 import type { Logger } from '../log';
@@ -7,7 +6,7 @@ import { addressRequest, describeAddress } from './addresses';
 import { linkUpRequest } from './links';
 import { KernelError, afOf, toKernelError, type Netlink, type NetlinkRequest } from './netlink';
 import { describeRoute, dumpRoutes, routeExistsError, routeRequest } from './routes';
-import { describeRule, dumpRuleMessages, dumpRules, ruleDeleteBlocker, ruleExistsError, ruleRequest } from './rules';
+import { describeRule, dumpRuleMessages, dumpRules, ruleDeleteBlocker, ruleExistsError, ruleRequest, type RuleMessage } from './rules';
 
 export interface ApplyResult {
   /** Changes that are in effect now, including adds that were already there and deletes already gone. */
@@ -158,7 +157,7 @@ async function applyDeletions(nl: Netlink, run: Change[]): Promise<Outcome[]> {
   const outcomes: Outcome[] = new Array<Outcome>(run.length);
   const toSend: number[] = [];
   try {
-    const rules = new Map<Family, rt.RuleMessage[]>();
+    const rules = new Map<Family, RuleMessage[]>();
     for (let i = 0; i < run.length; i++) {
       const change = run[i] as Change;
       if (change.op === 'del-rule') {

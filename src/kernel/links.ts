@@ -1,7 +1,7 @@
 // Links: dump (index, name, MAC, up flag, kind) and set a link up. ENIs are keyed by MAC, so the MAC is lower-case.
-import { rt } from './netlink-package';
 import type { KernelLink } from '../core/types';
-import { body, type Netlink, type NetlinkRequest } from './netlink';
+import { sendOne, type Netlink, type NetlinkRequest } from './netlink';
+import { NLA_TYPE_MASK, RTM_GETLINK, RTM_NEWLINK, RTM_SETLINK, dumpRequest } from './rtnl-codec';
 
 function macOf(buf: Buffer | undefined): string {
   if (buf === undefined) return '';
@@ -10,7 +10,6 @@ function macOf(buf: Buffer | undefined): string {
   return mac;
 }
 
-const RTM_NEWLINK = 16;
 const IFINFOMSG_LEN = 16;
 const IFF_UP = 0x1;
 const IFLA_ADDRESS = 1;
@@ -18,7 +17,6 @@ const IFLA_IFNAME = 3;
 const IFLA_MASTER = 10;
 const IFLA_LINKINFO = 18;
 const IFLA_INFO_KIND = 1;
-const NLA_TYPE_MASK = 0x3fff;
 
 function cString(buf: Buffer, start: number, end: number): string {
   const nul = buf.indexOf(0, start);
@@ -68,21 +66,20 @@ export function parseLinkMessage(type: number, data: Buffer): KernelLink | undef
 }
 
 export async function dumpLinks(nl: Netlink): Promise<KernelLink[]> {
-  return nl.dumpWith('dump links', rt.MessageType.GETLINK, body((out) =>
-    rt.formatLinkMessage({ kind: 'link', data: {}, attrs: {} }, out)), parseLinkMessage);
+  return nl.dumpWith('dump links', RTM_GETLINK, [dumpRequest('link')], parseLinkMessage);
 }
 
 /** `ip link set NAME up`: sets IFF_UP only (the change mask leaves every other flag alone). */
 export async function setLinkUp(nl: Netlink, link: Pick<KernelLink, 'index' | 'name'>): Promise<void> {
-  await nl.call(`set link ${link.name} (index ${link.index}) up`, (o) =>
-    nl.socket.setLink({ index: link.index, flags: { up: true }, change: { up: true } }, {}, o));
+  await sendOne(nl, `set link ${link.name} (index ${link.index}) up`, linkUpRequest(link));
 }
 
 /** The netlink message of `ip link set up` of `link`, for Netlink.sendAll. */
 export function linkUpRequest(link: Pick<KernelLink, 'index'>): NetlinkRequest {
-  return {
-    type: rt.MessageType.SETLINK,
-    flags: 0,
-    body: body((out) => rt.formatLinkMessage({ kind: 'link', data: { index: link.index, flags: { up: true }, change: { up: true } }, attrs: {} }, out)),
-  };
+  // ifinfomsg: family, pad, type (u16), index (s32), flags (u32), change (u32): IFF_UP in both.
+  const header = Buffer.alloc(IFINFOMSG_LEN);
+  header.writeInt32LE(link.index, 4);
+  header.writeUInt32LE(IFF_UP, 8);
+  header.writeUInt32LE(IFF_UP, 12);
+  return { type: RTM_SETLINK, flags: 0, body: [header] };
 }

@@ -5,10 +5,11 @@
 // src/kernel/events.ts).
 // It is unreferenced while idle (the package default), so an idle handle never keeps the event loop alive.
 import { getSystemErrorName } from 'node:util';
-import { AttrStream, FlagsNew, createRtNetlink, formatMessage, rt } from './netlink-package';
+import { createRtNetlink, formatMessage } from './netlink-package';
 import type { NetlinkMessage, RequestOptions, RtNetlinkSocket } from './netlink-package';
 import { bigIntToIpv6, ipv6ToBigInt } from '../core/ip';
 import type { Family } from '../core/types';
+import { NLM_F_CREATE, NLM_F_EXCL, NLM_F_REPLACE } from './rtnl-codec';
 
 /** errno names the adapter distinguishes; any other errno name may also appear. */
 export type KernelErrorCode =
@@ -57,8 +58,8 @@ function isKernelAnswer(err: unknown): boolean {
 
 export const AF_INET = 2;
 export const AF_INET6 = 10;
-export const NLM_F_CREATE_EXCL = FlagsNew.CREATE | FlagsNew.EXCL;
-export const NLM_F_CREATE_REPLACE = FlagsNew.CREATE | FlagsNew.REPLACE;
+export const NLM_F_CREATE_EXCL = NLM_F_CREATE | NLM_F_EXCL;
+export const NLM_F_CREATE_REPLACE = NLM_F_CREATE | NLM_F_REPLACE;
 const NLM_F_DUMP = 0x300;
 const NLM_F_DUMP_INTR = 0x10;
 const NLMSG_DONE = 3;
@@ -130,10 +131,7 @@ export class Netlink {
       this.opened++;
       // A raw socket error with no listener would throw from an EventEmitter; the socket is dropped instead.
       sock.socket.on('error', () => this.drop(sock));
-      sock.on('invalid', () => undefined);
-      // Replies to sequence numbers the package does not track (sendAll's) arrive as 'message'. The rt layer's own
-      // listener would run its generic parser on each of them for nobody (this socket gets no events): removed.
-      sock.socket.removeAllListeners('message');
+      // Replies to sequence numbers the package does not track (sendAll's) arrive as 'message'.
       sock.socket.on('message', (msgs: NetlinkMessage[]) => {
         for (const msg of msgs) {
           const done = this.acks.get(msg.seq);
@@ -239,22 +237,17 @@ export class Netlink {
   }
 
   /**
-   * A dump request that retries (up to 3 times) when the kernel flags it NLM_F_DUMP_INTR: the object list changed
-   * while it was being read, so the result may miss or repeat entries. The parsed `rt` API hides that flag, so
-   * this goes through the lower socket and parses the messages itself.
+   * A dump request whose messages `parse` turns into T (undefined: skipped). It is re-run (up to 3 times) when the
+   * kernel flags it NLM_F_DUMP_INTR: the object list changed while it was being read, so the result may miss or
+   * repeat entries.
    */
-  dump(what: string, type: rt.MessageType, body: Uint8Array[]): Promise<rt.Message[]> {
-    return this.dumpWith(what, type, body, (t, data) => rt.parseMessage(t, data));
-  }
-
-  /** A dump whose messages `parse` turns into T (undefined: skipped), for objects where the generic parser costs too much. */
-  dumpWith<T>(what: string, type: rt.MessageType, body: Uint8Array[], parse: (type: number, data: Buffer) => T | undefined): Promise<T[]> {
+  dumpWith<T>(what: string, type: number, body: Uint8Array[], parse: (type: number, data: Buffer) => T | undefined): Promise<T[]> {
     const run = this.dumping.then(() => this.dumpNow(what, type, body, parse));
     this.dumping = run.catch(() => undefined);
     return run;
   }
 
-  private async dumpNow<T>(what: string, type: rt.MessageType, body: Uint8Array[], parse: (type: number, data: Buffer) => T | undefined): Promise<T[]> {
+  private async dumpNow<T>(what: string, type: number, body: Uint8Array[], parse: (type: number, data: Buffer) => T | undefined): Promise<T[]> {
     for (let attempt = 1; ; attempt++) {
       const [msgs] = await this.call(what, (o) => this.socket.socket.request(type, body, { ...o, flags: NLM_F_DUMP }));
       let interrupted = false;
@@ -293,11 +286,10 @@ export function openNetlink(options: NetlinkOptions = {}): Netlink {
   return new Netlink(options);
 }
 
-/** Encodes one rtnetlink message body (header struct + attributes) for `Netlink.dump`. */
-export function body(format: (out: AttrStream) => void): Uint8Array[] {
-  const out = new AttrStream();
-  format(out);
-  return out.bufs;
+/** One write through sendAll; the kernel's error, or no answer in time, is thrown as a KernelError naming `what`. */
+export async function sendOne(nl: Netlink, what: string, request: NetlinkRequest): Promise<void> {
+  const [code] = await nl.sendAll([request]);
+  if (code !== undefined) throw new KernelError(code, what);
 }
 
 export function familyOfAf(af: number | undefined): Family | undefined {
@@ -358,12 +350,4 @@ export function prefixText(family: Family, buf: Buffer | undefined, len: number)
   if (buf === undefined) return family === 4 ? `0.0.0.0/${len}` : `::/${len}`;
   // ipFromBuffer's text is canonical already (IPv6 compressed, lower case).
   return `${ipFromBuffer(buf)}/${len}`;
-}
-
-/** The package returns known enum values as names ('KERNEL', 'LINK', 'toTbl') and unknown ones as numbers. */
-export function enumNumber(mapping: Record<string, string | number>, value: string | number | undefined): number {
-  if (value === undefined) return 0;
-  if (typeof value === 'number') return value;
-  const n = mapping[value];
-  return typeof n === 'number' ? n : 0;
 }

@@ -10,7 +10,6 @@
 // succeeds; without it and without a connected route in main (noprefixroute address) it is ENETUNREACH.
 // ec2netd does not set onlink: the planner adds the subnet route before the default route, and a gateway that
 // is not on-link must fail loudly rather than produce a route that black-holes traffic.
-import { rt } from './netlink-package';
 import type { Family, KernelRoute } from '../core/types';
 import {
   AF_INET,
@@ -20,7 +19,6 @@ import {
   NLM_F_CREATE_REPLACE,
   RT_TABLE_COMPAT,
   afOf,
-  body,
   familyOfAf,
   ipFromBuffer,
   ipToBuffer,
@@ -28,12 +26,13 @@ import {
   prefixToBuffer,
   type Netlink,
   type NetlinkRequest,
+  sendOne,
 } from './netlink';
+import { NLA_TYPE_MASK, RTM_DELROUTE, RTM_GETROUTE, RTM_NEWROUTE, dumpRequest, encodeMessage, type Attr } from './rtnl-codec';
 
 export const RT_TABLE_LOCAL = 255;
 const RTN_UNICAST = 1;
 
-const RTM_NEWROUTE = 24;
 const RTMSG_LEN = 12;
 const RTM_F_CLONED = 0x200;
 const RTA_DST = 1;
@@ -42,7 +41,6 @@ const RTA_GATEWAY = 5;
 const RTA_PRIORITY = 6;
 const RTA_PREFSRC = 7;
 const RTA_TABLE = 15;
-const NLA_TYPE_MASK = 0x3fff;
 
 /**
  * Reads a route from an RTM_NEWROUTE message: rtmsg and the six attributes KernelRoute holds, as the generic parser
@@ -98,8 +96,7 @@ export async function dumpRoutes(nl: Netlink, options: { skipLocal?: boolean; fa
   const skipLocal = options.skipLocal === true;
   const routes: KernelRoute[] = [];
   for (const af of families) {
-    routes.push(...await nl.dumpWith(`dump ${af === AF_INET ? 'IPv4' : 'IPv6'} routes`, rt.MessageType.GETROUTE, body((out) =>
-      rt.formatRouteMessage({ kind: 'route', data: { family: af }, attrs: {} }, out)), (type, data) => parseRouteMessage(type, data, skipLocal)));
+    routes.push(...await nl.dumpWith(`dump ${af === AF_INET ? 'IPv4' : 'IPv6'} routes`, RTM_GETROUTE, [dumpRequest('route', af)], (type, data) => parseRouteMessage(type, data, skipLocal)));
   }
   return routes;
 }
@@ -134,35 +131,14 @@ export function sameRoute(a: KernelRoute, b: KernelRoute): boolean {
     effectiveMetric(a) === effectiveMetric(b);
 }
 
-function request(r: KernelRoute): { data: rt.Route; attrs: rt.RouteAttrs } {
-  const { addr, len } = prefixToBuffer(r.dst);
-  const data: rt.Route = {
-    family: afOf(r.family),
-    dstLen: len,
-    table: r.table > 255 ? RT_TABLE_COMPAT : r.table,
-    protocol: r.protocol,
-    scope: r.scope,
-    type: r.type === 0 ? RTN_UNICAST : r.type,
-  };
-  const attrs: rt.RouteAttrs = { table: r.table };
-  if (len > 0) attrs.dst = addr;
-  if (r.gateway !== undefined) attrs.gateway = ipToBuffer(r.gateway);
-  if (r.ifindex !== undefined) attrs.oif = r.ifindex;
-  if (r.prefsrc !== undefined) attrs.prefsrc = ipToBuffer(r.prefsrc);
-  if (r.metric !== undefined) attrs.priority = r.metric;
-  return { data, attrs };
-}
-
 /**
  * `ip route add`: CREATE|EXCL. The kernel says EEXIST when any route holds the slot (table, dst, tos, metric),
  * whatever its gateway; so EEXIST is re-checked: it stays EEXIST only when an equal route (any protocol) is
  * there, else it becomes ECONFLICT naming the route in the way.
  */
 export async function addRoute(nl: Netlink, r: KernelRoute, linkName?: string): Promise<void> {
-  const what = `add route ${describeRoute(r, linkName)}`;
-  const { data, attrs } = request(r);
   try {
-    await nl.call(what, (o) => nl.socket.newRoute(data, attrs, o), NLM_F_CREATE_EXCL);
+    await sendOne(nl, `add route ${describeRoute(r, linkName)}`, routeRequest(r, 'add'));
   } catch (err) {
     if (!(err instanceof KernelError) || err.code !== 'EEXIST') throw err;
     throw routeExistsError(await dumpRoutes(nl, { family: r.family }), r, linkName, err);
@@ -179,18 +155,32 @@ export function routeExistsError(present: readonly KernelRoute[], r: KernelRoute
 
 /** The netlink message of `ip route add` (CREATE|EXCL), `replace` (CREATE|REPLACE) or `del` of `r`, for Netlink.sendAll. */
 export function routeRequest(r: KernelRoute, op: 'add' | 'replace' | 'del'): NetlinkRequest {
-  const { data, attrs } = request(r);
+  // rtmsg: family, dst_len, src_len, tos, table, protocol, scope, type, flags (u32); then the attributes in the
+  // order the package's formatter was given them (RTA_TABLE first), so the bytes are the same as before.
+  const { addr, len } = prefixToBuffer(r.dst);
+  const header = Buffer.alloc(RTMSG_LEN);
+  header[0] = afOf(r.family);
+  header[1] = len;
+  header[4] = r.table > 255 ? RT_TABLE_COMPAT : r.table;
+  header[5] = r.protocol;
+  header[6] = r.scope;
+  header[7] = r.type === 0 ? RTN_UNICAST : r.type;
+  const attrs: Attr[] = [{ type: RTA_TABLE, value: r.table }];
+  if (len > 0) attrs.push({ type: RTA_DST, value: addr });
+  if (r.gateway !== undefined) attrs.push({ type: RTA_GATEWAY, value: ipToBuffer(r.gateway) });
+  if (r.ifindex !== undefined) attrs.push({ type: RTA_OIF, value: r.ifindex });
+  if (r.prefsrc !== undefined) attrs.push({ type: RTA_PREFSRC, value: ipToBuffer(r.prefsrc) });
+  if (r.metric !== undefined) attrs.push({ type: RTA_PRIORITY, value: r.metric });
   return {
-    type: op === 'del' ? rt.MessageType.DELROUTE : rt.MessageType.NEWROUTE,
+    type: op === 'del' ? RTM_DELROUTE : RTM_NEWROUTE,
     flags: op === 'add' ? NLM_F_CREATE_EXCL : op === 'replace' ? NLM_F_CREATE_REPLACE : 0,
-    body: body((out) => rt.formatRouteMessage({ kind: 'route', data, attrs }, out)),
+    body: [encodeMessage(header, attrs)],
   };
 }
 
 /** `ip route replace` (NLM_F_CREATE|NLM_F_REPLACE): atomically swaps the route in the slot (table, dst, metric). */
 export async function replaceRoute(nl: Netlink, r: KernelRoute, linkName?: string): Promise<void> {
-  const { data, attrs } = request(r);
-  await nl.call(`replace route ${describeRoute(r, linkName)}`, (o) => nl.socket.newRoute(data, attrs, o), NLM_F_CREATE_REPLACE);
+  await sendOne(nl, `replace route ${describeRoute(r, linkName)}`, routeRequest(r, 'replace'));
 }
 
 /**
@@ -199,6 +189,5 @@ export async function replaceRoute(nl: Netlink, r: KernelRoute, linkName?: strin
  * is ESRCH.
  */
 export async function deleteRoute(nl: Netlink, r: KernelRoute, linkName?: string): Promise<void> {
-  const { data, attrs } = request(r);
-  await nl.call(`delete route ${describeRoute(r, linkName)}`, (o) => nl.socket.delRoute(data, attrs, o));
+  await sendOne(nl, `delete route ${describeRoute(r, linkName)}`, routeRequest(r, 'del'));
 }

@@ -6,7 +6,6 @@
 //   `from 10.0.1.5 lookup T pref P` exists, and a delete of it may remove that other rule. So an EEXIST is
 //   re-checked against a dump, and a delete first checks that the rule the kernel will pick is exactly ours.
 // - Without NLM_F_EXCL an identical rule is added twice.
-import { rt } from './netlink-package';
 import type { Family, KernelRule } from '../core/types';
 import {
   AF_INET,
@@ -14,60 +13,128 @@ import {
   KernelError,
   NLM_F_CREATE_EXCL,
   afOf,
-  body,
-  enumNumber,
   familyOfAf,
   prefixText,
   prefixToBuffer,
+  sendOne,
   type Netlink,
   type NetlinkRequest,
 } from './netlink';
-import { encodeMessage, type Attr } from './encode';
+import { NLA_TYPE_MASK, RTM_DELRULE, RTM_GETRULE, RTM_NEWRULE, dumpRequest, encodeMessage, type Attr } from './rtnl-codec';
 
 const FR_ACT_TO_TBL = 1;
+const FIB_RULE_INVERT = 0x2;
 const SUPPRESS_NONE = 0xffffffff;
+const FIB_RULE_HDR_LEN = 12;
 
-/**
- * Selectors and actions KernelRule cannot express (iif, oif, tos, uid range, ip proto, ports, goto, ...). A rule
- * with any of them is never one ec2netd made; listing it as its look-alike would make the diff believe that a
- * wanted rule exists, or try to delete it.
- */
-function hasOtherSelectors(msg: rt.RuleMessage): boolean {
-  const a = msg.attrs;
-  const suppress = a.suppressPrefixlen;
-  return a.iifname !== undefined || a.oifname !== undefined || a.goto !== undefined || a.uidRange !== undefined ||
-    a.ipProto !== undefined || a.sportRange !== undefined || a.dportRange !== undefined || a.tunId !== undefined ||
-    a.suppressIfgroup !== undefined || (a.l3Mdev ?? 0) !== 0 || a.flow !== undefined ||
-    // (all-ones reads the same in either byte order)
-    (suppress !== undefined && suppress.length >= 4 && suppress.readUInt32LE(0) !== SUPPRESS_NONE) ||
-    (msg.data.tos ?? 0) !== 0 || msg.data.flags?.invert === true;
+const FRA_DST = 1;
+const FRA_SRC = 2;
+const FRA_IIFNAME = 3;
+const FRA_GOTO = 4;
+const FRA_PRIORITY = 6;
+const FRA_FWMARK = 10;
+const FRA_FLOW = 11;
+const FRA_TUN_ID = 12;
+const FRA_SUPPRESS_IFGROUP = 13;
+const FRA_SUPPRESS_PREFIXLEN = 14;
+const FRA_TABLE = 15;
+const FRA_FWMASK = 16;
+const FRA_OIFNAME = 17;
+const FRA_L3MDEV = 19;
+const FRA_UID_RANGE = 20;
+const FRA_PROTOCOL = 21;
+const FRA_IP_PROTO = 22;
+const FRA_SPORT_RANGE = 23;
+const FRA_DPORT_RANGE = 24;
+
+/** A FIB rule as a dump lists it: the fields rules.ts compares, and whether it has anything KernelRule cannot say. */
+export interface RuleMessage {
+  family: number;
+  srcLen: number;
+  dstLen: number;
+  /** FRA_TABLE when present (tables > 255 are only there), else the 8-bit header field. */
+  table: number;
+  action: number;
+  priority: number;
+  protocol: number;
+  src?: Buffer;
+  dst?: Buffer;
+  fwmark?: number;
+  fwmask?: number;
+  /** iif or oif: the kernel's rule_find compares them (as strings) even when a delete request leaves them out. */
+  hasInterface: boolean;
+  /**
+   * Selectors and actions KernelRule cannot express (iif, oif, tos, invert, uid range, ip proto, ports, goto,
+   * tunnel id, realms, l3mdev, suppress_*). A rule with any of them is never one ec2netd made; listing it as its
+   * look-alike would make the diff believe that a wanted rule exists, or try to delete it.
+   */
+  otherSelectors: boolean;
 }
 
-export function ruleFromMessage(msg: rt.RuleMessage): KernelRule | undefined {
-  const family = familyOfAf(msg.data.family);
-  if (family === undefined || hasOtherSelectors(msg)) return undefined;
-  const rule: KernelRule = {
-    family,
-    priority: msg.attrs.priority ?? 0,
-    table: msg.attrs.table ?? msg.data.table ?? 0,
-    protocol: msg.attrs.protocol ?? 0,
-    action: enumNumber(rt.RuleAction, msg.data.action),
+function u32At(data: Buffer, value: number, end: number): number | undefined {
+  return end - value >= 4 ? data.readUInt32LE(value) : undefined;
+}
+
+/**
+ * Reads an RTM_NEWRULE message: fib_rule_hdr (family, dst_len, src_len, tos, table, res1, res2, action, flags)
+ * and its attributes. Attributes the `netlink` package did not know either (newer kernels' FRA_DSCP, FRA_FLOWLABEL)
+ * are skipped, as the package's parser did.
+ */
+export function parseRuleMessage(type: number, data: Buffer): RuleMessage | undefined {
+  if (type !== RTM_NEWRULE || data.length < FIB_RULE_HDR_LEN) return undefined;
+  const rule: RuleMessage = {
+    family: data[0] ?? 0, dstLen: data[1] ?? 0, srcLen: data[2] ?? 0, table: data[4] ?? 0, action: data[7] ?? 0,
+    priority: 0, protocol: 0, hasInterface: false,
+    otherSelectors: (data[3] ?? 0) !== 0 || (data.readUInt32LE(8) & FIB_RULE_INVERT) !== 0,
   };
-  if ((msg.data.srcLen ?? 0) > 0) rule.src = prefixText(family, msg.attrs.src, msg.data.srcLen ?? 0);
-  if ((msg.data.dstLen ?? 0) > 0) rule.dst = prefixText(family, msg.attrs.dst, msg.data.dstLen ?? 0);
-  // The kernel sends FRA_FWMARK only when the mark is non-zero and FRA_FWMASK when mark or mask is: `fwmark 0/0xff`
-  // arrives as a mask alone. A mark without a mask option is reported with mask 0xffffffff.
-  if (msg.attrs.fwmask !== undefined || msg.attrs.fwmark !== undefined) {
-    rule.fwmark = msg.attrs.fwmark ?? 0;
-    if (msg.attrs.fwmask !== undefined) rule.fwmask = msg.attrs.fwmask;
+  for (let pos = FIB_RULE_HDR_LEN; pos + 4 <= data.length;) {
+    const len = data.readUInt16LE(pos);
+    if (len < 4 || pos + len > data.length) break;
+    const value = pos + 4;
+    const end = pos + len;
+    switch (data.readUInt16LE(pos + 2) & NLA_TYPE_MASK) {
+      case FRA_DST: rule.dst = data.subarray(value, end); break;
+      case FRA_SRC: rule.src = data.subarray(value, end); break;
+      case FRA_PRIORITY: rule.priority = u32At(data, value, end) ?? 0; break;
+      case FRA_TABLE: rule.table = u32At(data, value, end) ?? rule.table; break;
+      case FRA_PROTOCOL: if (end > value) rule.protocol = data[value] ?? 0; break;
+      case FRA_FWMARK: rule.fwmark = u32At(data, value, end); break;
+      case FRA_FWMASK: rule.fwmask = u32At(data, value, end); break;
+      case FRA_IIFNAME: case FRA_OIFNAME: rule.hasInterface = true; rule.otherSelectors = true; break;
+      case FRA_GOTO: case FRA_UID_RANGE: case FRA_IP_PROTO: case FRA_SPORT_RANGE: case FRA_DPORT_RANGE:
+      case FRA_TUN_ID: case FRA_SUPPRESS_IFGROUP: case FRA_FLOW:
+        rule.otherSelectors = true;
+        break;
+      case FRA_L3MDEV: if (end > value && data[value] !== 0) rule.otherSelectors = true; break;
+      // The kernel always sends it; all-ones (reads the same in either byte order) is "not set".
+      case FRA_SUPPRESS_PREFIXLEN: {
+        const suppress = u32At(data, value, end);
+        if (suppress !== undefined && suppress !== SUPPRESS_NONE) rule.otherSelectors = true;
+        break;
+      }
+    }
+    pos += (len + 3) & ~3;
   }
   return rule;
 }
 
-export async function dumpRuleMessages(nl: Netlink, af: number): Promise<rt.RuleMessage[]> {
-  const msgs = await nl.dump(`dump ${af === AF_INET ? 'IPv4' : 'IPv6'} rules`, rt.MessageType.GETRULE, body((out) =>
-    rt.formatRuleMessage({ kind: 'rule', data: { family: af }, attrs: {} }, out)));
-  return msgs.filter((m): m is rt.RuleMessage => m.kind === 'rule');
+export function ruleFromMessage(msg: RuleMessage): KernelRule | undefined {
+  const family = familyOfAf(msg.family);
+  if (family === undefined || msg.otherSelectors) return undefined;
+  const rule: KernelRule = { family, priority: msg.priority, table: msg.table, protocol: msg.protocol, action: msg.action };
+  if (msg.srcLen > 0) rule.src = prefixText(family, msg.src, msg.srcLen);
+  if (msg.dstLen > 0) rule.dst = prefixText(family, msg.dst, msg.dstLen);
+  // The kernel sends FRA_FWMARK only when the mark is non-zero and FRA_FWMASK when mark or mask is: `fwmark 0/0xff`
+  // arrives as a mask alone. A mark without a mask option is reported with mask 0xffffffff.
+  if (msg.fwmask !== undefined || msg.fwmark !== undefined) {
+    rule.fwmark = msg.fwmark ?? 0;
+    if (msg.fwmask !== undefined) rule.fwmask = msg.fwmask;
+  }
+  return rule;
+}
+
+export async function dumpRuleMessages(nl: Netlink, af: number): Promise<RuleMessage[]> {
+  return nl.dumpWith(`dump ${af === AF_INET ? 'IPv4' : 'IPv6'} rules`, RTM_GETRULE, [dumpRequest('rule', af)], parseRuleMessage);
 }
 
 /** IPv4 and IPv6 rules, in kernel order (by priority, then age). */
@@ -106,31 +173,6 @@ export function sameRule(a: KernelRule, b: KernelRule): boolean {
     a.src === b.src && a.dst === b.dst && a.fwmark === b.fwmark && a.fwmask === b.fwmask && a.action === b.action;
 }
 
-function request(r: KernelRule): { data: rt.Rule; attrs: rt.RuleAttrs } {
-  const data: rt.Rule = {
-    family: afOf(r.family),
-    srcLen: 0,
-    dstLen: 0,
-    // Like iproute2: the 8-bit field holds tables up to 255, and 0 (unspec) when FRA_TABLE carries a bigger one.
-    table: r.table > 255 ? 0 : r.table,
-    action: r.action,
-  };
-  const attrs: rt.RuleAttrs = { priority: r.priority, table: r.table, protocol: r.protocol };
-  if (r.src !== undefined) {
-    const { addr, len } = prefixToBuffer(r.src);
-    data.srcLen = len;
-    attrs.src = addr;
-  }
-  if (r.dst !== undefined) {
-    const { addr, len } = prefixToBuffer(r.dst);
-    data.dstLen = len;
-    attrs.dst = addr;
-  }
-  if (r.fwmark !== undefined) attrs.fwmark = r.fwmark;
-  if (r.fwmask !== undefined) attrs.fwmask = r.fwmask;
-  return { data, attrs };
-}
-
 /**
  * `ip rule add` with CREATE|EXCL, so an identical rule is EEXIST and never a duplicate. The kernel's EEXIST
  * ignores the selectors a rule leaves out (and, before Linux 6.x, the protocol), so it is re-checked: EEXIST
@@ -138,10 +180,8 @@ function request(r: KernelRule): { data: rt.Rule; attrs: rt.RuleAttrs } {
  * same way), otherwise it becomes ECONFLICT naming the rule in the way.
  */
 export async function addRule(nl: Netlink, r: KernelRule): Promise<void> {
-  const what = `add rule ${describeRule(r)}`;
-  const { data, attrs } = request(r);
   try {
-    await nl.call(what, (o) => nl.socket.newRule(data, attrs, o), NLM_F_CREATE_EXCL);
+    await sendOne(nl, `add rule ${describeRule(r)}`, ruleRequest(r, 'add'));
   } catch (err) {
     if (!(err instanceof KernelError) || err.code !== 'EEXIST') throw err;
     throw ruleExistsError(await dumpRules(nl, r.family), r, err);
@@ -158,8 +198,8 @@ export function ruleExistsError(present: readonly KernelRule[], r: KernelRule, e
 /** The netlink message of `ip rule add` (CREATE|EXCL) or `ip rule del` of `r`, for Netlink.sendAll. */
 export function ruleRequest(r: KernelRule, op: 'add' | 'del'): NetlinkRequest {
   // fib_rule_hdr: family, dst_len, src_len, tos, table, res1, res2, action, flags (u32); then the attributes in
-  // the order request() gives them to the package's formatter.
-  const header = Buffer.alloc(12);
+  // the order rules.ts gave them to the package's formatter, so the bytes are the same as before.
+  const header = Buffer.alloc(FIB_RULE_HDR_LEN);
   header[0] = afOf(r.family);
   header[4] = r.table > 255 ? 0 : r.table;
   header[7] = r.action;
@@ -177,33 +217,24 @@ export function ruleRequest(r: KernelRule, op: 'add' | 'del'): NetlinkRequest {
   if (r.fwmark !== undefined) attrs.push({ type: FRA_FWMARK, value: r.fwmark });
   if (r.fwmask !== undefined) attrs.push({ type: FRA_FWMASK, value: r.fwmask });
   return {
-    type: op === 'add' ? rt.MessageType.NEWRULE : rt.MessageType.DELRULE,
+    type: op === 'add' ? RTM_NEWRULE : RTM_DELRULE,
     flags: op === 'add' ? NLM_F_CREATE_EXCL : 0,
     body: [encodeMessage(header, attrs)],
   };
 }
 
-const FRA_DST = 1;
-const FRA_SRC = 2;
-const FRA_PRIORITY = 6;
-const FRA_FWMARK = 10;
-const FRA_TABLE = 15;
-const FRA_FWMASK = 16;
-const FRA_PROTOCOL = 21;
-
 /** What the kernel's rule_find would match for a delete request made of `r`: absent selectors are wildcards. */
-function kernelWouldPick(msg: rt.RuleMessage, r: KernelRule): boolean {
-  const a = msg.attrs;
-  if (a.iifname !== undefined || a.oifname !== undefined) return false; // compared as (empty) strings
-  if (r.action !== 0 && enumNumber(rt.RuleAction, msg.data.action) !== r.action) return false;
-  if (r.table !== 0 && (a.table ?? msg.data.table ?? 0) !== r.table) return false;
-  if (r.priority !== 0 && (a.priority ?? 0) !== r.priority) return false;
-  if ((r.fwmark ?? 0) !== 0 && (a.fwmark ?? 0) !== r.fwmark) return false;
-  if ((r.fwmask ?? 0) !== 0 && (a.fwmask ?? 0) !== r.fwmask) return false;
-  if (r.protocol !== 0 && (a.protocol ?? 0) !== r.protocol) return false;
+function kernelWouldPick(msg: RuleMessage, r: KernelRule): boolean {
+  if (msg.hasInterface) return false; // compared as (empty) strings
+  if (r.action !== 0 && msg.action !== r.action) return false;
+  if (r.table !== 0 && msg.table !== r.table) return false;
+  if (r.priority !== 0 && msg.priority !== r.priority) return false;
+  if ((r.fwmark ?? 0) !== 0 && (msg.fwmark ?? 0) !== r.fwmark) return false;
+  if ((r.fwmask ?? 0) !== 0 && (msg.fwmask ?? 0) !== r.fwmask) return false;
+  if (r.protocol !== 0 && msg.protocol !== r.protocol) return false;
   const fam = r.family;
-  if (r.src !== undefined && prefixText(fam, a.src, msg.data.srcLen ?? 0) !== r.src) return false;
-  if (r.dst !== undefined && prefixText(fam, a.dst, msg.data.dstLen ?? 0) !== r.dst) return false;
+  if (r.src !== undefined && prefixText(fam, msg.src, msg.srcLen) !== r.src) return false;
+  if (r.dst !== undefined && prefixText(fam, msg.dst, msg.dstLen) !== r.dst) return false;
   return true;
 }
 
@@ -218,8 +249,7 @@ export async function deleteRule(nl: Netlink, r: KernelRule): Promise<void> {
   const what = `delete rule ${describeRule(r)}`;
   const blocked = ruleDeleteBlocker(await dumpRuleMessages(nl, afOf(r.family)), r);
   if (blocked !== undefined) throw blocked;
-  const { data, attrs } = request(r);
-  await nl.call(what, (o) => nl.socket.delRule(data, attrs, o));
+  await sendOne(nl, what, ruleRequest(r, 'del'));
 }
 
 /**
@@ -227,7 +257,7 @@ export async function deleteRule(nl: Netlink, r: KernelRule): Promise<void> {
  * not there) or ECONFLICT (the kernel would remove another rule). Undefined: send it; `msgs` then loses the rule
  * the kernel will remove, so that a list checked delete after delete follows the kernel.
  */
-export function ruleDeleteBlocker(msgs: rt.RuleMessage[], r: KernelRule): KernelError | undefined {
+export function ruleDeleteBlocker(msgs: RuleMessage[], r: KernelRule): KernelError | undefined {
   const what = `delete rule ${describeRule(r)}`;
   if (!msgs.some((m) => { const p = ruleFromMessage(m); return p !== undefined && sameRule(p, r); })) {
     return new KernelError('ENOENT', what);

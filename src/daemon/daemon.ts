@@ -2,7 +2,7 @@
 // around it. Everything that decides *what* to write lives in src/core.
 import type { Server } from 'node:net';
 import type { Config } from '../config';
-import type { ImdsSnapshot, KernelState } from '../core/types';
+import type { ImdsSnapshot, KernelLink, KernelState } from '../core/types';
 import { ImdsClient } from '../imds/client';
 import { IptablesAdapter } from '../iptables/apply';
 import { NetfilterEvents } from '../iptables/monitor';
@@ -116,6 +116,7 @@ export class Daemon {
   async start(): Promise<void> {
     this.lock = await acquireInstanceLock();
     this.mark('lockMs');
+    this.events.on('link', (link: KernelLink) => this.readNewLink(link));
     this.events.on('change', (kinds: Set<Kind>) => this.trigger.request(kinds));
     this.events.on('lost', (why: string) => {
       this.log.warn({ err: why }, `rtnetlink events were lost (${why}): full resync`);
@@ -341,8 +342,17 @@ export class Daemon {
    * earlier: the same read, counted the same way; retries stay with followWaiting).
    */
   private readNewLinksEarly(kernel: KernelState): void {
+    this.readNewMacs(this.reconciler.unknownMacs(kernel));
+  }
+
+  /** A link the kernel just announced: an ENI IMDS does not know yet is read at once, before any sync. */
+  private readNewLink(link: KernelLink): void {
+    this.readNewMacs(this.reconciler.unknownMacs({ links: [link] }));
+  }
+
+  private readNewMacs(unknown: string[]): void {
     if (this.reconciler.snapshot === undefined || this.imdsBusy !== undefined || this.pendingTimer !== undefined || this.stopped) return;
-    const fresh = this.reconciler.unknownMacs(kernel).filter((m) => !this.unknownAttempts.has(m));
+    const fresh = unknown.filter((m) => !this.unknownAttempts.has(m));
     if (fresh.length === 0) return;
     for (const m of fresh) this.unknownAttempts.set(m, 1);
     this.pendingDelayMs = Math.min(this.pendingDelayMs * 2, this.config.sync.pendingRetryMaxMs);

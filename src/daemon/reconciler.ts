@@ -128,7 +128,7 @@ export class Reconciler {
   }
 
   /** Links that look like ENIs (a kind of eniLinkKinds, not enslaved) but that IMDS does not describe yet. */
-  unknownMacs(kernel: KernelState): string[] {
+  unknownMacs(kernel: Pick<KernelState, 'links'>): string[] {
     const snapshot = this.imds.snapshot;
     const known = new Set([...(snapshot?.enis ?? []).map((e) => e.mac), ...(snapshot?.pending ?? []).map((p) => p.mac)]);
     const kinds = new Set(this.deps.config.eniLinkKinds);

@@ -6,10 +6,16 @@
 // sockets take ~1 ms: docs/performance.md). The `netlink` addon used to abort the process on an overrun; the
 // patched one reports it, and an overrun is a 'lost': a full resync.
 //
+// One content is used: a new link's MAC (RTM_NEWLINK), so that the daemon can start reading IMDS for an ENI it
+// does not know as soon as the kernel announces it, before the sync that the 'change' asks for has even begun.
+//
 // Events:
+//   'link'   (link: KernelLink)        an RTM_NEWLINK, parsed (only while someone listens); before its 'change'
 //   'change' (kinds: Set<ObjectKind>)  object kinds seen since the last emit, coalesced per event-loop turn
 //   'lost'   (reason: string)          events may have been missed: resync everything
 //   'ready'  (port: number)            the socket is subscribed
+import type { KernelLink } from '../core/types';
+import { parseLinkMessage } from './links';
 import { NETLINK_ROUTE, NLMSG_HDRLEN, NetlinkEvents, type NetlinkEventsOptions } from './netlink-events';
 import type { ObjectKind } from './observe';
 
@@ -70,8 +76,21 @@ export function classifyRtnetlink(buf: Buffer, offset: number, length: number): 
   }
 }
 
+export declare interface KernelEvents {
+  on(event: 'link', listener: (link: KernelLink) => void): this;
+  on(event: 'change', listener: (kinds: Set<ObjectKind>) => void): this;
+  on(event: 'lost', listener: (reason: string) => void): this;
+  on(event: 'ready', listener: (port: number) => void): this;
+}
+
 export class KernelEvents extends NetlinkEvents<ObjectKind> {
   constructor(options: KernelEventsOptions = {}) {
     super({ name: 'rtnetlink events', protocol: NETLINK_ROUTE, groups: RTNL_GROUPS, kinds: KINDS, classify: classifyRtnetlink }, options);
+  }
+
+  protected override inspect(buf: Buffer, offset: number, length: number): void {
+    if (buf.readUInt16LE(offset + 4) !== RTM_NEWLINK || this.listenerCount('link') === 0) return;
+    const link = parseLinkMessage(RTM_NEWLINK, buf.subarray(offset + NLMSG_HDRLEN, offset + length));
+    if (link !== undefined) this.emit('link', link);
   }
 }

@@ -176,7 +176,9 @@ export class NetlinkEvents<K extends string> extends EventEmitter {
     for (let off = 0; off + NLMSG_HDRLEN <= buf.length;) {
       const length = buf.readUInt32LE(off);
       if (length < NLMSG_HDRLEN || off + length > buf.length) break;
-      seen |= this.spec.classify(buf, off, length);
+      const bits = this.spec.classify(buf, off, length);
+      if (bits !== 0) this.inspect(buf, off, length);
+      seen |= bits;
       off += (length + 3) & ~3;
     }
     if (seen === 0) return;
@@ -185,6 +187,11 @@ export class NetlinkEvents<K extends string> extends EventEmitter {
       this.scheduled = true;
       setImmediate(() => this.flush());
     }
+  }
+
+  /** A watcher that uses a message's contents reads them here (called for each message of a reported kind). */
+  protected inspect(_buf: Buffer, _offset: number, _length: number): void {
+    // Nothing by default: kinds only.
   }
 
   private flush(): void {

@@ -65,6 +65,7 @@ async function events(ev: NetlinkEvents<string>, ms: number): Promise<void> {
   ev.on('ready', (port) => line({ event: 'ready', pid: process.pid, port }));
   ev.on('change', (kinds) => line({ event: 'change', kinds: [...kinds].sort() }));
   ev.on('lost', (reason) => line({ event: 'lost', reason }));
+  if (ev instanceof KernelEvents) ev.on('link', (link) => line({ event: 'link', name: link.name, mac: link.mac, kind: link.kind }));
   await ev.start();
   await new Promise((r) => setTimeout(r, ms));
   await ev.stop();

@@ -10,7 +10,9 @@ import { startInNs } from '../helpers/netns';
 
 interface EventLine {
   t: number;
-  event: 'ready' | 'change' | 'lost' | 'stopped';
+  event: 'ready' | 'change' | 'lost' | 'stopped' | 'link';
+  name?: string;
+  mac?: string;
   kinds?: string[];
   reason?: string;
   pid?: number;
@@ -98,6 +100,23 @@ describe('kernel event watcher (subscribed rtnetlink socket)', () => {
     k.ip(['rule', 'add', 'fwmark', '0x80/0xff', 'lookup', '10001', 'pref', '10200', 'proto', '236']);
     expect((await waitFor(p, from, changeOf('rule'))).kinds).toEqual(['rule']);
     expect(lines(p).some((e) => e.event === 'lost')).toBe(false);
+    await p.stop();
+  });
+
+  it('announces a new link with its name, MAC and kind before the change that asks for a sync', async () => {
+    const p = startEvents(20_000);
+    await waitFor(p, 0, (e) => e.event === 'ready');
+    const from = lines(p).length;
+    k.ip(['link', 'add', 'nl0', 'address', '02:00:5e:10:00:07', 'type', 'veth', 'peer', 'name', 'nl0p']);
+    try {
+      const announced = await waitFor(p, from, (e) => e.event === 'link' && e.name === 'nl0');
+      expect(announced).toMatchObject({ mac: '02:00:5e:10:00:07', kind: 'veth' });
+      // The 'change' that makes the daemon sync comes after the announcement (the peer, nl0p, has its own pair).
+      const at = lines(p).slice(from).findIndex((e) => e.event === 'link' && e.name === 'nl0');
+      await waitFor(p, from + at + 1, changeOf('link'));
+    } finally {
+      k.ip(['link', 'del', 'nl0']);
+    }
     await p.stop();
   });
 

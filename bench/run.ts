@@ -489,8 +489,11 @@ async function main(): Promise<void> {
     memoryRow(daemon, 'after the storms');
     // The daemon gives the memory of a burst back once work has been quiet for 1 s (src/daemon/memory.ts, at most
     // one every 10 s): the total below is read once it has (or after 15 s), and says which.
-    const reclaims = daemonLog(daemon, 'reclaim').length;
-    const reclaimed = await until('the reclaim after the storms', () => daemonLog(daemon, 'reclaim').length > reclaims, 15_000).then(() => true, () => false);
+    const reclaimedSinceLastSync = (): boolean => {
+      const out = daemon.output().stdout;
+      return out.lastIndexOf('"action":"reclaim"') > out.lastIndexOf('"action":"sync"');
+    };
+    const reclaimed = await until('the reclaim after the storms', reclaimedSinceLastSync, 15_000).then(() => true, () => false);
     process.stdout.write(`memory and idle (10 s)${reclaimed ? '' : ': no reclaim within 15 s'}...\n`);
     await resources(sim, daemon);
     if (!SCALE_ONLY) {

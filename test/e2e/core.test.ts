@@ -88,8 +88,9 @@ describe('ec2netd on a simulated instance', () => {
   });
 
   it('an ENI whose IMDS data is not consistent yet (device-number 0) waits, then is configured', async () => {
-    await sim().attachEni({ name: 'eth3', ipv4s: ['10.0.1.40'], deviceNumber: 3 });
-    await sim().patchImdsEni('eth3', { override: { 'device-number': '0' } });
+    // Inconsistent from the moment IMDS lists it: the daemon reads a new link's MAC as soon as the kernel
+    // announces it, so a patch made after the attach could come too late to be seen.
+    await sim().attachEni({ name: 'eth3', ipv4s: ['10.0.1.40'], deviceNumber: 3 }, { imds: { override: { 'device-number': '0' } } });
     await new Promise((r) => setTimeout(r, 600));
     expect((await ownedRules(sim())).filter((r) => r.includes('10.0.1.40'))).toEqual([]);
     await sim().patchImdsEni('eth3', { override: {} });

@@ -13,7 +13,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CommandError, run } from '../../sim/exec';
 import { buildPackages, ensureRootfs, type Packages } from '../helpers/nspawn';
 
-const NS = 'e2epkg-arm64';
+// Per process: two suites on one machine (two checkouts) must not share it.
+const NS = `e2epkg-arm64-${process.pid}`;
 let pkgs: Packages;
 let scratch: string;
 let amd64Root: string;

@@ -1,7 +1,7 @@
 // Addresses: dump IPv4 and IPv6, add (optionally with IFA_F_NOPREFIXROUTE), delete.
 import type { DesiredAddress, KernelAddress } from '../core/types';
 import { NLM_F_CREATE_EXCL, afOf, familyOfAf, ipFromBuffer, ipToBuffer, sendOne, type Netlink, type NetlinkRequest } from './netlink';
-import { NLA_TYPE_MASK, RTM_DELADDR, RTM_GETADDR, RTM_NEWADDR, dumpRequest, encodeMessage, type Attr } from './rtnl-codec';
+import { forEachAttribute, RTM_DELADDR, RTM_GETADDR, RTM_NEWADDR, dumpRequest, encodeMessage, type Attr } from './rtnl-codec';
 
 const IFADDRMSG_LEN = 8;
 const IFA_ADDRESS = 1;
@@ -21,18 +21,13 @@ export function parseAddressMessage(type: number, data: Buffer): KernelAddress |
   let peer: Buffer | undefined;
   // IFA_FLAGS (32 bits) supersedes the 8-bit ifa_flags, which cannot hold NOPREFIXROUTE.
   let flags = data[2] ?? 0;
-  for (let pos = IFADDRMSG_LEN; pos + 4 <= data.length;) {
-    const len = data.readUInt16LE(pos);
-    if (len < 4 || pos + len > data.length) break;
-    const value = pos + 4;
-    const end = pos + len;
-    switch (data.readUInt16LE(pos + 2) & NLA_TYPE_MASK) {
+  forEachAttribute(data, IFADDRMSG_LEN, data.length, (type, value, end) => {
+    switch (type) {
       case IFA_LOCAL: local = data.subarray(value, end); break;
       case IFA_ADDRESS: peer = data.subarray(value, end); break;
       case IFA_FLAGS: if (end - value >= 4) flags = data.readUInt32LE(value); break;
     }
-    pos += (len + 3) & ~3;
-  }
+  });
   // IPv4 puts the interface address in IFA_LOCAL (IFA_ADDRESS is the peer on point-to-point links); IPv6 only
   // sends IFA_ADDRESS.
   const bytes = local ?? peer;

@@ -1,7 +1,7 @@
 // Links: dump (index, name, MAC, up flag, kind) and set a link up. ENIs are keyed by MAC, so the MAC is lower-case.
 import type { KernelLink } from '../core/types';
 import { sendOne, type Netlink, type NetlinkRequest } from './netlink';
-import { NLA_TYPE_MASK, RTM_GETLINK, RTM_NEWLINK, RTM_SETLINK, dumpRequest } from './rtnl-codec';
+import { forEachAttribute, RTM_GETLINK, RTM_NEWLINK, RTM_SETLINK, dumpRequest } from './rtnl-codec';
 
 function macOf(buf: Buffer | undefined): string {
   if (buf === undefined) return '';
@@ -37,26 +37,16 @@ export function parseLinkMessage(type: number, data: Buffer): KernelLink | undef
   let mac = '';
   let master = 0;
   let kind: string | undefined;
-  for (let pos = IFINFOMSG_LEN; pos + 4 <= data.length;) {
-    const len = data.readUInt16LE(pos);
-    if (len < 4 || pos + len > data.length) break;
-    const value = pos + 4;
-    const end = pos + len;
-    switch (data.readUInt16LE(pos + 2) & NLA_TYPE_MASK) {
+  forEachAttribute(data, IFINFOMSG_LEN, data.length, (type, value, end) => {
+    switch (type) {
       case IFLA_ADDRESS: mac = macOf(data.subarray(value, end)); break;
       case IFLA_IFNAME: name = cString(data, value, end); break;
       case IFLA_MASTER: if (end - value >= 4) master = data.readUInt32LE(value); break;
       case IFLA_LINKINFO:
-        for (let inner = value; inner + 4 <= end;) {
-          const ilen = data.readUInt16LE(inner);
-          if (ilen < 4 || inner + ilen > end) break;
-          if ((data.readUInt16LE(inner + 2) & NLA_TYPE_MASK) === IFLA_INFO_KIND) kind = cString(data, inner + 4, inner + ilen);
-          inner += (ilen + 3) & ~3;
-        }
+        forEachAttribute(data, value, end, (inner, from, to) => { if (inner === IFLA_INFO_KIND) kind = cString(data, from, to); });
         break;
     }
-    pos += (len + 3) & ~3;
-  }
+  });
   if (name === undefined || index <= 0) return undefined;
   const link: KernelLink = { index, name, mac, up: (flags & IFF_UP) !== 0 };
   // IFLA_MASTER: enslaved to a bridge or bond (a container's veth), never an ENI.

@@ -28,7 +28,7 @@ import {
   type NetlinkRequest,
   sendOne,
 } from './netlink';
-import { NLA_TYPE_MASK, RTM_DELROUTE, RTM_GETROUTE, RTM_NEWROUTE, dumpRequest, encodeMessage, type Attr } from './rtnl-codec';
+import { forEachAttribute, RTM_DELROUTE, RTM_GETROUTE, RTM_NEWROUTE, dumpRequest, encodeMessage, type Attr } from './rtnl-codec';
 
 export const RT_TABLE_LOCAL = 255;
 const RTN_UNICAST = 1;
@@ -61,12 +61,8 @@ export function parseRouteMessage(type: number, data: Buffer, skipLocal = false)
   let prefsrc: Buffer | undefined;
   let oif: number | undefined;
   let metric: number | undefined;
-  for (let pos = RTMSG_LEN; pos + 4 <= data.length;) {
-    const len = data.readUInt16LE(pos);
-    if (len < 4 || pos + len > data.length) break;
-    const value = pos + 4;
-    const end = pos + len;
-    switch (data.readUInt16LE(pos + 2) & NLA_TYPE_MASK) {
+  forEachAttribute(data, RTMSG_LEN, data.length, (type, value, end) => {
+    switch (type) {
       case RTA_DST: dst = data.subarray(value, end); break;
       case RTA_GATEWAY: gateway = data.subarray(value, end); break;
       case RTA_PREFSRC: prefsrc = data.subarray(value, end); break;
@@ -74,8 +70,7 @@ export function parseRouteMessage(type: number, data: Buffer, skipLocal = false)
       case RTA_PRIORITY: if (end - value >= 4) metric = data.readUInt32LE(value); break;
       case RTA_TABLE: if (end - value >= 4) table = data.readUInt32LE(value); break;
     }
-    pos += (len + 3) & ~3;
-  }
+  });
   if (skipLocal && table === RT_TABLE_LOCAL) return undefined;
   const route: KernelRoute = {
     family, table, dst: prefixText(family, dst, dstLen), protocol: data[5] ?? 0, scope: data[6] ?? 0, type: data[7] ?? 0,

@@ -38,6 +38,19 @@ export const NLMSG_HDRLEN = 16;
 /** nla_type's top bits are NLA_F_NESTED and NLA_F_NET_BYTEORDER. */
 export const NLA_TYPE_MASK = 0x3fff;
 
+/**
+ * Calls `visit` with the type (flags masked off) and the value's bounds of each attribute in data[start, end),
+ * stopping at the first malformed one (a dump parser then reads what came before it).
+ */
+export function forEachAttribute(data: Buffer, start: number, end: number, visit: (type: number, value: number, end: number) => void): void {
+  for (let pos = start; pos + 4 <= end;) {
+    const len = data.readUInt16LE(pos);
+    if (len < 4 || pos + len > end) return;
+    visit(data.readUInt16LE(pos + 2) & NLA_TYPE_MASK, pos + 4, pos + len);
+    pos += (len + 3) & ~3;
+  }
+}
+
 export interface Attr {
   type: number;
   /** A u8 or u32 (native byte order), or raw bytes. */

@@ -20,7 +20,7 @@ import {
   type Netlink,
   type NetlinkRequest,
 } from './netlink';
-import { NLA_TYPE_MASK, RTM_DELRULE, RTM_GETRULE, RTM_NEWRULE, dumpRequest, encodeMessage, type Attr } from './rtnl-codec';
+import { forEachAttribute, RTM_DELRULE, RTM_GETRULE, RTM_NEWRULE, dumpRequest, encodeMessage, type Attr } from './rtnl-codec';
 
 const FR_ACT_TO_TBL = 1;
 const FIB_RULE_INVERT = 0x2;
@@ -87,12 +87,8 @@ export function parseRuleMessage(type: number, data: Buffer): RuleMessage | unde
     priority: 0, protocol: 0, hasInterface: false,
     otherSelectors: (data[3] ?? 0) !== 0 || (data.readUInt32LE(8) & FIB_RULE_INVERT) !== 0,
   };
-  for (let pos = FIB_RULE_HDR_LEN; pos + 4 <= data.length;) {
-    const len = data.readUInt16LE(pos);
-    if (len < 4 || pos + len > data.length) break;
-    const value = pos + 4;
-    const end = pos + len;
-    switch (data.readUInt16LE(pos + 2) & NLA_TYPE_MASK) {
+  forEachAttribute(data, FIB_RULE_HDR_LEN, data.length, (type, value, end) => {
+    switch (type) {
       case FRA_DST: rule.dst = data.subarray(value, end); break;
       case FRA_SRC: rule.src = data.subarray(value, end); break;
       case FRA_PRIORITY: rule.priority = u32At(data, value, end) ?? 0; break;
@@ -113,8 +109,7 @@ export function parseRuleMessage(type: number, data: Buffer): RuleMessage | unde
         break;
       }
     }
-    pos += (len + 3) & ~3;
-  }
+  });
   return rule;
 }
 

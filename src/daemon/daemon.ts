@@ -20,6 +20,13 @@ import { SyncTrigger, type RunOutcome } from './trigger';
 
 /** How long SIGTERM waits for a sync in flight before the process exits anyway (well within the unit's TimeoutStopSec=15s). */
 const STOP_WAIT_MS = 5000;
+/**
+ * While a new link's IMDS read is in flight, the sync its own link event asks for waits for it (at most this long):
+ * run in the middle of the read on the same thread it delayed the read by its whole length (20–45 ms at 15 × 50),
+ * and the read's sync follows at once anyway; held, the two are one sync. Bounded, so that an IMDS that hangs
+ * delays kernel repairs by no more than this.
+ */
+const NEW_LINK_HOLD_MS = 100;
 
 /**
  * Trigger keys: kernel object kinds, 'imds' ("the snapshot changed, re-plan"), 'iptables' (check the chain),
@@ -51,6 +58,8 @@ export class Daemon {
   private lock: Server | undefined;
   private imdsBusy: Promise<void> | undefined;
   private imdsBusyWhole = false;
+  /** The IMDS read of a link the kernel just announced, while in flight. */
+  private newLinkRead: Promise<void> | undefined;
   private pendingDelayMs: number;
   private pendingTimer: NodeJS.Timeout | undefined;
   private readonly unknownAttempts = new Map<string, number>();
@@ -117,7 +126,7 @@ export class Daemon {
     this.lock = await acquireInstanceLock();
     this.mark('lockMs');
     this.events.on('link', (link: KernelLink) => this.readNewLink(link));
-    this.events.on('change', (kinds: Set<Kind>) => this.trigger.request(kinds));
+    this.events.on('change', (kinds: Set<Kind>) => this.requestAfterNewLinkRead(kinds));
     this.events.on('lost', (why: string) => {
       this.log.warn({ err: why }, `rtnetlink events were lost (${why}): full resync`);
       this.reconciler.forget();
@@ -342,21 +351,41 @@ export class Daemon {
    * earlier: the same read, counted the same way; retries stay with followWaiting).
    */
   private readNewLinksEarly(kernel: KernelState): void {
-    this.readNewMacs(this.reconciler.unknownMacs(kernel));
+    void this.readNewMacs(this.reconciler.unknownMacs(kernel));
   }
 
   /** A link the kernel just announced: an ENI IMDS does not know yet is read at once, before any sync. */
   private readNewLink(link: KernelLink): void {
-    this.readNewMacs(this.reconciler.unknownMacs({ links: [link] }));
+    const read = this.readNewMacs(this.reconciler.unknownMacs({ links: [link] }));
+    if (read === undefined) return;
+    // The read reports its own failures (the status, the retry); the hold only waits for it to settle.
+    const held: Promise<void> = read.catch(() => undefined).finally(() => { if (this.newLinkRead === held) this.newLinkRead = undefined; });
+    this.newLinkRead = held;
   }
 
-  private readNewMacs(unknown: string[]): void {
-    if (this.reconciler.snapshot === undefined || this.imdsBusy !== undefined || this.pendingTimer !== undefined || this.stopped) return;
+  /** Kernel changes: a sync, held while a new link's IMDS read is in flight (NEW_LINK_HOLD_MS at most). */
+  private requestAfterNewLinkRead(kinds: Set<Kind>): void {
+    const read = this.newLinkRead;
+    if (read === undefined) {
+      this.trigger.request(kinds);
+      return;
+    }
+    let timer: NodeJS.Timeout | undefined;
+    const bound = new Promise<void>((resolve) => { timer = setTimeout(resolve, NEW_LINK_HOLD_MS); });
+    void Promise.race([read, bound]).then(() => {
+      clearTimeout(timer);
+      this.trigger.request(kinds);
+    });
+  }
+
+  /** Starts one targeted read of the MACs not tried yet; its promise (settles once the read's sync is requested). */
+  private readNewMacs(unknown: string[]): Promise<void> | undefined {
+    if (this.reconciler.snapshot === undefined || this.imdsBusy !== undefined || this.pendingTimer !== undefined || this.stopped) return undefined;
     const fresh = unknown.filter((m) => !this.unknownAttempts.has(m));
-    if (fresh.length === 0) return;
+    if (fresh.length === 0) return undefined;
     for (const m of fresh) this.unknownAttempts.set(m, 1);
     this.pendingDelayMs = Math.min(this.pendingDelayMs * 2, this.config.sync.pendingRetryMaxMs);
-    void this.refreshImds('new link', fresh);
+    return this.refreshImds('new link', fresh);
   }
 
   /** `gate`: the sync that follows the read waits for it too (at start: the event sockets being subscribed). */

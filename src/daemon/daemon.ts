@@ -212,7 +212,7 @@ export class Daemon {
       const checkIptables = work.has('imds') || work.has('iptables')
         || (!this.netfilterWatched && (work.has('link') || work.has('address')));
       const report = await this.reconciler.sync(kinds, checkIptables);
-      this.memory.noteSync(report.applied + report.planned);
+      this.memory.noteSync(report.planned);
       if (report.haveSnapshot && this.startup !== undefined) {
         this.mark('firstPlannedSyncDoneMs');
         this.log.debug({ action: 'startup', ...this.startup }, 'start steps done (ms since the process started)');

@@ -40,7 +40,7 @@ export class MemoryReclaimer {
     this.now = options.now ?? Date.now;
   }
 
-  /** A sync ran that planned or applied `changes` changes; every sync postpones the reclaim until work is quiet. */
+  /** A sync ran that planned `changes` changes; every sync postpones the reclaim until work is quiet. */
   noteSync(changes: number): void {
     if (this.gc === undefined) return;
     this.weight += 1 + changes / 4;

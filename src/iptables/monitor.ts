@@ -5,7 +5,8 @@
 // makes the daemon compare its chain with iptables-save at once (`ip6 mangle`: the ip6tables chain, for IPv6
 // container networks). Other tables (Docker's nat and filter churn) are ignored. With the legacy backend there
 // is no such event: drift is then found on the periodic refresh.
-import { NETLINK_NETFILTER, NLMSG_HDRLEN, NetlinkEvents, type NetlinkEventsOptions } from '../kernel/netlink-events';
+import { NETLINK_NETFILTER, NetlinkEvents, type NetlinkEventsOptions } from '../kernel/netlink-events';
+import { NLMSG_HDRLEN, forEachAttribute } from '../kernel/rtnl-codec';
 
 const NFNLGRP_NFTABLES = 7;
 const NFNL_SUBSYS_NFTABLES = 10;
@@ -17,7 +18,6 @@ const NFPROTO_IPV6 = 10;
 const NFGENMSG_LEN = 4;
 /** The table name attribute (NFTA_TABLE_NAME, NFTA_CHAIN_TABLE, NFTA_RULE_TABLE, NFTA_SET_TABLE...: all 1). */
 const NFTA_TABLE = 1;
-const NLA_TYPE_MASK = 0x3fff;
 const MANGLE = Buffer.from('mangle\0');
 
 /** 1 when an nf_tables notification is about the IPv4 or the IPv6 mangle table. */
@@ -26,16 +26,11 @@ export function classifyNftables(buf: Buffer, offset: number, length: number): n
   if (type >> 8 !== NFNL_SUBSYS_NFTABLES || (type & 0xff) === NFT_MSG_NEWGEN || length < NLMSG_HDRLEN + NFGENMSG_LEN) return 0;
   const family = buf[offset + NLMSG_HDRLEN];
   if (family !== NFPROTO_IPV4 && family !== NFPROTO_IPV6) return 0;
-  const end = offset + length;
-  for (let at = offset + NLMSG_HDRLEN + NFGENMSG_LEN; at + 4 <= end;) {
-    const len = buf.readUInt16LE(at);
-    if (len < 4 || at + len > end) return 0;
-    if ((buf.readUInt16LE(at + 2) & NLA_TYPE_MASK) === NFTA_TABLE) {
-      return len - 4 === MANGLE.length && buf.compare(MANGLE, 0, MANGLE.length, at + 4, at + len) === 0 ? 1 : 0;
-    }
-    at += (len + 3) & ~3;
-  }
-  return 0;
+  let mangle: boolean | undefined;
+  forEachAttribute(buf, offset + NLMSG_HDRLEN + NFGENMSG_LEN, offset + length, (type, value, end) => {
+    if (type === NFTA_TABLE && mangle === undefined) mangle = end - value === MANGLE.length && buf.compare(MANGLE, 0, MANGLE.length, value, end) === 0;
+  });
+  return mangle === true ? 1 : 0;
 }
 
 export class NetfilterEvents extends NetlinkEvents<'mangle'> {

@@ -16,7 +16,10 @@
 //   'ready'  (port: number)            the socket is subscribed
 import type { KernelLink } from '../core/types';
 import { parseLinkMessage } from './links';
-import { NETLINK_ROUTE, NLMSG_HDRLEN, NetlinkEvents, type NetlinkEventsOptions } from './netlink-events';
+import { NETLINK_ROUTE, NetlinkEvents, type NetlinkEventsOptions } from './netlink-events';
+import {
+  NLMSG_HDRLEN, RTM_DELADDR, RTM_DELLINK, RTM_DELROUTE, RTM_DELRULE, RTM_NEWADDR, RTM_NEWLINK, RTM_NEWROUTE, RTM_NEWRULE,
+} from './rtnl-codec';
 import type { ObjectKind } from './observe';
 
 export type KernelEventsOptions = NetlinkEventsOptions;
@@ -39,15 +42,6 @@ export const RTNL_GROUPS: readonly number[] = [
   RTNLGRP_LINK, RTNLGRP_IPV4_IFADDR, RTNLGRP_IPV6_IFADDR, RTNLGRP_IPV4_ROUTE, RTNLGRP_IPV6_ROUTE, RTNLGRP_IPV4_RULE, RTNLGRP_IPV6_RULE,
 ];
 
-/** Message types: RTM_NEWLINK 16 .. RTM_DELRULE 33 (NEW and DEL of each). */
-const RTM_NEWLINK = 16;
-const RTM_DELLINK = 17;
-const RTM_NEWADDR = 20;
-const RTM_DELADDR = 21;
-const RTM_NEWROUTE = 24;
-const RTM_DELROUTE = 25;
-const RTM_NEWRULE = 32;
-const RTM_DELRULE = 33;
 /** rtmsg: family, dst_len, src_len, tos, table (u8), protocol, scope, type, flags (u32). */
 const RTMSG_TABLE = 4;
 const RT_TABLE_LOCAL = 255;

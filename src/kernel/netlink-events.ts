@@ -13,13 +13,11 @@
 //   'ready'  (port: number)     a socket is subscribed (its netlink port id)
 import { EventEmitter } from 'node:events';
 import { RawNetlinkSocket } from './netlink-package';
+import { NLMSG_HDRLEN } from './rtnl-codec';
 
 /** Netlink protocol numbers. */
 export const NETLINK_ROUTE = 0;
 export const NETLINK_NETFILTER = 12;
-
-/** nlmsghdr: u32 length, u16 type, u16 flags, u32 seq, u32 port. */
-export const NLMSG_HDRLEN = 16;
 
 /**
  * Receive buffer asked for (SO_RCVBUFFORCE as root; the kernel doubles it for its bookkeeping). An event takes

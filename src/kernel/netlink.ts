@@ -9,7 +9,7 @@ import { createRtNetlink, formatMessage } from './netlink-package';
 import type { NetlinkMessage, RequestOptions, RtNetlinkSocket } from './netlink-package';
 import { bigIntToIpv6, ipv6ToBigInt } from '../core/ip';
 import type { Family } from '../core/types';
-import { NLM_F_CREATE, NLM_F_EXCL, NLM_F_REPLACE } from './rtnl-codec';
+import { NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_DUMP_INTR, NLM_F_EXCL, NLM_F_REPLACE, NLM_F_REQUEST, NLMSG_DONE, NLMSG_ERROR } from './rtnl-codec';
 
 /** errno names the adapter distinguishes; any other errno name may also appear. */
 export type KernelErrorCode =
@@ -60,15 +60,9 @@ export const AF_INET = 2;
 export const AF_INET6 = 10;
 export const NLM_F_CREATE_EXCL = NLM_F_CREATE | NLM_F_EXCL;
 export const NLM_F_CREATE_REPLACE = NLM_F_CREATE | NLM_F_REPLACE;
-const NLM_F_DUMP = 0x300;
-const NLM_F_DUMP_INTR = 0x10;
-const NLMSG_DONE = 3;
-const NLMSG_ERROR = 2;
 /** RT_TABLE_COMPAT: what the 8-bit table field says when the real table (> 255) is in the table attribute. */
 export const RT_TABLE_COMPAT = 252;
 
-const NLM_F_REQUEST = 0x1;
-const NLM_F_ACK = 0x4;
 
 /** One write for Netlink.sendAll: an rtnetlink message (type, flags, encoded body) and what it does, for errors. */
 export interface NetlinkRequest {

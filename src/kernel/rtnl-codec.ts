@@ -10,6 +10,7 @@
 // x86-64 and arm64 machines ec2netd is built for.
 
 export const RTM_NEWLINK = 16;
+export const RTM_DELLINK = 17;
 export const RTM_GETLINK = 18;
 export const RTM_SETLINK = 19;
 export const RTM_NEWADDR = 20;

@@ -86,6 +86,27 @@ describe('ec2netd under faults', () => {
       await recover();
     });
 
+    it('hang while a new ENI-like link appears: its read hangs, and a rule deleted with it is still repaired at once', async () => {
+      // The sync a new link's event asks for waits for that link's IMDS read, but only briefly (daemon.ts
+      // NEW_LINK_HOLD_MS): a hanging IMDS must not hold kernel repairs until the read times out.
+      await sim().imds.resetStats();
+      await sim().imds.setFault({ mode: 'hang' });
+      const mark = logMark(daemon);
+      try {
+        await sim().net.exec('host', ['ip', '-batch', '-'], {
+          input: 'link add nx0 type veth peer name nx0p\nrule del from 10.0.1.21 lookup 10001 pref 10100\n',
+        });
+        await eventually('the new link read is hanging', async () => (await sim().imds.stats()).log.some((e) => e.status === 'hang'));
+        await eventually('rule of 10.0.1.21 back', async () => (await ownedRules(sim())).includes('10100 from 10.0.1.21 lookup 10001'), 1500);
+        // Back while the read still hangs: it has not failed yet.
+        expect(logSince(daemon, mark).filter(failed)).toEqual([]);
+        await waitForLog(daemon, mark, failed, 'the hanging read timed out', 4 * IMDS_TIMEOUT_MS + 2000);
+      } finally {
+        await sim().net.exec('host', ['ip', 'link', 'del', 'nx0']);
+      }
+      await recover();
+    });
+
     it('5xx for good: the failure is logged with the status, the last good state stays', async () => {
       await sim().imds.setFault({ mode: 'status', code: 503 });
       const line = await reloadExpectingFailure('503 logged');

@@ -323,6 +323,9 @@ export class Daemon {
     // Before the first IMDS answer (boot, IMDS not reachable yet) keep asking with backoff, not only every refresh.
     const noSnapshot = !report.haveSnapshot;
     if (unknown.length === 0 && waiting.length === 0 && !noSnapshot) {
+      // A retry scheduled for links that are gone since (deleted, or read meanwhile) has nothing left to read.
+      if (this.pendingTimer !== undefined) clearTimeout(this.pendingTimer);
+      this.pendingTimer = undefined;
       this.pendingDelayMs = this.config.sync.pendingRetryBaseMs;
       this.loggedWaits.clear();
       return;

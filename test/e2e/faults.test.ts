@@ -277,6 +277,26 @@ describe('ec2netd under faults', () => {
     });
   });
 
+  describe('a link IMDS does not know', () => {
+    it('retried with backoff while it is there; deleted while a retry waits: the retry is dropped', async () => {
+      const listings = async (): Promise<number> => (await sim().imds.stats()).log
+        .filter((e) => e.method === 'GET' && e.path.endsWith('/network/interfaces/macs/')).length;
+      await sim().imds.resetStats();
+      await sim().net.exec('host', ['ip', 'link', 'add', 'gh0', 'address', '02:0e:c2:00:0d:01', 'type', 'veth', 'peer', 'name', 'gh0p']);
+      try {
+        // The first read and four retries (after 50, 100, 200 and 400 ms): the next one is 800 ms away.
+        await eventually('five reads of the MAC listing for the unknown link', async () => (await listings()) >= 5);
+      } finally {
+        await sim().net.exec('host', ['ip', 'link', 'del', 'gh0']);
+      }
+      const reads = await listings();
+      await new Promise((r) => setTimeout(r, 2500));
+      // Nothing left to wait for: no read for a link that is gone.
+      expect(await listings()).toBe(reads);
+      expect(daemon.hasExited()).toBe(false);
+    });
+  });
+
   it('two daemons started at once: exactly one survives, the other exits 1 saying why', async () => {
     await daemon.stop(3000);
     const a = sim().startDaemon();

@@ -372,6 +372,9 @@ async function storms(sim: SimulatedEc2, daemon: ManagedProcess): Promise<void> 
     });
   };
   row('storm of 5000 address changes on a spare link', `${lines} monitor lines`, before, after, 2);
+  // The spare link goes with its storm: a link IMDS does not know is re-read with backoff ('waiting'), IMDS work
+  // and syncs that would otherwise run through the memory and idle figures below.
+  await ipBatch(host, ['link del sp0']);
 
   const links = Array.from({ length: 300 }, (_, i) => `st${i}`);
   mon = await startMonitor(host);
@@ -386,7 +389,7 @@ async function storms(sim: SimulatedEc2, daemon: ManagedProcess): Promise<void> 
 }
 
 /** 6 and 7. Memory and idle wake-ups. */
-async function resources(sim: SimulatedEc2, daemon: ManagedProcess): Promise<void> {
+async function resources(daemon: ManagedProcess): Promise<void> {
   const mb = (kb: number): string => (kb / 1024).toFixed(1);
   const d = procStat(daemon.pid);
   const kids = childStats(daemon.pid);
@@ -409,8 +412,6 @@ async function resources(sim: SimulatedEc2, daemon: ManagedProcess): Promise<voi
     figure: '  of which pages of the node binary, per ELF section', value: `${binary.reduce((t, [, m]) => t + m, 0).toFixed(1)} MB: ${binary.map(([n, m]) => `${n} ${m.toFixed(1)}`).join(', ')}`,
     baseline: `bare node: ${bareBinaryMb.toFixed(1)} MB`,
   });
-  // Idle: no spare link left (a link IMDS does not know is retried with backoff, which is IMDS work, not idling).
-  await ipBatch(sim.net.ns.host, ['link del sp0']);
   await settle(daemon.pid, 3000);
   const idleNode = startProcess([process.execPath, '-e', 'setInterval(() => undefined, 1 << 30)']);
   try {
@@ -419,19 +420,29 @@ async function resources(sim: SimulatedEc2, daemon: ManagedProcess): Promise<voi
     const pids = [daemon.pid, ...kids.map((k) => k.pid), idleNode.pid];
     const threads = procStat(daemon.pid).threads;
     // Two windows: in the first, V8's memory reducer usually runs its GCs (it starts after ~10 s without
-    // allocation and gives memory back); the second is the daemon idling.
+    // allocation and gives memory back); the second is the daemon idling. The periodic IMDS refresh (every
+    // imds.refreshIntervalMs, 60 s ± 10 %) is work by design, not an idle wake-up: a window it fell in is
+    // measured again (the next refresh is ~a minute away), and the row says so.
+    const periodicReads = (from: number, to: number): number => daemon.output().stdout.split('\n')
+      .filter((l) => l.includes('reading IMDS (periodic)'))
+      .map((l) => Date.parse(/"time":"([^"]+)"/.exec(l)?.[1] ?? ''))
+      .filter((t) => t >= from && t <= to).length;
     const windows: number[][] = [];
-    for (let w = 0; w < 2; w++) {
+    let refreshed = 0;
+    for (let w = 0; windows.length < 2 && w < 4; w++) {
       const before = pids.map(ctx);
+      const from = Date.now();
       await sleep(10_000);
-      windows.push(pids.map((p, i) => ctx(p) - (before[i] ?? 0)));
+      const counts = pids.map((p, i) => ctx(p) - (before[i] ?? 0));
+      if (windows.length === 1 && periodicReads(from, Date.now() + 100) > 0) { refreshed++; continue; }
+      windows.push(counts);
     }
     const [first = [], delta = []] = windows;
     const daemonCtx = delta[0] ?? 0;
     const nodeCtx = delta.at(-1) ?? 0;
     rows.push({
       figure: 'idle: context switches in 10 s (all threads), the 10 s after the first (first 10 s: the memory reducer)',
-      value: [`daemon ${daemonCtx} (first 10 s: ${first[0] ?? 0}; ${threads} threads)`, ...kids.map((k, i) => `${k.comm} ${delta[i + 1] ?? 0}`)].join('; '),
+      value: [`daemon ${daemonCtx} (first 10 s: ${first[0] ?? 0}; ${threads} threads${refreshed > 0 ? `; ${refreshed} window(s) with the periodic IMDS refresh measured again` : ''})`, ...kids.map((k, i) => `${k.comm} ${delta[i + 1] ?? 0}`)].join('; '),
       baseline: `idle node: ${nodeCtx}`, target: 'no timer wake-ups', met: daemonCtx <= nodeCtx + 5,
     });
     const settled = procStat(daemon.pid).rssKb + kids.reduce((sum, k) => sum + procStat(k.pid).rssKb, 0);
@@ -495,7 +506,7 @@ async function main(): Promise<void> {
     };
     const reclaimed = await until('the reclaim after the storms', reclaimedSinceLastSync, 15_000).then(() => true, () => false);
     process.stdout.write(`memory and idle (10 s)${reclaimed ? '' : ': no reclaim within 15 s'}...\n`);
-    await resources(sim, daemon);
+    await resources(daemon);
     if (!SCALE_ONLY) {
       process.stdout.write('fight over one rule (10 s, own simulated instance)...\n');
       rows.push(...await fight());

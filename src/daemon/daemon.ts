@@ -7,6 +7,7 @@ import { ImdsClient } from '../imds/client';
 import { IptablesAdapter } from '../iptables/apply';
 import { NetfilterEvents } from '../iptables/monitor';
 import { KernelEvents } from '../kernel/events';
+import { mallocTrim } from '../kernel/netlink-package';
 import { openNetlink } from '../kernel/netlink';
 import type { Logger } from '../log';
 import { noopNotifier, type Notifier } from '../systemd/notify';
@@ -75,8 +76,9 @@ export class Daemon {
   private startup: Record<string, number> | undefined = {};
   /** Address events IMDS does not explain yet: targeted re-reads (failover, docs/failover.md). */
   private readonly addressWatch: AddressWatcher;
-  private readonly memory = new MemoryReclaimer((ms, before, after) =>
-    this.log.info({ action: 'reclaim', ms, rssBeforeMb: before, rssAfterMb: after }, `memory given back after a burst: ${before} → ${after} MB resident (${ms} ms)`));
+  private readonly memory = new MemoryReclaimer((ms, before, after, trimmed) =>
+    this.log.info({ action: 'reclaim', ms, rssBeforeMb: before, rssAfterMb: after, mallocTrimmed: trimmed }, `memory given back after a burst: ${before} → ${after} MB resident (${ms} ms)`),
+  { trim: mallocTrim });
 
   constructor(
     private readonly config: Config,

@@ -5,19 +5,33 @@
 // so a large sync or a storm of syncs, not a fight's few repairs), one full GC that reduces the footprint runs:
 // V8's "last resort" collection, which releases free pages ('regular' major GCs measured here released nothing).
 // It takes 50–190 ms of CPU at 15 × 50 and gave back 6–14 MB; at most one every `minIntervalMs` (10 s).
+// Then malloc_trim: what the burst took outside V8's heap (a Buffer per netlink message, node's own allocations)
+// is freed into glibc's brk heap, which free() only shrinks from its top; after the storms 4 MB of a 12 MB heap
+// were in use, and malloc_trim(0) gave the other 8 back (measured with gdb on the bench's daemon).
+// Smaller work (an IMDS refresh's sync, a repair) also leaves its garbage in the old generation, ~3–4 MB at
+// 15 × 50 that V8 keeps until its next major GC: once work has been quiet for `idleMs` (30 s) after any sync, the
+// same reclaim runs if resident memory grew by `growthMb` (2 MB) since the last one (a fight that goes on leaves
+// no 30 s of quiet, so it is not collected after each repair; an idle daemon's periodic refresh may be, once).
 // Needs node's --expose-gc (bin/ec2netd and the unit pass it); without it this does nothing.
 
 export type Gc = (options: { type: 'major'; execution: 'sync'; flavor: 'last-resort' }) => void;
 
 /** What one reclaim did: its duration, and the resident memory before and after (MB). */
-export type ReclaimReport = (ms: number, rssBeforeMb: number, rssAfterMb: number) => void;
+export type ReclaimReport = (ms: number, rssBeforeMb: number, rssAfterMb: number, trimmed: boolean) => void;
 
 export interface ReclaimOptions {
   quietMs?: number;
+  /** Quiet after smaller work (weight under `burst`) before a reclaim, which runs only if resident memory grew by `growthMb` since the last one. */
+  idleMs?: number;
+  growthMb?: number;
+  /** Resident bytes (default: process.memoryUsage.rss). */
+  rss?: () => number;
   burst?: number;
   minIntervalMs?: number;
   /** The collector (default: globalThis.gc, present with --expose-gc). */
   gc?: unknown;
+  /** Gives free malloc memory back to the system; true when some was (default: none; the daemon passes glibc's). */
+  trim?: () => boolean;
   now?: () => number;
 }
 
@@ -27,27 +41,37 @@ export class MemoryReclaimer {
   private last = -Infinity;
   private readonly gc: Gc | undefined;
   private readonly quietMs: number;
+  private readonly idleMs: number;
+  private readonly growthMb: number;
+  private readonly rss: () => number;
+  /** Resident MB after the last reclaim (none yet: any growth counts). */
+  private lastAfterMb = 0;
   private readonly burst: number;
   private readonly minIntervalMs: number;
   private readonly now: () => number;
+  private readonly trim: () => boolean;
 
   constructor(private readonly report: ReclaimReport = () => undefined, options: ReclaimOptions = {}) {
     const gc = 'gc' in options ? options.gc : (globalThis as { gc?: unknown }).gc;
     this.gc = typeof gc === 'function' ? (gc as Gc) : undefined;
     this.quietMs = options.quietMs ?? 1000;
+    this.idleMs = options.idleMs ?? 30_000;
+    this.growthMb = options.growthMb ?? 2;
+    this.rss = options.rss ?? (() => process.memoryUsage.rss());
     this.burst = options.burst ?? 32;
     this.minIntervalMs = options.minIntervalMs ?? 10_000;
     this.now = options.now ?? Date.now;
+    this.trim = options.trim ?? (() => false);
   }
 
   /** A sync ran that planned `changes` changes; every sync postpones the reclaim until work is quiet. */
   noteSync(changes: number): void {
     if (this.gc === undefined) return;
     this.weight += 1 + changes / 4;
-    if (this.weight < this.burst) return;
+    const burst = this.weight >= this.burst;
     if (this.timer !== undefined) clearTimeout(this.timer);
-    const wait = Math.max(this.quietMs, this.last + this.minIntervalMs - this.now());
-    this.timer = setTimeout(() => this.reclaim(), wait);
+    const wait = Math.max(burst ? this.quietMs : this.idleMs, this.last + this.minIntervalMs - this.now());
+    this.timer = setTimeout(() => this.reclaim(burst), wait);
     this.timer.unref();
   }
 
@@ -56,15 +80,20 @@ export class MemoryReclaimer {
     this.timer = undefined;
   }
 
-  private reclaim(): void {
+  private reclaim(burst: boolean): void {
     this.timer = undefined;
     this.weight = 0;
-    this.last = this.now();
     if (this.gc === undefined) return;
-    const mb = (): number => Math.round(process.memoryUsage.rss() / 104857.6) / 10;
+    const mb = (): number => Math.round(this.rss() / 104857.6) / 10;
     const before = mb();
+    // After smaller work, only when it grew the footprint: a pause of tens of ms for nothing otherwise.
+    if (!burst && before < this.lastAfterMb + this.growthMb) return;
+    this.last = this.now();
     const started = performance.now();
     this.gc({ type: 'major', execution: 'sync', flavor: 'last-resort' });
-    this.report(Math.round((performance.now() - started) * 10) / 10, before, mb());
+    // After the GC: it is what frees the Buffers' malloc memory.
+    const trimmed = this.trim();
+    this.lastAfterMb = mb();
+    this.report(Math.round((performance.now() - started) * 10) / 10, before, this.lastAfterMb, trimmed);
   }
 }

@@ -4,7 +4,8 @@
 // messages it needs itself (src/kernel/rtnl-codec.ts and the object modules).
 import { createNetlink, type NetlinkSocket } from 'netlink/dist/netlink';
 export type { RequestOptions } from 'netlink/dist/netlink';
-export { RawNetlinkSocket } from 'netlink/dist/raw';
+// mallocTrim: glibc's malloc_trim(0), added by ec2netd's patch to the addon (the one native module it builds).
+export { mallocTrim, RawNetlinkSocket } from 'netlink/dist/raw';
 export { formatMessage, type NetlinkMessage } from 'netlink/dist/structs';
 
 const NETLINK_ROUTE = 0;

@@ -38,6 +38,42 @@ describe('MemoryReclaimer', () => {
     for (let i = 0; i < 14; i++) { fight.r.noteSync(1); vi.advanceTimersByTime(700); }
     vi.advanceTimersByTime(10_000);
     expect(fight.gc).not.toHaveBeenCalled();
+    // A fight that goes on (a repair every 20 s, backed off) never leaves idleMs of quiet.
+    for (let i = 0; i < 10; i++) { fight.r.noteSync(1); vi.advanceTimersByTime(20_000); }
+    expect(fight.gc).not.toHaveBeenCalled();
+  });
+
+  it('gives free malloc memory back after the collection, and reports whether any was', () => {
+    const order: string[] = [];
+    const reports: boolean[] = [];
+    const r = new MemoryReclaimer((_ms, _a, _b, trimmed) => void reports.push(trimmed), {
+      gc: () => void order.push('gc'), trim: () => { order.push('trim'); return true; }, now: () => Date.now(),
+    });
+    r.noteSync(1477);
+    vi.advanceTimersByTime(1000);
+    expect(order).toEqual(['gc', 'trim']);
+    expect(reports).toEqual([true]);
+  });
+
+  it('after smaller work, collects once it has been idle for idleMs, and only if resident memory grew since', () => {
+    let rss = 60 << 20;
+    const calls: number[] = [];
+    const r = new MemoryReclaimer(() => undefined, { gc: () => void calls.push(Date.now()), rss: () => rss, now: () => Date.now() });
+    r.noteSync(3); // a periodic refresh's sync: not a burst
+    vi.advanceTimersByTime(29_000);
+    r.noteSync(0); // more work: idle starts again
+    vi.advanceTimersByTime(29_900);
+    expect(calls).toHaveLength(0);
+    vi.advanceTimersByTime(100);
+    expect(calls).toHaveLength(1); // nothing measured before: any footprint counts
+    rss += 1 << 20; // 1 MB more: under growthMb
+    r.noteSync(3);
+    vi.advanceTimersByTime(30_000);
+    expect(calls).toHaveLength(1);
+    rss += 2 << 20; // 3 MB more than after the last reclaim
+    r.noteSync(3);
+    vi.advanceTimersByTime(30_000);
+    expect(calls).toHaveLength(2);
   });
 
   it('runs at most once per minIntervalMs', () => {

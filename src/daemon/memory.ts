@@ -92,7 +92,12 @@ export class MemoryReclaimer {
     const started = performance.now();
     this.gc({ type: 'major', execution: 'sync', flavor: 'last-resort' });
     // After the GC: it is what frees the Buffers' malloc memory.
-    const trimmed = this.trim();
+    let trimmed = false;
+    try {
+      trimmed = this.trim();
+    } catch {
+      // An addon without the patch's mallocTrim (a packaging mistake) must not take the daemon down: reported false.
+    }
     this.lastAfterMb = mb();
     this.report(Math.round((performance.now() - started) * 10) / 10, before, this.lastAfterMb, trimmed);
   }

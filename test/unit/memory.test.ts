@@ -53,6 +53,13 @@ describe('MemoryReclaimer', () => {
     vi.advanceTimersByTime(1000);
     expect(order).toEqual(['gc', 'trim']);
     expect(reports).toEqual([true]);
+    // A trim that throws (an addon built without it) is reported as nothing given back, never thrown from the timer.
+    const broken = new MemoryReclaimer((_ms, _a, _b, trimmed) => void reports.push(trimmed), {
+      gc: () => undefined, trim: () => { throw new TypeError('binding.mallocTrim is not a function'); }, now: () => Date.now(),
+    });
+    broken.noteSync(1477);
+    expect(() => vi.advanceTimersByTime(1000)).not.toThrow();
+    expect(reports).toEqual([true, false]);
   });
 
   it('after smaller work, collects once it has been idle for idleMs, and only if resident memory grew since', () => {

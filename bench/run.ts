@@ -263,8 +263,10 @@ async function fullSync(sim: SimulatedEc2, daemon: ManagedProcess): Promise<Mana
   const cliMedian = median(cli);
   const baseMedian = median(base);
   rows.push({
-    figure: `full sync ${ENIS}×${IPS_PER_ENI} from empty (${adds.length} objects): \`ec2netd sync\`, median of ${R}`,
-    value: ms(cliMedian), baseline: `ip -batch: ${ms(baseMedian)}`, ratio: `${(cliMedian / baseMedian).toFixed(1)}×`, target: '≤ 3×', met: cliMedian <= 3 * baseMedian,
+    // The whole one-shot command: node start, the IMDS read and the iptables chain are in it, not in `ip -batch`; the
+    // writes' own figure (issue 12's ≤ 3×) is the daemon's first write → last write below.
+    figure: `full sync ${ENIS}×${IPS_PER_ENI} from empty (${adds.length} objects): \`ec2netd sync\` as a whole command (start, IMDS read, iptables included), median of ${R}`,
+    value: ms(cliMedian), baseline: `ip -batch: ${ms(baseMedian)}`, ratio: `${(cliMedian / baseMedian).toFixed(1)}×`,
   });
   rows.push({
     figure: '  of which: node start (`node -e 0` in the namespace)', value: ms(nodeStart), baseline: '',

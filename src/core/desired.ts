@@ -158,7 +158,11 @@ export function oneOwnerPerAddress(
     if (linkOf.get(eni.mac) === undefined) continue;
     const own = new Set([...eni.ipv4s, ...eni.ipv6s].map(canonicalAddress)
       .concat([...eni.ipv4Prefixes, ...eni.ipv6Prefixes].map((p) => normalizeCidr(p) ?? p)));
-    for (const a of own) listedBy.set(a, [...(listedBy.get(a) ?? []), eni]);
+    for (const a of own) {
+      const group = listedBy.get(a);
+      if (group === undefined) listedBy.set(a, [eni]);
+      else group.push(eni);
+    }
   }
   const lose = new Map<string, Set<string>>();
   const notes: string[] = [];

@@ -22,10 +22,11 @@ import { SyncTrigger, type RunOutcome } from './trigger';
 /** How long SIGTERM waits for a sync in flight before the process exits anyway (well within the unit's TimeoutStopSec=15s). */
 const STOP_WAIT_MS = 5000;
 /**
- * While a new link's IMDS read is in flight, the sync its own link event asks for waits for it (at most this long):
- * run in the middle of the read on the same thread it delayed the read by its whole length (20–45 ms at 15 × 50),
- * and the read's sync follows at once anyway; held, the two are one sync. Bounded, so that an IMDS that hangs
- * delays kernel repairs by no more than this.
+ * While a new link's IMDS read is in flight, a sync (the one its own link event asks for) dumps the kernel and then
+ * waits for the read before it plans (at most this long): planned and written in the middle of the read on the same
+ * thread it delayed the read by its whole length (20–45 ms at 15 × 50), and the read's sync followed at once anyway;
+ * held, the two are one, and the dump overlaps the read. Bounded, so that an IMDS that hangs delays kernel repairs by
+ * no more than this.
  */
 const NEW_LINK_HOLD_MS = 100;
 
@@ -113,6 +114,7 @@ export class Daemon {
       this.readNewLinksEarly(kernel);
     };
     this.reconciler.holdBack = (mac, address) => this.addressWatch.heldBack(mac, address);
+    this.reconciler.beforePlan = () => this.newLinkHold();
     this.mark('modulesLoadedMs');
   }
 
@@ -128,7 +130,7 @@ export class Daemon {
     this.lock = await acquireInstanceLock();
     this.mark('lockMs');
     this.events.on('link', (link: KernelLink) => this.readNewLink(link));
-    this.events.on('change', (kinds: Set<Kind>) => this.requestAfterNewLinkRead(kinds));
+    this.events.on('change', (kinds: Set<Kind>) => this.trigger.request(kinds));
     this.events.on('lost', (why: string) => {
       this.log.warn({ err: why }, `rtnetlink events were lost (${why}): full resync`);
       this.reconciler.forget();
@@ -368,19 +370,13 @@ export class Daemon {
     this.newLinkRead = held;
   }
 
-  /** Kernel changes: a sync, held while a new link's IMDS read is in flight (NEW_LINK_HOLD_MS at most). */
-  private requestAfterNewLinkRead(kinds: Set<Kind>): void {
+  /** What a sync waits for before it plans: a new link's IMDS read in flight, NEW_LINK_HOLD_MS at most. */
+  private newLinkHold(): Promise<void> | undefined {
     const read = this.newLinkRead;
-    if (read === undefined) {
-      this.trigger.request(kinds);
-      return;
-    }
+    if (read === undefined) return undefined;
     let timer: NodeJS.Timeout | undefined;
     const bound = new Promise<void>((resolve) => { timer = setTimeout(resolve, NEW_LINK_HOLD_MS); });
-    void Promise.race([read, bound]).then(() => {
-      clearTimeout(timer);
-      this.trigger.request(kinds);
-    });
+    return Promise.race([read, bound]).then(() => clearTimeout(timer));
   }
 
   /** Starts one targeted read of the MACs not tried yet; its promise (settles once the read's sync is requested). */
@@ -390,17 +386,19 @@ export class Daemon {
     if (fresh.length === 0) return undefined;
     for (const m of fresh) this.unknownAttempts.set(m, 1);
     this.pendingDelayMs = Math.min(this.pendingDelayMs * 2, this.config.sync.pendingRetryMaxMs);
-    return this.refreshImds('new link', fresh);
+    // In one round trip, the listing beside the keys: IMDS lists an ENI before the kernel shows its link, as a rule
+    // (when it does not yet, the keys asked for with it answer 404 once, and the retries ask the listing first).
+    return this.refreshImds('new link', fresh, undefined, true);
   }
 
   /** `gate`: the sync that follows the read waits for it too (at start: the event sockets being subscribed). */
-  private refreshImds(why: string, macs?: string[], gate?: Promise<void>): Promise<void> {
+  private refreshImds(why: string, macs?: string[], gate?: Promise<void>, expectListed = false): Promise<void> {
     // A whole read asked for during a targeted one (the address watch's) runs after it, never folded into it.
     if (this.imdsBusy !== undefined && macs === undefined && !this.imdsBusyWhole) return this.imdsBusy.then(() => this.refreshImds(why));
     if (this.imdsBusy !== undefined) return this.imdsBusy;
     this.imdsBusyWhole = macs === undefined;
     this.log.debug({ action: 'imds' }, `reading IMDS (${why})`);
-    const read = (macs === undefined ? this.reconciler.refreshImds() : this.reconciler.refreshMacs(macs)).then(() => {
+    const read = (macs === undefined ? this.reconciler.refreshImds() : this.reconciler.refreshMacs(macs, { expectListed })).then(() => {
       if (this.startup?.imdsReadMs === undefined) this.mark('imdsReadMs');
     });
     this.imdsBusy = Promise.all([read, gate]).then(() => {

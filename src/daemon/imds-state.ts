@@ -38,8 +38,9 @@ export class ImdsState {
   async refreshMacs(macs: readonly string[], links: readonly KernelLink[], opts: { expectListed?: boolean } = {}): Promise<boolean> {
     const current = this.snapshot;
     if (current === undefined) return this.refresh(links);
-    // `expectListed` (an ENI the snapshot describes, re-read for an address event): its keys are read alongside the
-    // listing, all at once, and dropped if it is not listed after all: one round trip instead of three.
+    // `expectListed` (an ENI the snapshot describes, re-read for an address event; a link the kernel just announced):
+    // its keys are read alongside the listing, all at once, and dropped if it is not listed after all: one round trip
+    // instead of two or three.
     const early = opts.expectListed === true ? new Map([...new Set(macs)].map((mac) => {
       const read = readEni(this.imds, mac, current.primaryMac, { concurrency: 16 });
       read.catch(() => undefined); // handled now: it may fail before it is awaited (after the listing), or never be

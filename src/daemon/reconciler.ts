@@ -77,6 +77,11 @@ export class Reconciler {
   private lastNotes = new Set<string>();
   /** Sees each kernel observation of a sync before it is planned from (the daemon's AddressWatcher). */
   onObserved: ((kernel: KernelState) => void) | undefined;
+  /**
+   * Awaited between a sync's observe and its plan (the daemon's: a new link's IMDS read in flight, bounded), so that
+   * the kernel dump runs while IMDS answers instead of after it. Undefined: nothing to wait for.
+   */
+  beforePlan: () => Promise<void> | undefined = () => undefined;
   /** Addresses IMDS lists that are not to be re-added for now: deleted by someone else, IMDS being re-read. */
   holdBack: (mac: string, address: string) => boolean = () => false;
 
@@ -151,6 +156,11 @@ export class Reconciler {
     const kernel = await this.observe(kinds);
     this.onObserved?.(kernel);
     phase('observeMs');
+    const wait = this.beforePlan();
+    if (wait !== undefined) {
+      await wait;
+      phase('imdsWaitMs');
+    }
     const result = this.planFor(kernel);
     // Repairs of an object in a fight wait for their turn; everything else in the plan goes on. Routes missing after a
     // link or address change were dropped by the kernel (a link flap), not by another tool.

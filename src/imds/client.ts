@@ -4,11 +4,12 @@
 // Behaviour:
 // - IMDSv2 only: a token from PUT /latest/api/token is cached and reused until 90 % of its TTL has passed, and
 //   fetched again once when a GET answers 401 (tokens expire early when IMDS restarts). Never falls back to v1.
-// - Every request has its own timeout (AbortSignal.timeout covers headers and body).
+// - Every request has its own timeout, covering headers and body (a timer that destroys the request).
 // - Network errors, timeouts, 5xx and 429 are retried with exponential backoff and full jitter; other 4xx are not.
 // - 404 means "absent key": get() returns undefined.
 // - Bodies are read as a stream and abandoned as soon as they pass maxBodyBytes (content-length is not trusted).
 import http from 'node:http';
+import { urlToHttpOptions } from 'node:url';
 import type { Config } from '../config';
 import { ImdsError, ImdsValidationError, type ImdsErrorKind } from './errors';
 
@@ -47,8 +48,12 @@ export const TOKEN_REFRESH_FRACTION = 0.9;
 const TOKEN_PATH = '/latest/api/token';
 const TTL_HEADER = 'X-aws-ec2-metadata-token-ttl-seconds';
 const TOKEN_HEADER = 'X-aws-ec2-metadata-token';
+const USER_AGENT = 'ec2netd';
 // Characters IMDS paths are made of (MACs bring the colons); no `..`, no query, no fragment.
 const PATH_RE = /^\/latest\/[A-Za-z0-9._:/-]*$/;
+const DOTDOT_RE = /\/\.\.(?:\/|$)/;
+/** Stateless when not streaming: one for every body. */
+const UTF8 = new TextDecoder('utf-8', { fatal: true });
 
 type Method = 'GET' | 'PUT';
 
@@ -74,7 +79,7 @@ export function splitList(body: string): string[] {
 /** `meta-data/mac` and `/latest/meta-data/mac` both name /latest/meta-data/mac. */
 export function imdsPath(path: string): string {
   const full = path.startsWith('/') ? path : `/latest/${path}`;
-  if (!PATH_RE.test(full) || full.split('/').includes('..')) {
+  if (!PATH_RE.test(full) || DOTDOT_RE.test(full)) {
     throw new ImdsValidationError(full, 'not an IMDS path', path);
   }
   return full;
@@ -84,7 +89,9 @@ const realSleep = (ms: number): Promise<void> => new Promise((resolve) => setTim
 
 export class ImdsClient implements ImdsReader {
   private readonly config: ImdsConfig;
-  private readonly endpoint: string;
+  private readonly target: http.RequestOptions;
+  /** The endpoint's own path, if it has one (before /latest/...). */
+  private readonly prefix: string;
   private readonly sleep: (ms: number) => Promise<void>;
   private readonly random: () => number;
   private readonly now: () => number;
@@ -101,7 +108,11 @@ export class ImdsClient implements ImdsReader {
 
   constructor(config: ImdsConfig, deps: ImdsClientDeps = {}) {
     this.config = config;
-    this.endpoint = config.endpoint.replace(/\/+$/, '');
+    // Parsed once: a URL string per request cost node:http a URL parse each time.
+    const url = new URL(config.endpoint);
+    const { protocol, hostname, port } = urlToHttpOptions(url);
+    this.target = { protocol, hostname, port };
+    this.prefix = url.pathname.replace(/\/+$/, '');
     this.sleep = deps.sleep ?? realSleep;
     this.random = deps.random ?? Math.random;
     this.now = deps.now ?? (() => performance.now());
@@ -111,12 +122,12 @@ export class ImdsClient implements ImdsReader {
   async get(path: string): Promise<string | undefined> {
     const full = imdsPath(path);
     let token = await this.getToken();
-    let answer = await this.request('GET', full, { [TOKEN_HEADER]: token });
+    let answer = await this.request('GET', full, { [TOKEN_HEADER]: token, 'user-agent': USER_AGENT });
     if (answer.status === 401) {
       // Expired or unknown token (IMDS restarted, clock jump): fetch a new one, once.
       this.dropToken(token);
       token = await this.getToken();
-      answer = await this.request('GET', full, { [TOKEN_HEADER]: token });
+      answer = await this.request('GET', full, { [TOKEN_HEADER]: token, 'user-agent': USER_AGENT });
       if (answer.status === 401) {
         throw new ImdsError(full, `IMDS GET ${full}: HTTP 401 even with a fresh token`, {
           kind: 'http', method: 'GET', status: 401,
@@ -154,7 +165,7 @@ export class ImdsClient implements ImdsReader {
   private async fetchToken(): Promise<string> {
     const started = this.now();
     const ttl = this.config.tokenTtlSeconds;
-    const answer = await this.request('PUT', TOKEN_PATH, { [TTL_HEADER]: String(ttl) });
+    const answer = await this.request('PUT', TOKEN_PATH, { [TTL_HEADER]: String(ttl), 'user-agent': USER_AGENT });
     if (answer.status !== 200) {
       // No IMDSv1 fallback: a token endpoint that is absent or refuses is an error.
       throw new ImdsError(TOKEN_PATH, `IMDS PUT ${TOKEN_PATH}: HTTP ${answer.status} (IMDSv2 token refused; no IMDSv1 fallback)`, {
@@ -195,16 +206,14 @@ export class ImdsClient implements ImdsReader {
   }
 
   private async attempt(method: Method, path: string, headers: Record<string, string>): Promise<Attempt> {
-    const signal = AbortSignal.timeout(this.config.timeoutMs);
-    const timeout = (): Attempt => ({
-      ok: false, failure: { retriable: true, kind: 'timeout', reason: `no answer within ${this.config.timeoutMs} ms` },
-    });
     this.counters.requests++;
     let response: HttpAnswer;
     try {
-      response = await httpRequest(`${this.endpoint}${path}`, method, { ...headers, 'user-agent': 'ec2netd' }, signal, this.config.maxBodyBytes, this.agent);
+      response = await httpRequest(this.target, this.prefix + path, method, headers, this.config.timeoutMs, this.config.maxBodyBytes, this.agent);
     } catch (err) {
-      if (signal.aborted) return timeout();
+      if (err instanceof RequestTimeout) {
+        return { ok: false, failure: { retriable: true, kind: 'timeout', reason: `no answer within ${this.config.timeoutMs} ms` } };
+      }
       const stage = (err as { stage?: string }).stage === 'body' ? 'body cut short' : 'connection failed';
       return { ok: false, failure: { retriable: true, kind: 'network', reason: `${stage} (${networkReason(err)})`, cause: err } };
     }
@@ -219,7 +228,7 @@ export class ImdsClient implements ImdsReader {
     }
     let text: string;
     try {
-      text = new TextDecoder('utf-8', { fatal: true }).decode(response.body);
+      text = UTF8.decode(response.body);
     } catch {
       return { ok: false, failure: { retriable: false, kind: 'encoding', reason: 'body is not UTF-8 text' } };
     }
@@ -233,14 +242,33 @@ interface HttpAnswer {
   body?: Buffer;
 }
 
+/** The per-request timeout fired (headers or body not there in time). */
+class RequestTimeout extends Error {}
+
 /**
  * One HTTP request with node:http. Not the global fetch: undici costs ~13 MB of resident memory for a daemon
  * that makes a few hundred small requests a minute (docs/performance.md). Non-2xx bodies are drained unread;
  * a 2xx body is read up to `maxBytes` and never buffered past it (content-length is not trusted).
+ * The timeout is a plain timer that destroys the request: an AbortSignal per attempt cost a signal, its timer and
+ * the abort listeners node:http hangs on it (docs/performance.md, "The IMDS read's CPU").
  */
-function httpRequest(url: string, method: Method, headers: Record<string, string>, signal: AbortSignal, maxBytes: number, agent: http.Agent): Promise<HttpAnswer> {
-  return new Promise((resolve, reject) => {
-    const req = http.request(url, { method, headers, signal, agent }, (res) => {
+function httpRequest(
+  target: http.RequestOptions, path: string, method: Method, headers: Record<string, string>, timeoutMs: number, maxBytes: number, agent: http.Agent,
+): Promise<HttpAnswer> {
+  return new Promise((done, fail) => {
+    let settled = false;
+    const resolve = (answer: HttpAnswer): void => {
+      settled = true;
+      clearTimeout(timer);
+      done(answer);
+    };
+    const reject = (err: unknown): void => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      fail(err);
+    };
+    const req = http.request({ ...target, path, method, headers, agent }, (res) => {
       const status = res.statusCode ?? 0;
       if (status < 200 || status > 299) {
         res.resume();
@@ -259,10 +287,15 @@ function httpRequest(url: string, method: Method, headers: Record<string, string
         }
         chunks.push(chunk);
       });
-      res.on('end', () => resolve({ status, body: Buffer.concat(chunks) }));
+      res.on('end', () => resolve({ status, body: chunks.length === 1 ? chunks[0] : Buffer.concat(chunks) }));
       res.on('error', (err) => reject(Object.assign(err, { stage: 'body' })));
       res.on('aborted', () => reject(Object.assign(new Error('aborted'), { code: 'ECONNRESET', stage: 'body' })));
     });
+    const timer = setTimeout(() => {
+      const err = new RequestTimeout(`no answer within ${timeoutMs} ms`);
+      reject(err);
+      req.destroy(err);
+    }, timeoutMs);
     req.on('error', reject);
     req.end();
   });

@@ -39,6 +39,13 @@ const IDENTITY_KEYS = ['device-number', 'interface-id'] as const;
 const IPV4_KEYS = ['local-ipv4s', 'subnet-ipv4-cidr-block'] as const;
 /** Keys whose absence means "none". */
 const OPTIONAL_KEYS = ['network-card', 'ipv4-prefix', 'ipv6s', 'ipv6-prefix', 'subnet-ipv6-cidr-blocks'] as const;
+/**
+ * Optional keys most ENIs do not have (no IPv6, no delegated prefix): asked for only when the ENI's directory
+ * listing names them, as the VPC CNI does. At 15 ENIs that is 92 requests a whole read instead of 137, without a
+ * round trip more: the listing is read together with the keys every ENI has. The listing is IMDS's own view of the
+ * same ENI, so a key it does not name is a key that would answer 404.
+ */
+const LISTED_ONLY_KEYS = ['ipv4-prefix', 'ipv6s', 'ipv6-prefix', 'subnet-ipv6-cidr-blocks'] as const;
 type EniKey = (typeof IDENTITY_KEYS)[number] | (typeof IPV4_KEYS)[number] | (typeof OPTIONAL_KEYS)[number] | 'network-card-index';
 
 /** Reads the primary MAC, the MAC listing and every listed ENI, each ENI on its own (see the top of this file). */
@@ -156,16 +163,22 @@ async function readEniWith(
   ctx: Context, mac: string, listed: string, primary: boolean,
 ): Promise<{ result: EniRead; cardServed: boolean }> {
   const base = `${MACS_PATH}${listed}/`;
-  const pathOf = (key: EniKey): string => imdsPath(base + key);
-  const keys = [...IDENTITY_KEYS, ...IPV4_KEYS, ...OPTIONAL_KEYS];
-  const bodies = await Promise.all(keys.map((key) => ctx.get(base + key)));
+  // Checked once; the keys are ours. (Per use it was ~750 regex checks a read at 15 × 50: one per address.)
+  const fullBase = imdsPath(base);
+  const pathOf = (key: EniKey): string => fullBase + key;
+  // The keys every ENI has, and the ENI's directory listing (last: a failure among the keys stops it being sent).
+  const keys: EniKey[] = [...IDENTITY_KEYS, ...IPV4_KEYS, 'network-card'];
+  const bodies = await Promise.all([...keys.map((key) => ctx.get(base + key)), ctx.get(base)]);
   const raw = new Map<EniKey, string | undefined>(keys.map((key, i) => [key, bodies[i]]));
+  const directory = bodies[keys.length];
+  // No listing (an IMDS or mock without directories, or a MAC no longer listed): every key is asked for, as before.
+  const names = directory === undefined ? undefined : new Set(splitList(directory).map((entry) => entry.replace(/\/$/, '')));
+  const asked = (key: EniKey): boolean => names === undefined || names.has(key);
   // Older IMDS versions (and the AWS mock) name it network-card-index.
-  let cardKey: EniKey = 'network-card';
-  if (raw.get('network-card') === undefined) {
-    cardKey = 'network-card-index';
-    raw.set(cardKey, await ctx.get(base + cardKey));
-  }
+  const cardKey: EniKey = raw.get('network-card') === undefined ? 'network-card-index' : 'network-card';
+  const more: EniKey[] = [...LISTED_ONLY_KEYS.filter(asked), ...(cardKey === 'network-card-index' && asked(cardKey) ? [cardKey] : [])];
+  const moreBodies = await Promise.all(more.map((key) => ctx.get(base + key)));
+  more.forEach((key, i) => raw.set(key, moreBodies[i]));
   const value = (key: EniKey): string | undefined => raw.get(key);
   const list = (key: EniKey): string[] | undefined => {
     const body = value(key);

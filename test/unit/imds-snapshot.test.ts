@@ -86,10 +86,29 @@ describe('readSnapshot', () => {
         },
       ],
     });
-    // One token; 2 top-level GETs and 9 keys per ENI (network-card present, so no network-card-index).
+    // One token; 2 top-level GETs; per ENI its directory listing and the 5 keys every ENI has (network-card present,
+    // so no network-card-index), then the optional keys its listing names: MAC0 2 (IPv6), MAC1 1 (an IPv4 prefix), MAC2 2.
     expect(sim.stats().tokenPuts).toBe(1);
-    expect(sim.stats().requests).toBe(1 + 2 + 3 * 9);
+    expect(sim.stats().requests).toBe(1 + 2 + 3 * 6 + 2 + 1 + 2);
     expect(sim.stats().byPath[macPath(MAC0, 'network-card-index')]).toBeUndefined();
+  });
+
+  it('asks for an optional key only when the ENI\'s listing names it, and reads the same without listings', async () => {
+    const lister = client();
+    const withListing = await readSnapshot(lister);
+    expect(sim.stats().byPath[macPath(MAC1, '')]).toBe(1);
+    for (const key of ['ipv6s', 'ipv6-prefix', 'subnet-ipv6-cidr-blocks']) expect(sim.stats().byPath[macPath(MAC1, key)]).toBeUndefined();
+    expect(sim.stats().byPath[macPath(MAC1, 'ipv4-prefix')]).toBe(1);
+    // An IMDS without directory listings (a mock): every key is asked for, and the snapshot is the same.
+    sim.resetStats();
+    const inner = client();
+    const noListing: ImdsReader = { get: (path) => (/macs\/[^/]+\/$/.test(path) ? Promise.resolve(undefined) : inner.get(path)) };
+    expect(await readSnapshot(noListing)).toEqual(withListing);
+    expect(sim.stats().byPath[macPath(MAC1, 'ipv6s')]).toBe(1);
+    // A key the listing names that then answers 404 is absent, as before (here: the IPv4 part of MAC1 is held).
+    sim.setInstance(instance(eni0(), { ...eni1(), hide: ['subnet-ipv4-cidr-block'] }));
+    const one = await readEni(client(), MAC1, MAC0);
+    expect(one.status === 'ready' && one.unsettled).toEqual([{ part: 'ipv4', reason: 'IMDS key absent: subnet-ipv4-cidr-block' }]);
   });
 
   it('normalizes an unaligned prefix or subnet, upper-case MACs, and duplicate addresses', async () => {

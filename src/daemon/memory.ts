@@ -12,6 +12,7 @@
 // 15 × 50 that V8 keeps until its next major GC: once work has been quiet for `idleMs` (30 s) after any sync, the
 // same reclaim runs if resident memory grew by `growthMb` (2 MB) since the last one (a fight that goes on leaves
 // no 30 s of quiet, so it is not collected after each repair; an idle daemon's periodic refresh may be, once).
+// A sync after which the footprint is 16 MB above the last reclaim's counts as a burst whatever its weight.
 // Needs node's --expose-gc (bin/ec2netd and the unit pass it); without it this does nothing.
 
 export type Gc = (options: { type: 'major'; execution: 'sync'; flavor: 'last-resort' }) => void;
@@ -24,6 +25,8 @@ export interface ReclaimOptions {
   /** Quiet after smaller work (weight under `burst`) before a reclaim, which runs only if resident memory grew by `growthMb` since the last one. */
   idleMs?: number;
   growthMb?: number;
+  /** Resident growth since the last reclaim that makes any work a burst (reclaimed after quietMs). */
+  burstGrowthMb?: number;
   /** Resident bytes (default: process.memoryUsage.rss). */
   rss?: () => number;
   burst?: number;
@@ -43,9 +46,10 @@ export class MemoryReclaimer {
   private readonly quietMs: number;
   private readonly idleMs: number;
   private readonly growthMb: number;
+  private readonly burstGrowthMb: number;
   private readonly rss: () => number;
-  /** Resident MB after the last reclaim (none yet: any growth counts). */
-  private lastAfterMb = 0;
+  /** Resident MB after the last reclaim (none yet: when this reclaimer was made, at start). */
+  private lastAfterMb: number;
   private readonly burst: number;
   private readonly minIntervalMs: number;
   private readonly now: () => number;
@@ -57,7 +61,9 @@ export class MemoryReclaimer {
     this.quietMs = options.quietMs ?? 1000;
     this.idleMs = options.idleMs ?? 30_000;
     this.growthMb = options.growthMb ?? 2;
+    this.burstGrowthMb = options.burstGrowthMb ?? 16;
     this.rss = options.rss ?? (() => process.memoryUsage.rss());
+    this.lastAfterMb = this.rss() / 1048576;
     this.burst = options.burst ?? 32;
     this.minIntervalMs = options.minIntervalMs ?? 10_000;
     this.now = options.now ?? Date.now;
@@ -68,7 +74,9 @@ export class MemoryReclaimer {
   noteSync(changes: number): void {
     if (this.gc === undefined) return;
     this.weight += 1 + changes / 4;
-    const burst = this.weight >= this.burst;
+    // Or grown by burstGrowthMb since the last reclaim: the end of a storm whose first part a reclaim already
+    // followed (in a lull) weighs little by count, and can still hold tens of MB (a link storm's dumps, 50 MB).
+    const burst = this.weight >= this.burst || this.rss() / 1048576 >= this.lastAfterMb + this.burstGrowthMb;
     if (this.timer !== undefined) clearTimeout(this.timer);
     const wait = Math.max(burst ? this.quietMs : this.idleMs, this.last + this.minIntervalMs - this.now());
     this.timer = setTimeout(() => this.reclaim(burst), wait);

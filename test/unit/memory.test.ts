@@ -10,7 +10,7 @@ describe('MemoryReclaimer', () => {
   const make = (gc: unknown = 'default'): { r: MemoryReclaimer; gc: unknown; reports: number[][] } => {
     const reports: number[][] = [];
     const collector = gc === 'default' ? vi.fn() : gc;
-    const r = new MemoryReclaimer((ms, a, b) => void reports.push([ms, a, b]), { gc: collector, now: () => Date.now() });
+    const r = new MemoryReclaimer((ms, a, b) => void reports.push([ms, a, b]), { gc: collector, now: () => Date.now(), rss: () => 60 << 20 });
     return { r, gc: collector, reports };
   };
 
@@ -72,7 +72,11 @@ describe('MemoryReclaimer', () => {
     vi.advanceTimersByTime(29_900);
     expect(calls).toHaveLength(0);
     vi.advanceTimersByTime(100);
-    expect(calls).toHaveLength(1); // nothing measured before: any footprint counts
+    expect(calls).toHaveLength(0); // no growth since the reclaimer was made: nothing to give back
+    rss += 3 << 20;
+    r.noteSync(3);
+    vi.advanceTimersByTime(30_000);
+    expect(calls).toHaveLength(1);
     rss += 1 << 20; // 1 MB more: under growthMb
     r.noteSync(3);
     vi.advanceTimersByTime(30_000);
@@ -81,6 +85,21 @@ describe('MemoryReclaimer', () => {
     r.noteSync(3);
     vi.advanceTimersByTime(30_000);
     expect(calls).toHaveLength(2);
+  });
+
+  it('a few syncs after which the footprint grew by burstGrowthMb are a burst (the end of a storm after a reclaim in a lull)', () => {
+    let rss = 60 << 20;
+    const calls: number[] = [];
+    const r = new MemoryReclaimer(() => undefined, { gc: () => void calls.push(Date.now()), rss: () => rss, now: () => Date.now() });
+    r.noteSync(0);
+    rss += 15 << 20;
+    r.noteSync(0);
+    vi.advanceTimersByTime(1000);
+    expect(calls).toHaveLength(0); // 15 MB: not yet
+    rss += 1 << 20;
+    r.noteSync(0);
+    vi.advanceTimersByTime(1000);
+    expect(calls).toHaveLength(1);
   });
 
   it('runs at most once per minIntervalMs', () => {

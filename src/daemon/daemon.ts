@@ -116,6 +116,7 @@ export class Daemon {
       this.addressWatch.observed(kernel);
       this.readNewLinksEarly(kernel);
     };
+    this.reconciler.onWritten = (inPlace) => this.addressWatch.wrote(inPlace);
     this.reconciler.holdBack = (mac, address) => this.addressWatch.heldBack(mac, address);
     this.mark('modulesLoadedMs');
   }

@@ -77,6 +77,8 @@ export class Reconciler {
   private lastNotes = new Set<string>();
   /** Sees each kernel observation of a sync before it is planned from (the daemon's AddressWatcher). */
   onObserved: ((kernel: KernelState) => void) | undefined;
+  /** Sees the changes of each write that the kernel took (done, or there already): the daemon's AddressWatcher. */
+  onWritten: ((inPlace: readonly Change[]) => void) | undefined;
   /** Addresses IMDS lists that are not to be re-added for now: deleted by someone else, IMDS being re-read. */
   holdBack: (mac: string, address: string) => boolean = () => false;
 
@@ -216,6 +218,7 @@ export class Reconciler {
     for (const f of this.fights.applied(done)) this.warnFight(f, done, result.desired);
     const doneSet = new Set(done);
     for (const change of result.plan) this.record(change, kernel, doneSet.has(change));
+    this.onWritten?.(result.plan.filter((c) => !failed.has(c)));
     // A repair in a fight is in the fight's warning: not one journal line per round. A large sync: counts per ENI.
     logChanges(this.deps.log, done, (c) => changeFields(c, result.desired), (c) => this.fights.inFight(c));
     const byText = new Map(result.plan.map((c) => [formatChange(c), c]));

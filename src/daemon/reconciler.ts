@@ -227,7 +227,9 @@ export class Reconciler {
     report.errors.push(...outcome.failed.map((f) => `${formatChange(f.change)}: ${f.error.message}`));
     report.applied = outcome.applied - existed.size;
     this.saveLedger();
-    // What was written changes the kernel: read it fresh next time rather than trusting the plan.
+    // What was written changes the kernel: read it fresh next time rather than trusting the plan. No notification of
+    // the writes asks for that read (the kernel drops them: src/kernel/event-filter.ts); the next sync, whatever asks
+    // for it, reads everything.
     this.kernel.forget();
   }
 

@@ -227,10 +227,10 @@ export class Reconciler {
     report.errors.push(...outcome.failed.map((f) => `${formatChange(f.change)}: ${f.error.message}`));
     report.applied = outcome.applied - existed.size;
     this.saveLedger();
-    // What was written changes the kernel: read it fresh next time rather than trusting the plan. No notification of
-    // the writes asks for that read (the kernel drops them: src/kernel/event-filter.ts); the next sync, whatever asks
-    // for it, reads everything.
-    this.kernel.forget();
+    // What was written changes the kernel: the next sync, whatever asks for it, reads those kinds fresh rather than
+    // trusting the plan (KernelCache.written). Forgetting everything put a whole dump on the path of the next event's
+    // sync (a hot attach after a detach), which the echo sync used to pay off that path (docs/performance.md).
+    this.kernel.written(result.plan.map(kindOf));
   }
 
   private warnFight(f: Fight, done: readonly Change[], desired: DesiredState): void {
@@ -284,6 +284,20 @@ export class Reconciler {
   linkOf(mac: string): KernelLink | undefined {
     const state = this.kernel.current;
     return state === undefined ? undefined : linkForMac(state.links, mac);
+  }
+}
+
+/** The kind of kernel object a change writes. */
+export function kindOf(change: Change): Kind {
+  switch (change.op) {
+    case 'link-up': return 'link';
+    case 'add-address':
+    case 'del-address': return 'address';
+    case 'add-route':
+    case 'replace-route':
+    case 'del-route': return 'route';
+    case 'add-rule':
+    case 'del-rule': return 'rule';
   }
 }
 

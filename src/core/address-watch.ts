@@ -18,7 +18,7 @@
 //   the addresses deleted with it (a flush of the link, not a failover).
 import { isLinkLocal6, linkForMac } from './desired';
 import { canonicalAddress, cidrContains, parseCidr } from './ip';
-import type { EniInfo, ImdsSnapshot, KernelAddress, KernelLink } from './types';
+import type { Change, EniInfo, ImdsSnapshot, KernelAddress, KernelLink } from './types';
 
 export type AddressChange = 'appeared' | 'vanished';
 
@@ -56,6 +56,34 @@ export function listedOn(eni: EniInfo, address: string): boolean {
 function listedIn(snapshot: ImdsSnapshot, mac: string, address: string): boolean {
   const eni = snapshot.enis.find((e) => e.mac === mac);
   return eni !== undefined && listedOn(eni, address);
+}
+
+/**
+ * An observation as ec2netd's own writes left it: the addresses it added (or found there: EEXIST) present, the
+ * ones it deleted gone, the links it set up up. The kernel no longer sends the daemon the notifications of its own
+ * writes (src/kernel/event-filter.ts), so no sync observes the state right after them; compared with the state
+ * before them, an address ec2netd added and another process deleted at once would look unchanged (never watched,
+ * put back at once), and one on a link ec2netd just set up would be skipped as "on a link that was down".
+ * `inPlace`: the changes the kernel took. Deletions are not needed for correctness (their own notification still
+ * arrives, and its sync observes) but are applied too, so that the result is what the kernel holds.
+ */
+export function afterWrites(state: KernelAddresses, inPlace: readonly Change[]): KernelAddresses {
+  let links = state.links;
+  let addresses = state.addresses;
+  const same = (a: KernelAddress, b: Pick<KernelAddress, 'ifindex' | 'address' | 'prefixLen'>): boolean =>
+    a.ifindex === b.ifindex && a.prefixLen === b.prefixLen && canonicalAddress(a.address) === canonicalAddress(b.address);
+  for (const c of inPlace) {
+    if (c.op === 'link-up') {
+      links = links.map((l) => (l.index === c.link.index && !l.up ? { ...l, up: true } : l));
+    } else if (c.op === 'add-address') {
+      if (addresses.some((a) => same(a, c.address))) continue;
+      const { ifindex, family, address, prefixLen, noPrefixRoute } = c.address;
+      addresses = [...addresses, { ifindex, family, address, prefixLen, noPrefixRoute }];
+    } else if (c.op === 'del-address') {
+      addresses = addresses.filter((a) => !same(a, c.address));
+    }
+  }
+  return { links, addresses };
 }
 
 /**

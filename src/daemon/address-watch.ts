@@ -1,9 +1,9 @@
 // The daemon's side of src/core/address-watch.ts: compares each kernel observation with the previous one, reads the
 // ENIs whose addresses changed unexplained (targeted IMDS reads, serialized with the daemon's other reads), and asks
 // for a sync after each read. Why and the rules: src/core/address-watch.ts and docs/failover.md.
-import { AddressWatch, DEFAULT_WATCH_POLICY, type KernelAddresses, type WatchPolicy } from '../core/address-watch';
+import { AddressWatch, afterWrites, DEFAULT_WATCH_POLICY, type KernelAddresses, type WatchPolicy } from '../core/address-watch';
 import { linkForMac } from '../core/desired';
-import type { ImdsSnapshot, KernelLink, KernelState } from '../core/types';
+import type { Change, ImdsSnapshot, KernelLink, KernelState } from '../core/types';
 import type { Logger } from '../log';
 
 export interface AddressWatcherDeps {
@@ -45,6 +45,14 @@ export class AddressWatcher {
           : `${c.address} deleted from ${name} while IMDS lists it: not put back while ${c.mac} is re-read (a failover?)`);
     }
     if (changes.length > 0) this.schedule();
+  }
+
+  /**
+   * ec2netd's own writes that the kernel took: the next observation is compared with the state they left, not with
+   * the one before them (no echo of them arrives to make a sync observe it: afterWrites in src/core/address-watch.ts).
+   */
+  wrote(inPlace: readonly Change[]): void {
+    if (this.previous !== undefined) this.previous = afterWrites(this.previous, inPlace);
   }
 
   /** A vanished address whose watch runs: not re-added (Reconciler.planFor asks). */

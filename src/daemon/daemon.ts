@@ -92,8 +92,9 @@ export class Daemon {
     const previous = readPreviousSnapshot(config.stateDir);
     if (previous.problem !== undefined) log.warn(previous.problem);
     if (previous.snapshot !== undefined) log.info(`restarting over the previous run's IMDS state (${previous.snapshot.enis.length} ENIs): an ENI read incompletely now keeps it`);
+    const nl = openNetlink({ timeoutMs: config.sync.requestTimeoutMs });
     this.reconciler = new Reconciler({
-      config, log, ledger, previousSnapshot: previous.snapshot, nl: openNetlink({ timeoutMs: config.sync.requestTimeoutMs }), imds: new ImdsClient(config.imds),
+      config, log, ledger, previousSnapshot: previous.snapshot, nl, imds: new ImdsClient(config.imds),
       iptables: new IptablesAdapter(config),
     });
     const { sync } = config;
@@ -103,6 +104,11 @@ export class Daemon {
       fullKinds: ALL_KINDS, retryBaseMs: sync.pendingRetryBaseMs, retryMaxMs: sync.pendingRetryMaxMs,
     });
     this.events = new KernelEvents();
+    // The kernel drops the notifications of the request socket's own writes before they reach the event socket
+    // (src/kernel/event-filter.ts); the filter follows the request socket when it is replaced (a new port), and the
+    // event socket when it reopens (NetlinkEvents re-attaches it). Set synchronously as a request socket opens,
+    // before anything is written through it.
+    nl.onPort = (port) => this.events.ignoreOwnWrites(port);
     this.netfilter = config.containers.enabled ? new NetfilterEvents() : undefined;
     this.pendingDelayMs = config.sync.pendingRetryBaseMs;
     this.retryDelayMs = config.sync.pendingRetryBaseMs;
@@ -113,6 +119,7 @@ export class Daemon {
       this.addressWatch.observed(kernel);
       this.readNewLinksEarly(kernel);
     };
+    this.reconciler.onWritten = (inPlace) => this.addressWatch.wrote(inPlace);
     this.reconciler.holdBack = (mac, address) => this.addressWatch.heldBack(mac, address);
     this.reconciler.beforePlan = () => this.newLinkHold();
     this.mark('modulesLoadedMs');
@@ -131,6 +138,10 @@ export class Daemon {
     this.mark('lockMs');
     this.events.on('link', (link: KernelLink) => this.readNewLink(link));
     this.events.on('change', (kinds: Set<Kind>) => this.trigger.request(kinds));
+    this.events.once('unfiltered', (why: string) => {
+      // An optimisation lost, nothing more: the echoes are read and cost a sync each, as before the filter.
+      this.log.warn({ err: why }, `${why}: the notifications of ec2netd's own writes are read (and cost a sync each)`);
+    });
     this.events.on('lost', (why: string) => {
       this.log.warn({ err: why }, `rtnetlink events were lost (${why}): full resync`);
       this.reconciler.forget();

@@ -82,6 +82,8 @@ export class Reconciler {
    * the kernel dump runs while IMDS answers instead of after it. Undefined: nothing to wait for.
    */
   beforePlan: () => Promise<void> | undefined = () => undefined;
+  /** Sees the changes of each write that the kernel took (done, or there already): the daemon's AddressWatcher. */
+  onWritten: ((inPlace: readonly Change[]) => void) | undefined;
   /** Addresses IMDS lists that are not to be re-added for now: deleted by someone else, IMDS being re-read. */
   holdBack: (mac: string, address: string) => boolean = () => false;
 
@@ -226,6 +228,7 @@ export class Reconciler {
     for (const f of this.fights.applied(done)) this.warnFight(f, done, result.desired);
     const doneSet = new Set(done);
     for (const change of result.plan) this.record(change, kernel, doneSet.has(change));
+    this.onWritten?.(result.plan.filter((c) => !failed.has(c)));
     // A repair in a fight is in the fight's warning: not one journal line per round. A large sync: counts per ENI.
     logChanges(this.deps.log, done, (c) => changeFields(c, result.desired), (c) => this.fights.inFight(c));
     const byText = new Map(result.plan.map((c) => [formatChange(c), c]));
@@ -234,8 +237,10 @@ export class Reconciler {
     report.errors.push(...outcome.failed.map((f) => `${formatChange(f.change)}: ${f.error.message}`));
     report.applied = outcome.applied - existed.size;
     this.saveLedger();
-    // What was written changes the kernel: read it fresh next time rather than trusting the plan.
-    this.kernel.forget();
+    // What was written changes the kernel: the next sync, whatever asks for it, reads those kinds fresh rather than
+    // trusting the plan (KernelCache.written). Forgetting everything put a whole dump on the path of the next event's
+    // sync (a hot attach after a detach), which the echo sync used to pay off that path (docs/performance.md).
+    this.kernel.written(result.plan.map(kindOf));
   }
 
   private warnFight(f: Fight, done: readonly Change[], desired: DesiredState): void {
@@ -289,6 +294,20 @@ export class Reconciler {
   linkOf(mac: string): KernelLink | undefined {
     const state = this.kernel.current;
     return state === undefined ? undefined : linkForMac(state.links, mac);
+  }
+}
+
+/** The kind of kernel object a change writes. */
+export function kindOf(change: Change): Kind {
+  switch (change.op) {
+    case 'link-up': return 'link';
+    case 'add-address':
+    case 'del-address': return 'address';
+    case 'add-route':
+    case 'replace-route':
+    case 'del-route': return 'route';
+    case 'add-rule':
+    case 'del-rule': return 'rule';
   }
 }
 

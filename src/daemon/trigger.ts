@@ -3,8 +3,10 @@
 //   after `debounceMs` of quiet; requests made during a run cause exactly one more run;
 // - minimum interval: runs take a token from a bucket of `burst` tokens, refilled one per `minIntervalMs`, so a
 //   long storm of events (containers starting, a fight over a rule) costs a bounded number of runs per second while
-//   the first runs after a quiet period start after `debounceMs` only. Every run pays, the echo of a run's own
-//   writes included: nothing lets a loop run unbounded;
+//   the first runs after a quiet period start after `debounceMs` only. Every run pays, including one that the
+//   notification of a run's own writes asks for (the kernel drops most of those before they reach the daemon:
+//   src/kernel/event-filter.ts; link changes and IPv6 addresses carry no writer's port and still come): nothing
+//   lets a loop run unbounded;
 // - retry after error: a run that fails (resolves 'failed' or throws) is run again with its kinds after a backoff
 //   (`retryBaseMs` doubling up to `retryMaxMs`; a run that succeeds resets it); other requests wait for it too;
 // - maximum interval: `maxIntervalMs` after the last run of all of `fullKinds`, those kinds are requested: the

@@ -5,6 +5,8 @@ import { ALL_KINDS, readKernelState, type ObjectKind } from './observe';
 
 export class KernelCache {
   private state: KernelState | undefined;
+  /** Kinds ec2netd wrote since the last observe: read again next time, whatever kinds that observe asks for. */
+  private readonly stale = new Set<ObjectKind>();
   /** The links of the last observation, kept when the rest is dropped (the last-good merge needs them). */
   links: KernelLink[] = [];
 
@@ -16,14 +18,28 @@ export class KernelCache {
    * `src` address goes away, and a cached route that is no longer there would never be repaired.
    */
   async observe(kinds: ReadonlySet<ObjectKind>): Promise<KernelState> {
-    const ask = new Set(this.state === undefined ? ALL_KINDS : kinds);
+    const ask = new Set(this.state === undefined ? ALL_KINDS : [...kinds, ...this.stale]);
     if (ask.has('link') || ask.has('address')) ask.add('route');
     this.state = await readKernelState(this.nl, ask, this.state);
+    this.stale.clear();
     this.links = this.state.links;
     return this.state;
   }
 
-  /** The next observe() reads everything: after writes, lost events, on SIGHUP and at the maximum interval. */
+  /**
+   * ec2netd wrote objects of these kinds (attempted: a request that timed out may have been applied): the next
+   * observe reads them again rather than trusting the plan. No notification of the writes asks for that read any
+   * more (the kernel drops them: src/kernel/event-filter.ts), and the other kinds stay as good as the events keep
+   * them: what the kernel changes by itself because of a write comes as its own notification (a link set up: its
+   * IPv6 link-local address; an address deleted: its own notification is kept for the secondaries the kernel drops
+   * with it), except the IPv4 routes it removes silently with an address or a link, which the link and address
+   * kinds' route re-read covers.
+   */
+  written(kinds: Iterable<ObjectKind>): void {
+    for (const k of kinds) this.stale.add(k);
+  }
+
+  /** The next observe() reads everything: after lost events, a failed sync, on SIGHUP and at the maximum interval. */
   forget(): void {
     this.state = undefined;
   }

@@ -6,6 +6,10 @@
 // sockets take ~1 ms: docs/performance.md). The `netlink` addon used to abort the process on an overrun; the
 // patched one reports it, and an overrun is a 'lost': a full resync.
 //
+// The kernel filters the socket (src/kernel/event-filter.ts, a classic BPF program): routes of the local table are
+// dropped before they are queued, and so, once the daemon says which port its request socket has (ignoreOwnWrites),
+// are the notifications of ec2netd's own writes (except address deletions): they never wake the thread.
+//
 // One content is used: a new link's MAC (RTM_NEWLINK), so that the daemon can start reading IMDS for an ENI it
 // does not know as soon as the kernel announces it, before the sync that the 'change' asks for has even begun.
 //
@@ -14,7 +18,9 @@
 //   'change' (kinds: Set<ObjectKind>)  object kinds seen since the last emit, coalesced per event-loop turn
 //   'lost'   (reason: string)          events may have been missed: resync everything
 //   'ready'  (port: number)            the socket is subscribed
+//   'unfiltered' (reason: string)      the kernel refused the filter: every message is read (as without one)
 import type { KernelLink } from '../core/types';
+import { rtnetlinkEventFilter } from './event-filter';
 import { parseLinkMessage } from './links';
 import { NETLINK_ROUTE, NetlinkEvents, type NetlinkEventsOptions } from './netlink-events';
 import {
@@ -22,7 +28,10 @@ import {
 } from './rtnl-codec';
 import type { ObjectKind } from './observe';
 
-export type KernelEventsOptions = NetlinkEventsOptions;
+export interface KernelEventsOptions extends NetlinkEventsOptions {
+  /** Filter in the kernel (default true); false: every message is read and classified here (tests compare). */
+  kernelFilter?: boolean;
+}
 
 const KINDS: readonly ObjectKind[] = ['link', 'address', 'route', 'rule'];
 const LINK = 1;
@@ -75,11 +84,25 @@ export declare interface KernelEvents {
   on(event: 'change', listener: (kinds: Set<ObjectKind>) => void): this;
   on(event: 'lost', listener: (reason: string) => void): this;
   on(event: 'ready', listener: (port: number) => void): this;
+  on(event: 'unfiltered', listener: (reason: string) => void): this;
 }
 
 export class KernelEvents extends NetlinkEvents<ObjectKind> {
+  private readonly kernelFilter: boolean;
+
   constructor(options: KernelEventsOptions = {}) {
     super({ name: 'rtnetlink events', protocol: NETLINK_ROUTE, groups: RTNL_GROUPS, kinds: KINDS, classify: classifyRtnetlink }, options);
+    this.kernelFilter = options.kernelFilter ?? true;
+    if (this.kernelFilter) this.setFilter(rtnetlinkEventFilter());
+  }
+
+  /**
+   * The daemon's request socket now has port `port` (undefined: it has none open): the kernel drops the
+   * notifications of what that socket writes, on this socket and on any it reopens. The ACKs tell the writer how
+   * each write went; its echo would only cost a read and a sync that finds nothing to do.
+   */
+  ignoreOwnWrites(port: number | undefined): void {
+    if (this.kernelFilter) this.setFilter(rtnetlinkEventFilter(port === undefined ? {} : { ownPort: port }));
   }
 
   protected override inspect(buf: Buffer, offset: number, length: number): void {

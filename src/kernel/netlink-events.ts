@@ -7,10 +7,15 @@
 // `netlink` addon reports it as an ENOBUFS error and keeps the socket (patches/, docs/dependencies.md), which
 // is a 'lost'. Any other socket error closes the socket, and a fresh one is opened after a backoff.
 //
+// A watcher may give the kernel a socket filter (classic BPF, setFilter): messages it drops are never queued, read
+// or counted against the receive buffer. It is attached to every socket opened from then on (reopens included);
+// when the kernel refuses it, the socket works unfiltered ('unfiltered'): a filter is an optimisation only.
+//
 // Events:
-//   'change' (kinds: Set<K>)    kinds seen since the last emit, coalesced per event-loop turn
-//   'lost'   (reason: string)   events may have been missed
-//   'ready'  (port: number)     a socket is subscribed (its netlink port id)
+//   'change'     (kinds: Set<K>)    kinds seen since the last emit, coalesced per event-loop turn
+//   'lost'       (reason: string)   events may have been missed
+//   'ready'      (port: number)     a socket is subscribed (its netlink port id)
+//   'unfiltered' (reason: string)   the socket filter could not be attached: every message is read
 import { EventEmitter } from 'node:events';
 import { RawNetlinkSocket } from './netlink-package';
 import { NLMSG_HDRLEN } from './rtnl-codec';
@@ -44,6 +49,10 @@ export interface EventSocket {
   setRecvBufferSize(size: number, force?: boolean): unknown;
   address(): { port: number };
   close(): void;
+  /** SO_ATTACH_FILTER (replaces any filter); absent on sockets that cannot filter. */
+  attachFilter?(program: Buffer): void;
+  /** SO_DETACH_FILTER. */
+  detachFilter?(): void;
 }
 
 /** What a concrete watcher supplies. */
@@ -62,9 +71,11 @@ export declare interface NetlinkEvents<K extends string> {
   on(event: 'change', listener: (kinds: Set<K>) => void): this;
   on(event: 'lost', listener: (reason: string) => void): this;
   on(event: 'ready', listener: (port: number) => void): this;
+  on(event: 'unfiltered', listener: (reason: string) => void): this;
   once(event: 'change', listener: (kinds: Set<K>) => void): this;
   once(event: 'lost', listener: (reason: string) => void): this;
   once(event: 'ready', listener: (port: number) => void): this;
+  once(event: 'unfiltered', listener: (reason: string) => void): this;
 }
 
 export class NetlinkEvents<K extends string> extends EventEmitter {
@@ -79,6 +90,8 @@ export class NetlinkEvents<K extends string> extends EventEmitter {
   /** Kinds seen since the last 'change' (bit set), and whether an emit is scheduled. */
   private pending = 0;
   private scheduled = false;
+  /** The socket filter every socket gets (setFilter), if any. */
+  private filter: Buffer | undefined;
   /** Overruns reported so far (for tests and the bench). */
   overruns = 0;
 
@@ -93,6 +106,35 @@ export class NetlinkEvents<K extends string> extends EventEmitter {
   /** The port id of the subscribed socket, if one is open. */
   get port(): number | undefined {
     return this.sock?.address().port;
+  }
+
+  /**
+   * The socket filter (a classic BPF program: src/kernel/event-filter.ts) for the open socket, now, and for every
+   * socket opened later; undefined removes it. A filter the kernel refuses leaves the socket unfiltered ('unfiltered').
+   */
+  setFilter(program: Buffer | undefined): void {
+    this.filter = program;
+    if (this.sock !== undefined) this.applyFilter(this.sock);
+  }
+
+  private applyFilter(sock: EventSocket): void {
+    const program = this.filter;
+    try {
+      if (program !== undefined) {
+        if (sock.attachFilter === undefined) throw new Error('this socket cannot attach a filter');
+        sock.attachFilter(program);
+      } else {
+        sock.detachFilter?.();
+      }
+    } catch (err) {
+      // ENOENT: there was no filter to detach, which is what was wanted.
+      if (program === undefined && (err as { code?: string }).code === 'ENOENT') return;
+      if (program !== undefined) {
+        // A half-known state is worse than none: the socket reads everything, as without a filter.
+        try { sock.detachFilter?.(); } catch { /* none attached */ }
+      }
+      this.emit('unfiltered', `${this.spec.name}: cannot ${program === undefined ? 'detach' : 'attach'} the socket filter: ${(err as Error).message}`);
+    }
   }
 
   /**
@@ -125,6 +167,8 @@ export class NetlinkEvents<K extends string> extends EventEmitter {
     const sock = this.openSocket(this.spec.protocol);
     try {
       sock.setRecvBufferSize(this.receiveBufferBytes, true);
+      // Before joining the groups, so that no message the filter would drop is ever queued.
+      if (this.filter !== undefined) this.applyFilter(sock);
       for (const group of this.spec.groups) sock.addMembership(group);
     } catch (err) {
       closeQuietly(sock);
@@ -168,8 +212,8 @@ export class NetlinkEvents<K extends string> extends EventEmitter {
     }, delay);
   }
 
-  /** One datagram: usually one message (a notification), possibly several. */
-  private onMessage(buf: Buffer): void {
+  /** One datagram: usually one message (a notification), possibly several. Protected: the test tool watches it. */
+  protected onMessage(buf: Buffer): void {
     let seen = 0;
     for (let off = 0; off + NLMSG_HDRLEN <= buf.length;) {
       const length = buf.readUInt32LE(off);

@@ -90,6 +90,9 @@ export interface NetlinkOptions {
   createSocket?: () => RtNetlinkSocket;
 }
 
+/** Told the port of each request socket when it opens, and undefined when it is dropped or closed. */
+export type PortListener = (port: number | undefined) => void;
+
 /** How many times a dump is re-run when the kernel flags it interrupted, before the read fails. */
 export const DUMP_ATTEMPTS = 3;
 
@@ -110,6 +113,11 @@ export class Netlink {
   private dumping: Promise<unknown> = Promise.resolve();
   /** sendAll's requests waiting for their ACK, by sequence number. */
   private readonly acks = new Map<number, (errno: number) => void>();
+  /**
+   * Called synchronously when a socket opens, before anything is sent on it, and when it goes: the daemon's event
+   * socket filters out the notifications of this port's writes (src/kernel/events.ts), and must follow a reopen.
+   */
+  onPort: PortListener | undefined;
 
   constructor(options: NetlinkOptions = {}) {
     this.timeoutMs = options.timeoutMs ?? 2000;
@@ -135,7 +143,8 @@ export class Netlink {
         }
       });
       this.current = sock;
-      this.port = undefined;
+      this.port = sock.socket.address().port;
+      this.onPort?.(this.port);
     }
     return this.current;
   }
@@ -150,6 +159,7 @@ export class Netlink {
     } catch {
       // Closed already.
     }
+    this.onPort?.(undefined);
   }
 
   /**
@@ -265,6 +275,7 @@ export class Netlink {
     const sock = this.current;
     this.current = undefined;
     sock?.socket.close();
+    if (sock !== undefined) this.onPort?.(undefined);
   }
 }
 

@@ -9,16 +9,20 @@
 //   ip netns exec NS node --import tsx test/helpers/kernel-tool.ts nft-events MS       nftables (mangle) events, the same way
 //   ip netns exec NS node --import tsx test/helpers/kernel-tool.ts time-dump N     dump timings (JSON)
 //   ip netns exec NS node --import tsx test/helpers/kernel-tool.ts latency N       event latency of N rule writes
+//   ip netns exec NS node --import tsx test/helpers/kernel-tool.ts echo-probe     steps JSON on stdin → what a filtered
+//                                                                                 and an unfiltered event socket received
 //
 // Host-side fixtures for the kernel tests (namespace creation and cleanup) live here too, so the test files
 // share them: createKernelNs().
 import { execFileSync } from 'node:child_process';
+import type { EventEmitter } from 'node:events';
 import * as path from 'node:path';
 import type { Plan } from '../../src/core/types';
 import { applyPlan } from '../../src/kernel/apply';
 import { NetfilterEvents } from '../../src/iptables/monitor';
 import { KernelEvents } from '../../src/kernel/events';
-import type { NetlinkEvents } from '../../src/kernel/netlink-events';
+import { type EventSocket, type NetlinkEvents } from '../../src/kernel/netlink-events';
+import { RawNetlinkSocket } from '../../src/kernel/netlink-package';
 import { openNetlink } from '../../src/kernel/netlink';
 import { readKernelState } from '../../src/kernel/observe';
 import { addRule, deleteRule } from '../../src/kernel/rules';
@@ -120,6 +124,110 @@ async function latency(n: number): Promise<void> {
   process.stdout.write(`${JSON.stringify({ n: samples.length, p50Ms: at(0.5), p90Ms: at(0.9), maxMs: at(1) })}\n`);
 }
 
+/** One step of echo-probe: a write through the request socket, a write by `ip`, or a socket failing. */
+export type ProbeStep =
+  | { name: string; own: Plan }
+  | { name: string; ip: string[] }
+  | { name: string; fail: 'request' | 'events' };
+
+/** One datagram as the socket received it: its first message's type, nlmsg_pid, table byte (routes), message count. */
+export interface Received { type: number; pid: number; table?: number; messages: number }
+
+export interface ProbeResult {
+  name: string;
+  /** The request socket's port after the step. */
+  port: number | undefined;
+  filtered: Received[];
+  unfiltered: Received[];
+  /** applyPlan's failures, if any (a probe step is expected to succeed). */
+  failed: string[];
+}
+
+/** A KernelEvents that records every datagram the socket delivers, before any classification. */
+class RecordingEvents extends KernelEvents {
+  readonly received: Buffer[] = [];
+  protected override onMessage(buf: Buffer): void {
+    this.received.push(Buffer.from(buf));
+    super.onMessage(buf);
+  }
+}
+
+/**
+ * The daemon's wiring (src/daemon/daemon.ts: the request socket's port filters the event socket) against the real
+ * kernel: each step, then a marker (`ip link set lo alias mk<n>`, another process) that ends the step once both
+ * sockets have read it (a notification is queued before the writer's ACK or exit, so nothing of the step comes after
+ * it). Next to the filtered socket, an unfiltered one shows what the kernel sent.
+ */
+async function echoProbe(): Promise<void> {
+  const steps = JSON.parse(await readStdin()) as ProbeStep[];
+  const nl = openNetlink();
+  const eventSockets: EventSocket[] = [];
+  const filtered = new RecordingEvents({
+    backoffBaseMs: 10,
+    openSocket: (protocol) => {
+      const s = new RawNetlinkSocket(protocol, { recvBufferSize: 0, sendBufferSize: 0 });
+      eventSockets.push(s);
+      return s;
+    },
+  });
+  const unfiltered = new RecordingEvents({ kernelFilter: false });
+  const problems: string[] = [];
+  filtered.on('unfiltered', (why) => problems.push(why));
+  let port: number | undefined;
+  nl.onPort = (p) => {
+    port = p;
+    filtered.ignoreOwnWrites(p);
+  };
+  const parse = (buf: Buffer): Received => {
+    let messages = 0;
+    for (let off = 0; off + 16 <= buf.length; off += (buf.readUInt32LE(off) + 3) & ~3) {
+      messages++;
+      if (buf.readUInt32LE(off) < 16) break;
+    }
+    const type = buf.readUInt16LE(4);
+    return { type, pid: buf.readUInt32LE(12), ...(type === 24 || type === 25 ? { table: buf[20] } : {}), messages };
+  };
+  const out: ProbeResult[] = [];
+  try {
+    await filtered.start();
+    await unfiltered.start();
+    for (const [n, step] of steps.entries()) {
+      const from = [filtered.received.length, unfiltered.received.length] as const;
+      const failed: string[] = [];
+      if ('own' in step) {
+        for (const f of (await applyPlan(nl, step.own)).failed) failed.push(f.error.message);
+      } else if ('ip' in step) {
+        execFileSync('ip', step.ip);
+      } else if (step.fail === 'request') {
+        // What a socket error does (Netlink drops the socket; the next request opens one with a new port).
+        (nl.socket.socket as unknown as EventEmitter).emit('error', new Error('probe: request socket failure'));
+      } else {
+        const reopened = new Promise<void>((resolve) => filtered.on('lost', (why) => { if (/reopened/.test(why)) resolve(); }));
+        (eventSockets[eventSockets.length - 1] as unknown as EventEmitter).emit('error', Object.assign(new Error('probe: event socket failure'), { code: 'EIO' }));
+        await reopened;
+      }
+      const marker = `mk${n}`;
+      execFileSync('ip', ['link', 'set', 'dev', 'lo', 'alias', marker]); // lo: always up (a link that is down sends no alias change)
+      const isMarker = (b: Buffer): boolean => b.readUInt16LE(4) === 16 && b.includes(`${marker}\0`);
+      const deadline = Date.now() + 10_000;
+      while (!filtered.received.slice(from[0]).some(isMarker) || !unfiltered.received.slice(from[1]).some(isMarker)) {
+        if (Date.now() > deadline) throw new Error(`echo-probe: marker ${marker} not received`);
+        await new Promise((r) => setTimeout(r, 5));
+      }
+      const upTo = (all: Buffer[], start: number): Received[] => {
+        const mine = all.slice(start);
+        return mine.slice(0, mine.findIndex(isMarker)).map(parse);
+      };
+      out.push({ name: step.name, port, filtered: upTo(filtered.received, from[0]), unfiltered: upTo(unfiltered.received, from[1]), failed });
+    }
+  } finally {
+    await filtered.stop();
+    await unfiltered.stop();
+    nl.close();
+  }
+  process.stdout.write(`${JSON.stringify({ steps: out, problems, eventSockets: eventSockets.length })}\n`);
+}
+
 async function main(argv: string[]): Promise<void> {
   const [cmd, arg] = argv;
   switch (cmd) {
@@ -130,8 +238,9 @@ async function main(argv: string[]): Promise<void> {
     case 'nft-events': return events(new NetfilterEvents(), Number(arg ?? 1000));
     case 'time-dump': return timeDump(Number(arg ?? 20));
     case 'latency': return latency(Number(arg ?? 50));
+    case 'echo-probe': return echoProbe();
     default:
-      process.stderr.write('usage: kernel-tool.ts dump | apply < plan.json | events MS [BYTES] | nft-events MS | time-dump N | latency N\n');
+      process.stderr.write('usage: kernel-tool.ts dump | apply < plan.json | events MS [BYTES] | nft-events MS | time-dump N | latency N | echo-probe < steps.json\n');
       process.exitCode = 2;
   }
 }

@@ -2,8 +2,8 @@
 // ENI is re-read, and when a deleted address IMDS still lists is put back. Time is simulated.
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { AddressWatch, DEFAULT_WATCH_POLICY, unexplainedChanges, type KernelAddresses, type ReadOutcome } from '../../src/core/address-watch';
-import type { ImdsSnapshot, KernelAddress, KernelLink } from '../../src/core/types';
+import { AddressWatch, afterWrites, DEFAULT_WATCH_POLICY, unexplainedChanges, type KernelAddresses, type ReadOutcome } from '../../src/core/address-watch';
+import type { Change, ImdsSnapshot, KernelAddress, KernelLink } from '../../src/core/types';
 import { eni } from '../helpers/kernel-model';
 
 const MAC0 = '0a:ec:00:00:01:00';
@@ -50,6 +50,38 @@ describe('unexplainedChanges', () => {
     const spare = { links: [...links, { index: 7, name: 'sp0', mac: '02:00:00:00:00:07', up: true }], addresses: [] };
     expect(unexplainedChanges(spare, { ...spare, addresses: [addr(7, '198.18.0.1')] }, snapshot(['10.0.1.20']))).toEqual([]);
     expect(unexplainedChanges(kernel(['10.0.1.20']), kernel(['10.0.1.20', 'fe80::1']), snapshot(['10.0.1.20']))).toEqual([]);
+  });
+});
+
+describe("afterWrites: the observation as ec2netd's own writes left it (their echoes are dropped in the kernel)", () => {
+  const add = (address: string): Change => ({ op: 'add-address', address: { ...addr(3, address), noPrefixRoute: true }, linkName: 'eth1', reason: 'test' });
+  const del = (address: string): Change => ({ op: 'del-address', address: addr(3, address), linkName: 'eth1', reason: 'test' });
+
+  it('adds what was added (once), removes what was deleted, sets up the links set up; other changes change nothing', () => {
+    const before = kernel(['10.0.1.20', '10.0.1.99']);
+    const after = afterWrites(before, [add('10.0.1.21'), add('10.0.1.20'), del('10.0.1.99'),
+      { op: 'add-rule', rule: { family: 4, priority: 10100, table: 10001, protocol: 236, src: '10.0.1.21/32', action: 1 }, reason: 'test' }]);
+    expect(after.addresses.map((a) => a.address)).toEqual(['10.0.1.10', '10.0.1.20', '10.0.1.21']);
+    const down = { ...before, links: links.map((l) => ({ ...l, up: l.index !== 3 })) };
+    expect(afterWrites(down, [{ op: 'link-up', link: { ...links[1] as KernelLink, up: false }, reason: 'test' }]).links.every((l) => l.up)).toBe(true);
+    expect(before.addresses).toHaveLength(3); // not modified in place
+  });
+
+  it('an address ec2netd added and another process deleted before any sync observed it is a vanished address, not "no change"', () => {
+    const listed = snapshot(['10.0.1.20', '10.0.1.23']);
+    const beforeWrite = kernel(['10.0.1.20']);
+    const afterDeletion = kernel(['10.0.1.20']);
+    // Compared with the state before the write, nothing happened: the deletion would be repaired at once.
+    expect(unexplainedChanges(beforeWrite, afterDeletion, listed)).toEqual([]);
+    expect(unexplainedChanges(afterWrites(beforeWrite, [add('10.0.1.23')]), afterDeletion, listed))
+      .toEqual([{ mac: MAC1, address: '10.0.1.23', change: 'vanished' }]);
+  });
+
+  it('on a link ec2netd just set up, an address another process deletes is watched too', () => {
+    const listed = snapshot(['10.0.1.20', '10.0.1.23']);
+    const beforeWrite = { links: links.map((l) => ({ ...l, up: l.index !== 3 })), addresses: kernel(['10.0.1.20']).addresses };
+    const written = afterWrites(beforeWrite, [{ op: 'link-up', link: { ...links[1] as KernelLink, up: false }, reason: 'test' }, add('10.0.1.23')]);
+    expect(unexplainedChanges(written, kernel(['10.0.1.20']), listed)).toEqual([{ mac: MAC1, address: '10.0.1.23', change: 'vanished' }]);
   });
 });
 

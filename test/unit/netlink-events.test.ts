@@ -6,6 +6,7 @@ import { describe, expect, it } from 'vitest';
 import { classifyNftables } from '../../src/iptables/monitor';
 import { KernelEvents, classifyRtnetlink } from '../../src/kernel/events';
 import type { EventSocket } from '../../src/kernel/netlink-events';
+import { rtnetlinkEventFilter } from '../../src/kernel/event-filter';
 
 /** One netlink message: header (length, type), then `body`. */
 function message(type: number, body: Buffer): Buffer {
@@ -64,20 +65,32 @@ describe('classifyRtnetlink', () => {
 });
 
 class FakeSocket extends EventEmitter implements EventSocket {
+  /** The filter attached (set before the groups are joined?), or undefined. */
+  filter: Buffer | undefined;
+  filteredBeforeJoin: boolean | undefined;
+  refuseFilter = false;
   groups: number[] = [];
   rcvbuf: [number, boolean | undefined] | undefined;
   closed = false;
   constructor(readonly port: number) {
     super();
   }
-  addMembership(group: number): void { this.groups.push(group); }
+  addMembership(group: number): void { this.filteredBeforeJoin ??= this.filter !== undefined; this.groups.push(group); }
+  attachFilter(program: Buffer): void {
+    if (this.refuseFilter) throw Object.assign(new Error("setsockopt: Couldn't attach socket filter: invalid argument"), { code: 'EINVAL', syscall: 'setsockopt' });
+    this.filter = program;
+  }
+  detachFilter(): void {
+    if (this.filter === undefined) throw Object.assign(new Error('no filter'), { code: 'ENOENT' });
+    this.filter = undefined;
+  }
   setRecvBufferSize(size: number, force?: boolean): void { this.rcvbuf = [size, force]; }
   address(): { port: number } { return { port: this.port }; }
   close(): void { this.closed = true; }
 }
 
-/** `fail(n)`: whether the n-th open (0: the first) throws. */
-function watcher(fail: (n: number) => boolean = () => false): { ev: KernelEvents; sockets: FakeSocket[]; log: string[] } {
+/** `fail(n)`: whether the n-th open (0: the first) throws; `make`: the socket of the n-th open. */
+function watcher(fail: (n: number) => boolean = () => false, make: (port: number) => FakeSocket = (port) => new FakeSocket(port)): { ev: KernelEvents; sockets: FakeSocket[]; log: string[] } {
   const sockets: FakeSocket[] = [];
   const log: string[] = [];
   let attempts = 0;
@@ -85,11 +98,12 @@ function watcher(fail: (n: number) => boolean = () => false): { ev: KernelEvents
     backoffBaseMs: 1, receiveBufferBytes: 4096,
     openSocket: () => {
       if (fail(attempts++)) throw new Error('EPERM');
-      const s = new FakeSocket(100 + sockets.length);
+      const s = make(100 + sockets.length);
       sockets.push(s);
       return s;
     },
   });
+  ev.on('unfiltered', (reason) => log.push(`unfiltered ${reason}`));
   ev.on('ready', (port) => log.push(`ready ${port}`));
   ev.on('change', (kinds) => log.push(`change ${[...kinds].sort().join(',')}`));
   ev.on('lost', (reason) => log.push(`lost ${reason}`));
@@ -158,5 +172,61 @@ describe('NetlinkEvents (injected socket)', () => {
     await expect(ev.start()).rejects.toThrow('rtnetlink events: cannot subscribe: EPERM');
     expect(ev.port).toBeUndefined();
     expect(log).toEqual([]);
+  });
+});
+
+describe('KernelEvents: the kernel filter', () => {
+  const ownPortOf = (program: Buffer | undefined): string | undefined =>
+    program === undefined ? undefined : program.equals(rtnetlinkEventFilter()) ? 'none' : [7, 8, 9].find((p) => program.equals(rtnetlinkEventFilter({ ownPort: p })))?.toString() ?? 'other';
+
+  it('every socket gets the local-route filter before it joins the groups; the own port follows ignoreOwnWrites, reopens included', async () => {
+    const { ev, sockets, log } = watcher();
+    await ev.start();
+    const first = sockets[0] as FakeSocket;
+    expect([ownPortOf(first.filter), first.filteredBeforeJoin]).toEqual(['none', true]);
+    ev.ignoreOwnWrites(7);
+    expect(ownPortOf(first.filter)).toBe('7');
+    ev.ignoreOwnWrites(undefined); // the request socket was dropped
+    expect(ownPortOf(first.filter)).toBe('none');
+    ev.ignoreOwnWrites(8);
+    const reopened = new Promise<void>((resolve) => ev.on('lost', (r) => { if (/reopened/.test(r)) resolve(); }));
+    first.emit('error', Object.assign(new Error('poll failed: EIO'), { code: 'EIO' }));
+    await reopened;
+    const second = sockets[1] as FakeSocket;
+    expect([ownPortOf(second.filter), second.filteredBeforeJoin]).toEqual(['8', true]);
+    expect(log.filter((l) => l.startsWith('unfiltered'))).toEqual([]);
+    await ev.stop();
+  });
+
+  it("a filter the kernel refuses, or a socket that cannot filter: 'unfiltered', and the socket works unfiltered", async () => {
+    const refusing = watcher(undefined, (port) => Object.assign(new FakeSocket(port), { refuseFilter: true }));
+    await refusing.ev.start();
+    const s = refusing.sockets[0] as FakeSocket;
+    expect(s.filter).toBeUndefined();
+    expect(s.groups).toHaveLength(7);
+    refusing.ev.ignoreOwnWrites(9);
+    s.emit('message', rtm(32));
+    await turn();
+    expect(refusing.log).toEqual([
+      "unfiltered rtnetlink events: cannot attach the socket filter: setsockopt: Couldn't attach socket filter: invalid argument",
+      'ready 100',
+      "unfiltered rtnetlink events: cannot attach the socket filter: setsockopt: Couldn't attach socket filter: invalid argument",
+      'change rule',
+    ]);
+    await refusing.ev.stop();
+
+    const bare = watcher(undefined, (port) => Object.assign(new FakeSocket(port), { attachFilter: undefined }));
+    await bare.ev.start();
+    expect(bare.log[0]).toBe('unfiltered rtnetlink events: cannot attach the socket filter: this socket cannot attach a filter');
+    await bare.ev.stop();
+  });
+
+  it('kernelFilter: false attaches nothing', async () => {
+    const sockets: FakeSocket[] = [];
+    const ev = new KernelEvents({ kernelFilter: false, openSocket: () => { const s = new FakeSocket(1); sockets.push(s); return s; } });
+    await ev.start();
+    ev.ignoreOwnWrites(7);
+    expect(sockets[0]?.filter).toBeUndefined();
+    await ev.stop();
   });
 });

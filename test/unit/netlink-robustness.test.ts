@@ -17,8 +17,8 @@ interface Msg { type: number; flags: number; data: Buffer }
 class FakeRaw extends EventEmitter {
   closed = false;
   requests = 0;
-  constructor(private readonly reply: (n: number) => Promise<[Msg[], object]>) { super(); }
-  address(): { port: number } { return { port: 4242 }; }
+  constructor(private readonly reply: (n: number) => Promise<[Msg[], object]>, private readonly port = 4242) { super(); }
+  address(): { port: number } { return { port: this.port }; }
   private seq = 0;
   generateSeq(): number { return ++this.seq; }
   /** The OS socket under the package's: sendAll's batches go through it; this one refuses every send. */
@@ -37,7 +37,7 @@ class FakeSocket extends EventEmitter {
 function factory(reply: (n: number) => Promise<[Msg[], object]> = async () => [[], {}]) {
   const made: FakeSocket[] = [];
   const createSocket = (): RtNetlinkSocket => {
-    const s = new FakeSocket(new FakeRaw(reply));
+    const s = new FakeSocket(new FakeRaw(reply, 4242 + made.length));
     made.push(s);
     return s as unknown as RtNetlinkSocket;
   };
@@ -73,6 +73,26 @@ describe('Netlink: a failed socket is replaced', () => {
     expect(await nl.call('add rule x', async () => 'ok')).toBe('ok');
     expect(nl.opened).toBe(3);
     expect(made.map((s) => s.socket.closed)).toEqual([true, true, false]);
+  });
+});
+
+describe('Netlink: the port of the request socket, for the event filter', () => {
+  it('is told when a socket opens (before anything is sent on it), when it is dropped, and when the handle closes', async () => {
+    const { made, createSocket } = factory(async () => [[link(1), done], {}]);
+    const nl = new Netlink({ createSocket });
+    const ports: Array<number | undefined> = [];
+    nl.onPort = (port) => ports.push(port);
+    const req = { type: rt.MessageType.NEWRULE, flags: 0, body: [Buffer.alloc(12)] };
+    // The fake refuses every send: the port was told before the send, and the socket is dropped after it.
+    expect(await nl.sendAll([req])).toEqual(['ENOBUFS']);
+    expect(ports).toEqual([4242, undefined]);
+    expect(await dumpLinks(nl)).toEqual([1]);
+    expect(ports).toEqual([4242, undefined, 4243]);
+    made[1]?.socket.emit('error', new Error('recvmsg: EIO'));
+    expect(ports).toEqual([4242, undefined, 4243, undefined]);
+    expect(await dumpLinks(nl)).toEqual([1]);
+    nl.close();
+    expect(ports).toEqual([4242, undefined, 4243, undefined, 4244, undefined]);
   });
 });
 

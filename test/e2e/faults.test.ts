@@ -295,6 +295,26 @@ describe('ec2netd under faults', () => {
       expect(await listings()).toBe(reads);
       expect(daemon.hasExited()).toBe(false);
     });
+
+    it('a burst of 40 new links: one read asks for its keys with the listing, the others the listing first', async () => {
+      // Asking an ENI's keys beside the listing saves a hot attach a round trip, and costs 7 requests where the
+      // listing alone is 1: in a storm of links IMDS does not know, that was twice the daemon's CPU.
+      const macs = Array.from({ length: 40 }, (_, i) => `02:0e:c2:00:0e:${(0x10 + i).toString(16)}`);
+      await sim().imds.resetStats();
+      await sim().net.exec('host', ['ip', '-batch', '-'], {
+        input: Array.from({ length: 20 }, (_, i) => `link add gb${i} address ${macs[2 * i]} type veth peer name gb${i}p address ${macs[2 * i + 1]}\n`).join(''),
+      });
+      try {
+        await eventually('every new link tried', async () => (await sim().imds.stats()).log
+          .filter((e) => e.path.endsWith('/network/interfaces/macs/')).length >= 3);
+        await new Promise((r) => setTimeout(r, 500));
+        const keyReads = (await sim().imds.stats()).log.filter((e) => macs.some((m) => e.path.includes(`/macs/${m}/`)));
+        expect(keyReads.length).toBeGreaterThan(0); // the first link's keys, read with the listing
+        expect(new Set(keyReads.map((e) => e.path.split('/macs/')[1]?.split('/')[0])).size).toBe(1);
+      } finally {
+        await sim().net.exec('host', ['ip', '-batch', '-'], { input: Array.from({ length: 20 }, (_, i) => `link del gb${i}\n`).join('') });
+      }
+    });
   });
 
   it('two daemons started at once: exactly one survives, the other exits 1 saying why', async () => {

@@ -36,7 +36,7 @@ describe('deploy/', () => {
     // V8 sizing: the flags are the bin/ec2netd launcher's (which ExecStart, the tests and the bench run), in one place;
     // NODE_OPTIONS in the unit would refuse --single-threaded and stop node from starting.
     const flags = /^flags=\$\{EC2NETD_NODE_FLAGS-(.*)\}$/m.exec(readFileSync(join(root, 'bin', 'ec2netd'), 'utf8'))?.[1];
-    expect(flags).toMatch(/^--max-semi-space-size=\d+ --max-old-space-size=\d+ --single-threaded --max-opt=2 --flush-baseline-code --bytecode-old-age=2 --expose-gc$/);
+    expect(flags).toMatch(/^--max-semi-space-size=\d+ --max-old-space-size=\d+ --single-threaded --max-opt=2 --expose-gc$/);
     expect(unit).not.toMatch(/^Environment=.*NODE_OPTIONS/m);
     const networkd = readFileSync(join(root, 'deploy', 'networkd-ec2netd.conf'), 'utf8');
     expect(networkd).toMatch(/^ManageForeignRoutingPolicyRules=no$/m);

@@ -39,10 +39,31 @@ async function sourceRules(ns: string, pref: number): Promise<string[]> {
   }).filter((r) => r !== '');
 }
 
+/**
+ * Waits until the daemon's memory reclaim after its last sync has run, or until its log has been quiet for 11 s
+ * (a reclaim is due 1 s after the last sync of a burst, and at most every 10 s: none came, none is due). A measured action that began as a reclaim did (1 s after the last sync: the bench's
+ * own rhythm) waited for its collection; that pause is a figure of its own (bench/run.ts), not the repair's.
+ */
+export async function reclaimSettled(d: ManagedProcess): Promise<void> {
+  const lastTime = (out: string, what: string): number => {
+    const i = out.lastIndexOf(what);
+    if (i < 0) return -Infinity;
+    return Date.parse(/"time":"([^"]+)"/.exec(out.slice(out.lastIndexOf('\n', i) + 1, i + 200))?.[1] ?? '') || -Infinity;
+  };
+  const deadline = Date.now() + 15_000;
+  for (;;) {
+    const out = d.output().stdout;
+    const sync = lastTime(out, '"action":"sync"');
+    if (lastTime(out, '"action":"reclaim"') > sync || Date.now() - sync >= 11_000 || Date.now() > deadline) return;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
 export async function massRepair(ns: string, d: ManagedProcess, runs: number, pref = 10100): Promise<ScaleFigure> {
   const rules = await sourceRules(ns, pref);
   const figure: ScaleFigure = { daemonMs: [], floorMs: [], syncs: [], objects: rules.length };
   for (let i = 0; i < runs; i++) {
+    await reclaimSettled(d);
     const mon = await startMonitor(ns, ['rule']);
     try {
       const logFrom = d.output().stdout.length;
@@ -68,13 +89,14 @@ export async function massRepair(ns: string, d: ManagedProcess, runs: number, pr
 
 /** Each repetition attaches another ENI (device `first + i`): the same objects put back within the fight damper's
  * quiet period would count as a fight (src/daemon/fights.ts). */
-export async function hotAttach(sim: SimulatedEc2, runs: number, first = 15, n = 50): Promise<ScaleFigure> {
+export async function hotAttach(sim: SimulatedEc2, runs: number, first = 15, n = 50, daemon?: ManagedProcess): Promise<ScaleFigure> {
   const ns = sim.net.ns.host;
   const figure: ScaleFigure = { daemonMs: [], floorMs: [], objects: eniObjects('x', Array.from({ length: n }, () => ''), 0).length - 1 };
   for (let i = 0; i < runs; i++) {
     const k = first + i;
     const ips = Array.from({ length: n }, (_, j) => `10.0.${k}.${10 + j}`);
     const table = 10000 + k;
+    if (daemon !== undefined) await reclaimSettled(daemon);
     const mon = await startMonitor(ns);
     try {
       await sim.attachEni({ name: `eth${k}`, ipv4s: ips, deviceNumber: k }, { imdsFirst: true });

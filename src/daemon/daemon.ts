@@ -83,7 +83,7 @@ export class Daemon {
   private lastSpeculativeRead = -Infinity;
   private readonly memory = new MemoryReclaimer((ms, before, after, trimmed) =>
     this.log.info({ action: 'reclaim', ms, rssBeforeMb: before, rssAfterMb: after, mallocTrimmed: trimmed }, `memory given back after a burst: ${before} → ${after} MB resident (${ms} ms)`),
-  { trim: mallocTrim, busy: () => this.trigger.working || this.imdsBusy !== undefined });
+  { trim: mallocTrim });
 
   constructor(
     private readonly config: Config,

@@ -29,10 +29,6 @@ export interface ReclaimOptions {
   burstGrowthMb?: number;
   /** Resident bytes (default: process.memoryUsage.rss). */
   rss?: () => number;
-  /** Work asked for or in flight: the reclaim steps aside (the sync that ends it notes itself and re-arms it). */
-  busy?: () => boolean;
-  /** Runs the reclaim once the timer fired (default: setImmediate, after the event loop's poll; tests: at once). */
-  defer?: (fn: () => void) => void;
   burst?: number;
   minIntervalMs?: number;
   /** The collector (default: globalThis.gc, present with --expose-gc). */
@@ -52,11 +48,8 @@ export class MemoryReclaimer {
   private readonly growthMb: number;
   private readonly burstGrowthMb: number;
   private readonly rss: () => number;
-  private readonly busy: () => boolean;
-  private readonly defer: (fn: () => void) => void;
   /** Resident MB after the last reclaim (none yet: when this reclaimer was made, at start). */
   private lastAfterMb: number;
-  private stopped = false;
   private readonly burst: number;
   private readonly minIntervalMs: number;
   private readonly now: () => number;
@@ -70,8 +63,6 @@ export class MemoryReclaimer {
     this.growthMb = options.growthMb ?? 2;
     this.burstGrowthMb = options.burstGrowthMb ?? 16;
     this.rss = options.rss ?? (() => process.memoryUsage.rss());
-    this.busy = options.busy ?? (() => false);
-    this.defer = options.defer ?? ((fn) => { setImmediate(fn).unref(); });
     this.lastAfterMb = this.rss() / 1048576;
     this.burst = options.burst ?? 32;
     this.minIntervalMs = options.minIntervalMs ?? 10_000;
@@ -88,22 +79,19 @@ export class MemoryReclaimer {
     const burst = this.weight >= this.burst || this.rss() / 1048576 >= this.lastAfterMb + this.burstGrowthMb;
     if (this.timer !== undefined) clearTimeout(this.timer);
     const wait = Math.max(burst ? this.quietMs : this.idleMs, this.last + this.minIntervalMs - this.now());
-    // The collection blocks the thread for tens of ms: after the timer, the event loop's poll first (setImmediate),
-    // so that events already waiting (a mass deletion starting) become a sync request the reclaim then steps aside for.
-    this.timer = setTimeout(() => { this.timer = undefined; this.defer(() => this.reclaim(burst)); }, wait);
+    this.timer = setTimeout(() => this.reclaim(burst), wait);
     this.timer.unref();
   }
 
   stop(): void {
-    this.stopped = true;
     if (this.timer !== undefined) clearTimeout(this.timer);
     this.timer = undefined;
   }
 
   private reclaim(burst: boolean): void {
-    if (this.gc === undefined || this.stopped || this.timer !== undefined) return;
-    if (this.busy()) return;
+    this.timer = undefined;
     this.weight = 0;
+    if (this.gc === undefined) return;
     const mb = (): number => Math.round(this.rss() / 104857.6) / 10;
     const before = mb();
     // After smaller work, only when it grew the footprint: a pause of tens of ms for nothing otherwise.

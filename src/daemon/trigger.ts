@@ -76,11 +76,6 @@ export class SyncTrigger<K> {
     return this.running;
   }
 
-  /** A run is in progress or asked for (a failed run waiting for its retry does not count). */
-  get working(): boolean {
-    return !this.isIdle();
-  }
-
   stop(): void {
     this.stopped = true;
     if (this.timer !== undefined) clearTimeout(this.timer);

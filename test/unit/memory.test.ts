@@ -10,7 +10,7 @@ describe('MemoryReclaimer', () => {
   const make = (gc: unknown = 'default'): { r: MemoryReclaimer; gc: unknown; reports: number[][] } => {
     const reports: number[][] = [];
     const collector = gc === 'default' ? vi.fn() : gc;
-    const r = new MemoryReclaimer((ms, a, b) => void reports.push([ms, a, b]), { gc: collector, now: () => Date.now(), defer: (fn: () => void) => fn(), rss: () => 60 << 20 });
+    const r = new MemoryReclaimer((ms, a, b) => void reports.push([ms, a, b]), { gc: collector, now: () => Date.now(), rss: () => 60 << 20 });
     return { r, gc: collector, reports };
   };
 
@@ -47,7 +47,7 @@ describe('MemoryReclaimer', () => {
     const order: string[] = [];
     const reports: boolean[] = [];
     const r = new MemoryReclaimer((_ms, _a, _b, trimmed) => void reports.push(trimmed), {
-      gc: () => void order.push('gc'), trim: () => { order.push('trim'); return true; }, now: () => Date.now(), defer: (fn: () => void) => fn(),
+      gc: () => void order.push('gc'), trim: () => { order.push('trim'); return true; }, now: () => Date.now(),
     });
     r.noteSync(1477);
     vi.advanceTimersByTime(1000);
@@ -55,7 +55,7 @@ describe('MemoryReclaimer', () => {
     expect(reports).toEqual([true]);
     // A trim that throws (an addon built without it) is reported as nothing given back, never thrown from the timer.
     const broken = new MemoryReclaimer((_ms, _a, _b, trimmed) => void reports.push(trimmed), {
-      gc: () => undefined, trim: () => { throw new TypeError('binding.mallocTrim is not a function'); }, now: () => Date.now(), defer: (fn: () => void) => fn(),
+      gc: () => undefined, trim: () => { throw new TypeError('binding.mallocTrim is not a function'); }, now: () => Date.now(),
     });
     broken.noteSync(1477);
     expect(() => vi.advanceTimersByTime(1000)).not.toThrow();
@@ -65,7 +65,7 @@ describe('MemoryReclaimer', () => {
   it('after smaller work, collects once it has been idle for idleMs, and only if resident memory grew since', () => {
     let rss = 60 << 20;
     const calls: number[] = [];
-    const r = new MemoryReclaimer(() => undefined, { gc: () => void calls.push(Date.now()), rss: () => rss, now: () => Date.now(), defer: (fn: () => void) => fn() });
+    const r = new MemoryReclaimer(() => undefined, { gc: () => void calls.push(Date.now()), rss: () => rss, now: () => Date.now() });
     r.noteSync(3); // a periodic refresh's sync: not a burst
     vi.advanceTimersByTime(29_000);
     r.noteSync(0); // more work: idle starts again
@@ -90,7 +90,7 @@ describe('MemoryReclaimer', () => {
   it('a few syncs after which the footprint grew by burstGrowthMb are a burst (the end of a storm after a reclaim in a lull)', () => {
     let rss = 60 << 20;
     const calls: number[] = [];
-    const r = new MemoryReclaimer(() => undefined, { gc: () => void calls.push(Date.now()), rss: () => rss, now: () => Date.now(), defer: (fn: () => void) => fn() });
+    const r = new MemoryReclaimer(() => undefined, { gc: () => void calls.push(Date.now()), rss: () => rss, now: () => Date.now() });
     r.noteSync(0);
     rss += 15 << 20;
     r.noteSync(0);
@@ -98,20 +98,6 @@ describe('MemoryReclaimer', () => {
     expect(calls).toHaveLength(0); // 15 MB: not yet
     rss += 1 << 20;
     r.noteSync(0);
-    vi.advanceTimersByTime(1000);
-    expect(calls).toHaveLength(1);
-  });
-
-  it('steps aside while work is asked for or in flight; the sync that ends it arms it again', () => {
-    let busy = false;
-    const calls: number[] = [];
-    const r = new MemoryReclaimer(() => undefined, { gc: () => void calls.push(Date.now()), rss: () => 60 << 20, busy: () => busy, now: () => Date.now(), defer: (fn: () => void) => fn() });
-    r.noteSync(1477);
-    busy = true; // a mass deletion's events arrived as the quiet second ended
-    vi.advanceTimersByTime(1000);
-    expect(calls).toHaveLength(0);
-    busy = false;
-    r.noteSync(700); // its repair
     vi.advanceTimersByTime(1000);
     expect(calls).toHaveLength(1);
   });

@@ -22,7 +22,7 @@ import { startSimulatedEc2, type SimulatedEc2 } from '../sim/ec2';
 import { run, startProcess, type ManagedProcess } from '../sim/exec';
 import { failoverBench } from './failover';
 import { fight } from './fight';
-import { hotAttach, massRepair, summary } from './scale';
+import { hotAttach, massRepair, reclaimSettled, summary } from './scale';
 import { binaryPages } from './memory-map';
 import { kernelSnapshot, median, percentile, procStat, startMonitor, waitQuiet, liveChildren, type MonitorLine } from './inspect';
 import { execFileSync } from 'node:child_process';
@@ -508,13 +508,9 @@ async function main(): Promise<void> {
     await storms(sim, daemon);
     memoryRow(daemon, 'after the storms');
     // The daemon gives the memory of a burst back once work has been quiet for 1 s (src/daemon/memory.ts, at most
-    // one every 10 s): the total below is read once it has (or after 15 s), and says which.
-    const reclaimedSinceLastSync = (): boolean => {
-      const out = daemon.output().stdout;
-      return out.lastIndexOf('"action":"reclaim"') > out.lastIndexOf('"action":"sync"');
-    };
-    const reclaimed = await until('the reclaim after the storms', reclaimedSinceLastSync, 15_000).then(() => true, () => false);
-    process.stdout.write(`memory and idle (10 s)${reclaimed ? '' : ': no reclaim within 15 s'}...\n`);
+    // one every 10 s): the total below is read once it has (or after 15 s without a sync), and says which.
+    const reclaimed = await reclaimSettled(daemon, 15_000);
+    process.stdout.write(`memory and idle (10 s)${reclaimed ? '' : ': no reclaim, 15 s without a sync'}...\n`);
     await resources(daemon);
     if (!SCALE_ONLY) {
       process.stdout.write('fight over one rule (10 s, own simulated instance)...\n');

@@ -39,22 +39,29 @@ async function sourceRules(ns: string, pref: number): Promise<string[]> {
   }).filter((r) => r !== '');
 }
 
+/** The daemon's log shows a memory reclaim after its last sync. */
+export function reclaimedSinceLastSync(d: ManagedProcess): boolean {
+  const out = d.output().stdout;
+  return out.lastIndexOf('"action":"reclaim"') > out.lastIndexOf('"action":"sync"');
+}
+
 /**
- * Waits until the daemon's memory reclaim after its last sync has run, or until its log has been quiet for 11 s
- * (a reclaim is due 1 s after the last sync of a burst, and at most every 10 s: none came, none is due). A measured action that began as a reclaim did (1 s after the last sync: the bench's
- * own rhythm) waited for its collection; that pause is a figure of its own (bench/run.ts), not the repair's.
+ * Waits until the daemon's memory reclaim after its last sync has run (true), or until no sync has been logged for
+ * `quietMs` (false: none came, none is due; a reclaim is due 1 s after the last sync of a burst, at most every 10 s).
+ * A measured action that began as a reclaim did (1 s after the last sync: the bench's own rhythm) waited for its
+ * collection; that pause is a figure of its own (bench/run.ts), not the repair's.
  */
-export async function reclaimSettled(d: ManagedProcess): Promise<void> {
-  const lastTime = (out: string, what: string): number => {
-    const i = out.lastIndexOf(what);
-    if (i < 0) return -Infinity;
-    return Date.parse(/"time":"([^"]+)"/.exec(out.slice(out.lastIndexOf('\n', i) + 1, i + 200))?.[1] ?? '') || -Infinity;
-  };
-  const deadline = Date.now() + 15_000;
+export async function reclaimSettled(d: ManagedProcess, quietMs = 11_000): Promise<boolean> {
+  let syncAt = -1;
+  let since = Date.now();
   for (;;) {
-    const out = d.output().stdout;
-    const sync = lastTime(out, '"action":"sync"');
-    if (lastTime(out, '"action":"reclaim"') > sync || Date.now() - sync >= 11_000 || Date.now() > deadline) return;
+    if (reclaimedSinceLastSync(d)) return true;
+    const at = d.output().stdout.lastIndexOf('"action":"sync"');
+    if (at !== syncAt) {
+      syncAt = at;
+      since = Date.now();
+    }
+    if (Date.now() - since >= quietMs) return false;
     await new Promise((r) => setTimeout(r, 50));
   }
 }

@@ -3,6 +3,7 @@
 // The packet path and the reasons for every object are in docs/containers.md.
 import { ConfigError } from '../config';
 import type { Config } from '../config';
+import { compareText } from './compare';
 import { ipv6ToBigInt, normalizeCidr, parseCidr } from './ip';
 import type { Family, KernelRoute, KernelRule } from './types';
 
@@ -139,7 +140,7 @@ export function assignMarks(
   const marks: EniMark[] = [];
   const unmarked: { mac: string; reason: string }[] = [];
   const bySlot = new Map<number, string>();
-  const sorted = [...enis].sort((a, b) => a.table - b.table || a.mac.localeCompare(b.mac));
+  const sorted = [...enis].sort((a, b) => a.table - b.table || compareText(a.mac, b.mac));
   for (const eni of sorted) {
     const slot = slotFor(eni, config);
     if (slot === 0) {
@@ -231,7 +232,7 @@ export function buildContainerObjects(
   if (!config.containers.enabled) return empty;
   const usable = bridges
     .filter((b) => matchesBridgePattern(b.name, config.containers.bridgePatterns) && isSafeIfname(b.name))
-    .sort((a, b) => a.name.localeCompare(b.name));
+    .sort((a, b) => compareText(a.name, b.name));
   const unsafeEnis = enis.filter((e) => !isSafeIfname(e.linkName));
   const { marks, unmarked } = assignMarks(enis.filter((e) => isSafeIfname(e.linkName)), config);
   unmarked.push(...unsafeEnis.map((e) => ({ mac: e.mac, reason: `link name ${JSON.stringify(e.linkName)} is not safe for iptables` })));

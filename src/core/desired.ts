@@ -1,5 +1,6 @@
 // Desired state: what the kernel should hold, given what IMDS says and which links exist. Pure.
 import type { Config } from '../config';
+import { compareText } from './compare';
 import { bridgeSubnets, buildContainerObjects, matchesBridgePattern, MarkSpaceError, type ContainerBridge } from './containers';
 import { canonicalAddress, intToIpv4, ipv4ToInt, ipv6ToBigInt, isIPv6, networkOf, normalizeCidr, parseCidr, subnetGateway } from './ip';
 import type {
@@ -106,7 +107,7 @@ export function learnedIpv6Router(routes: readonly KernelRoute[], ifindex: numbe
     .filter((r) => r.family === 6 && r.dst === '::/0' && r.ifindex === ifindex && r.protocol !== protocol &&
       r.type === RTN_UNICAST && r.gateway !== undefined && isLinkLocal6(r.gateway))
     .sort((a, b) => Number(b.table === RT_TABLE_MAIN) - Number(a.table === RT_TABLE_MAIN) ||
-      (a.metric ?? 1024) - (b.metric ?? 1024) || (a.gateway ?? '').localeCompare(b.gateway ?? ''));
+      (a.metric ?? 1024) - (b.metric ?? 1024) || compareText(a.gateway ?? '', b.gateway ?? ''));
   return candidates[0]?.gateway;
 }
 

@@ -6,6 +6,7 @@
 // so keeps what its last consistent read said (the whole ENI, or only the part that is unsettled: its IPv4 keys or
 // its IPv6 keys), and every other ENI goes on. Only a consistent read changes an ENI, and only a link
 // disappearing removes one (on EC2 a detach removes the link).
+import { compareText } from './compare';
 import { linkForMac } from './desired';
 import type { EniInfo, HeldEni, ImdsSnapshot, KernelLink, PendingEni } from './types';
 
@@ -109,9 +110,9 @@ function finish(
   const resolved = resolveSlots(enis, pending, held, primaryMac, before);
   return {
     primaryMac,
-    enis: resolved.enis.sort((a, b) => a.networkCard - b.networkCard || a.deviceNumber - b.deviceNumber || a.mac.localeCompare(b.mac)),
-    pending: resolved.pending.sort((a, b) => a.mac.localeCompare(b.mac)),
-    held: resolved.held.sort((a, b) => a.mac.localeCompare(b.mac) || a.part.localeCompare(b.part)),
+    enis: resolved.enis.sort((a, b) => a.networkCard - b.networkCard || a.deviceNumber - b.deviceNumber || compareText(a.mac, b.mac)),
+    pending: resolved.pending.sort((a, b) => compareText(a.mac, b.mac)),
+    held: resolved.held.sort((a, b) => compareText(a.mac, b.mac) || compareText(a.part, b.part)),
   };
 }
 

@@ -9,6 +9,7 @@
 // - Within a ready ENI, the IPv4 keys and the IPv6 keys are each settled or not: a 404 on one IPv4 key, IPv6
 //   addresses listed before their subnet, a malformed address. An unsettled part is reported, and its fields are
 //   empty; src/core/last-good.ts then keeps that part as the last consistent read had it.
+import { compareText } from '../core/compare';
 import type { EniInfo, ImdsSnapshot } from '../core/types';
 import { mergeRead, type EniRead, type ImdsRead, type EniPart } from '../core/last-good';
 import { canonicalAddress, cidrContains, isIPv4, isIPv6, networkOf, normalizeMac, parseCidr, type Cidr } from '../core/ip';
@@ -259,7 +260,7 @@ async function readEniWith(
     unsettled.push({ part: 'ipv4', reason: reasonOf(err) });
   }
   const eni: EniInfo = { mac, deviceNumber, networkCard, interfaceId, ...v4, ...v6 };
-  unsettled.sort((a, b) => a.part.localeCompare(b.part));
+  unsettled.sort((a, b) => compareText(a.part, b.part));
   return done({ mac, status: 'ready', eni, unsettled });
 }
 

@@ -29,4 +29,16 @@ describe('runtime', () => {
     expect(out).toContain(`runtime ${process.execPath} v${shipped}`);
     expect(out).toMatch(/^ec2netd \d+\.\d+\.\d+$/m);
   });
+
+  it('the daemon calls nothing that loads ICU data (3 MB resident for the life of the process)', () => {
+    // localeCompare, Intl and toLocale* touch ICU's tables in the node binary: one localeCompare call takes a bare
+    // node from 43 to 46 MB resident (docs/performance.md). The daemon orders with src/core/compare.ts instead.
+    const bundle = readFileSync(path.join(REPO, 'dist', 'ec2netd.js'), 'utf8');
+    expect(bundle.match(/\.localeCompare\(|\bIntl\.|\.toLocale[A-Za-z]*\(/g) ?? []).toEqual([]);
+    const rss = (script: string): number => Number(execFileSync(process.execPath, ['-e',
+      `${script}; process.stdout.write(String(require('fs').readFileSync('/proc/self/status', 'utf8').match(/VmRSS:\\s+(\\d+)/)[1]))`],
+    { encoding: 'utf8' }));
+    // The reason, checked on this runtime: the first localeCompare costs more than 1 MB resident.
+    expect(rss("'a'.localeCompare('b')") - rss("'a' < 'b'")).toBeGreaterThan(1024);
+  });
 });

@@ -2,7 +2,7 @@
 // abstract socket is scoped to the network namespace and released by the kernel when its holder dies (even by
 // SIGKILL), so there is no stale lock file to clean up. `flush` takes the same lock for its duration, so a
 // daemon cannot start in the middle of it, and names the daemon that holds it.
-import { readdir, readFile, readlink } from 'node:fs/promises';
+import { readdirSync, readFileSync, readlinkSync } from 'node:fs';
 import { createServer, type Server } from 'node:net';
 
 export const INSTANCE_SOCKET = 'ec2netd.instance';
@@ -46,21 +46,29 @@ export function socketInodes(procNetUnix: string, name: string): Set<string> {
   return out;
 }
 
-/** The pid holding the lock: its socket inode in /proc/net/unix, then the process whose fd points at it. */
+/**
+ * The pid holding the lock: its socket inode in /proc/net/unix, then the process whose fd points at it. Synchronous:
+ * it runs only when the lock is taken, before anything else, and node:fs/promises would cost 1 MB resident.
+ */
 export async function instanceLockHolder(proc = '/proc'): Promise<number | undefined> {
-  const inodes = socketInodes(await readFile(`${proc}/net/unix`, 'utf8'), INSTANCE_SOCKET);
+  const inodes = socketInodes(readFileSync(`${proc}/net/unix`, 'utf8'), INSTANCE_SOCKET);
   if (inodes.size === 0) return undefined;
   const targets = new Set([...inodes].map((i) => `socket:[${i}]`));
-  for (const entry of await readdir(proc)) {
+  for (const entry of readdirSync(proc)) {
     if (!/^\d+$/.test(entry) || Number(entry) === process.pid) continue;
     let fds: string[];
     try {
-      fds = await readdir(`${proc}/${entry}/fd`);
+      fds = readdirSync(`${proc}/${entry}/fd`);
     } catch {
       continue; // gone, or not ours to read
     }
     for (const fd of fds) {
-      const target = await readlink(`${proc}/${entry}/fd/${fd}`).catch(() => '');
+      let target = '';
+      try {
+        target = readlinkSync(`${proc}/${entry}/fd/${fd}`);
+      } catch {
+        // closed meanwhile
+      }
       if (targets.has(target)) return Number(entry);
     }
   }

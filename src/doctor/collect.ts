@@ -1,6 +1,6 @@
 // The doctor's collection adapter: reads every fact the checks need. Reads only: no kernel write, no
 // sysctl write, no iptables change (iptables-*-save only), no file written.
-import { readFile } from 'node:fs/promises';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Config } from '../config';
 import { buildDesired } from '../core/desired';
@@ -25,9 +25,10 @@ export interface CollectOptions {
 
 const IF_SYSCTLS = ['rp_filter', 'arp_ignore', 'arp_announce'];
 
+/** Synchronous: one /proc/sys value; and node:fs/promises would cost the daemon, which bundles this module, 1 MB. */
 async function readNumber(path: string): Promise<number | undefined> {
   try {
-    const n = Number((await readFile(path, 'utf8')).trim());
+    const n = Number(readFileSync(path, 'utf8').trim());
     return Number.isFinite(n) ? n : undefined;
   } catch {
     return undefined;

@@ -1,7 +1,9 @@
 // net.ipv4.conf.all.src_valid_mark: under strict rp_filter the reverse-path check of a DNATed packet
 // must use its (restored) mark to find the ENI table. Writes go to /proc/sys, which reflects the network
 // namespace of the writing process.
-import { mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
+// Synchronous calls on purpose: a few bytes in /proc/sys and the state dir, and node:fs/promises would be the only
+// reason the daemon loads that module (1 MB resident; docs/performance.md).
+import { mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 
 export interface SysctlOptions {
@@ -20,7 +22,7 @@ export const SYSCTL_RECORD = 'sysctls.json';
 export async function readSysctlRecord(stateDir: string): Promise<Record<string, string>> {
   let text: string;
   try {
-    text = await readFile(join(stateDir, SYSCTL_RECORD), 'utf8');
+    text = readFileSync(join(stateDir, SYSCTL_RECORD), 'utf8');
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') return {};
     throw err;
@@ -39,11 +41,11 @@ async function recordOriginal(stateDir: string, key: string, original: string): 
   const record = await readSysctlRecord(stateDir);
   if (record[key] !== undefined) return;
   record[key] = original;
-  await mkdir(stateDir, { recursive: true, mode: 0o755 });
+  mkdirSync(stateDir, { recursive: true, mode: 0o755 });
   const file = join(stateDir, SYSCTL_RECORD);
   const tmp = `${file}.${process.pid}.tmp`;
-  await writeFile(tmp, `${JSON.stringify(record, null, 2)}\n`, { mode: 0o644 });
-  await rename(tmp, file);
+  writeFileSync(tmp, `${JSON.stringify(record, null, 2)}\n`, { mode: 0o644 });
+  renameSync(tmp, file);
 }
 
 /** `ec2netd flush`: writes back every recorded value, then deletes the record. Returns what it restored. */
@@ -52,11 +54,11 @@ export async function restoreSysctls(stateDir: string, opts: Omit<SysctlOptions,
   const restored: Array<{ key: string; value: string }> = [];
   for (const [key, value] of Object.entries(record)) {
     if ((await readSysctl(key, opts)) !== value) {
-      await writeFile(sysctlPath(key, opts), `${value}\n`);
+      writeFileSync(sysctlPath(key, opts), `${value}\n`);
       restored.push({ key, value });
     }
   }
-  await rm(join(stateDir, SYSCTL_RECORD), { force: true });
+  rmSync(join(stateDir, SYSCTL_RECORD), { force: true });
   return restored;
 }
 
@@ -69,7 +71,7 @@ export function sysctlPath(key: string, opts: SysctlOptions = {}): string {
 }
 
 export async function readSysctl(key: string, opts: SysctlOptions = {}): Promise<string> {
-  return (await readFile(sysctlPath(key, opts), 'utf8')).trim();
+  return readFileSync(sysctlPath(key, opts), 'utf8').trim();
 }
 
 /** Writes `value` unless the key already holds it. Returns whether it changed and the value before. */
@@ -77,7 +79,7 @@ export async function ensureSysctl(key: string, value: string, opts: SysctlOptio
   const previous = await readSysctl(key, opts);
   if (previous === value) return { changed: false, previous };
   if (opts.stateDir !== undefined) await recordOriginal(opts.stateDir, key, previous);
-  await writeFile(sysctlPath(key, opts), `${value}\n`);
+  writeFileSync(sysctlPath(key, opts), `${value}\n`);
   return { changed: true, previous };
 }
 

@@ -34,6 +34,8 @@ export interface SimEni {
   vpcId?: string;
   /** Keys (e.g. `device-number`) that answer 404 while still listed in the MAC's directory. */
   hide?: string[];
+  /** Keys that still answer while the MAC's directory listing no longer names them. */
+  unlisted?: string[];
   /** Raw body per key, served instead of the derived value (malformed values, extra keys). */
   override?: Record<string, string>;
 }
@@ -102,7 +104,8 @@ const TOKEN_PATH = '/latest/api/token';
 const MAX_TOKENS = 10_000;
 const LOG_LIMIT = 1000;
 
-type Node = { kind: 'dir'; children: Map<string, Node> } | { kind: 'leaf'; body: string } | { kind: 'hidden' };
+/** `unlisted`: served, but left out of its directory's listing. */
+type Node = { kind: 'dir'; children: Map<string, Node> } | { kind: 'leaf'; body: string; unlisted?: boolean } | { kind: 'hidden' };
 
 function dir(): { kind: 'dir'; children: Map<string, Node> } {
   return { kind: 'dir', children: new Map() };
@@ -133,6 +136,10 @@ function buildTree(instance: SimInstance): Node {
     for (const [key, body] of keys) if (body !== undefined && body !== '') node.children.set(key, { kind: 'leaf', body });
     for (const [key, body] of Object.entries(eni.override ?? {})) node.children.set(key, { kind: 'leaf', body });
     for (const key of eni.hide ?? []) node.children.set(key, { kind: 'hidden' });
+    for (const key of eni.unlisted ?? []) {
+      const leaf = node.children.get(key);
+      if (leaf?.kind === 'leaf') leaf.unlisted = true;
+    }
     macs.children.set(eni.mac, node);
   }
   const interfaces = dir();
@@ -168,6 +175,7 @@ function lookup(root: Node, path: string): string | undefined {
   if (node === undefined || node.kind === 'hidden') return undefined;
   if (node.kind === 'leaf') return trailing ? undefined : node.body;
   return [...node.children.entries()]
+    .filter(([, child]) => child.kind !== 'leaf' || child.unlisted !== true)
     .map(([name, child]) => (child.kind === 'dir' ? `${name}/` : name))
     .sort()
     .join('\n');
@@ -367,7 +375,7 @@ export function validateInstance(value: unknown): SimInstance {
     for (const key of ['mac', 'interfaceId', 'subnetIpv4Cidr']) expect(typeof e[key] === 'string', `${at}.${key} must be a string`);
     for (const key of ['deviceNumber', 'networkCard']) expect(Number.isInteger(e[key]), `${at}.${key} must be an integer`);
     expect(isStringList(e.ipv4s), `${at}.ipv4s must be a list of strings`);
-    for (const key of ['ipv4Prefixes', 'ipv6s', 'ipv6Prefixes', 'subnetIpv6Cidrs', 'vpcIpv4Cidrs', 'hide']) {
+    for (const key of ['ipv4Prefixes', 'ipv6s', 'ipv6Prefixes', 'subnetIpv6Cidrs', 'vpcIpv4Cidrs', 'hide', 'unlisted']) {
       expect(e[key] === undefined || isStringList(e[key]), `${at}.${key} must be a list of strings`);
     }
     for (const key of ['subnetId', 'vpcId']) expect(e[key] === undefined || typeof e[key] === 'string', `${at}.${key} must be a string`);

@@ -23,7 +23,8 @@ export class ImdsState {
   /** Reads the whole of IMDS. On failure every ENI keeps its last good state. */
   async refresh(links: readonly KernelLink[]): Promise<boolean> {
     try {
-      this.accept(mergeRead(this.snapshot ?? this.previous, await readImds(this.imds), links));
+      const last = this.snapshot ?? this.previous;
+      this.accept(mergeRead(last, await readImds(this.imds, { previous: last }), links));
       return true;
     } catch (err) {
       this.failed(err);
@@ -42,7 +43,7 @@ export class ImdsState {
     // its keys are read alongside the listing, all at once, and dropped if it is not listed after all: one round trip
     // instead of two or three.
     const early = opts.expectListed === true ? new Map([...new Set(macs)].map((mac) => {
-      const read = readEni(this.imds, mac, current.primaryMac, { concurrency: 16 });
+      const read = readEni(this.imds, mac, current.primaryMac, { concurrency: 16, previous: current });
       read.catch(() => undefined); // handled now: it may fail before it is awaited (after the listing), or never be
       return [mac, read] as const;
     })) : undefined;
@@ -50,7 +51,7 @@ export class ImdsState {
       const listed = new Set(splitList((await this.imds.get(MACS_PATH)) ?? '').map((m) => m.replace(/\/$/, '').toLowerCase()));
       const wanted = [...new Set(macs)].filter((m) => listed.has(m));
       // All of an ENI's keys at once (9 or 10 requests): one round trip, not two at the whole read's concurrency of 8.
-      const enis = await Promise.all(wanted.map((mac) => early?.get(mac) ?? readEni(this.imds, mac, current.primaryMac, { concurrency: 16 })));
+      const enis = await Promise.all(wanted.map((mac) => early?.get(mac) ?? readEni(this.imds, mac, current.primaryMac, { concurrency: 16, previous: current })));
       this.accept(mergeRead(current, { primaryMac: current.primaryMac, macs: wanted, enis, partial: true }, links));
       return true;
     } catch (err) {

@@ -9,6 +9,8 @@
 // - Within a ready ENI, the IPv4 keys and the IPv6 keys are each settled or not: a 404 on one IPv4 key, IPv6
 //   addresses listed before their subnet, a malformed address. An unsettled part is reported, and its fields are
 //   empty; src/core/last-good.ts then keeps that part as the last consistent read had it.
+// - An optional key (a delegated prefix, the IPv6 keys) is "none" only when the ENI's directory listing and the key
+//   agree: listed but 404, or answering while the listing omits it, unsettles its part (docs/ipv6.md).
 import { compareText } from '../core/compare';
 import type { EniInfo, ImdsSnapshot } from '../core/types';
 import { mergeRead, type EniRead, type ImdsRead, type EniPart } from '../core/last-good';
@@ -23,6 +25,11 @@ export interface SnapshotOptions {
   concurrency?: number;
   /** Most entries accepted in any list (MACs, addresses, prefixes). Default 256. */
   maxListEntries?: number;
+  /**
+   * The last good state. An optional key an ENI had there is asked for even when the ENI's listing omits it: only
+   * the listing and the key together say it is gone.
+   */
+  previous?: ImdsSnapshot;
 }
 
 export const MACS_PATH = 'meta-data/network/interfaces/macs/';
@@ -42,11 +49,24 @@ const IPV4_KEYS = ['local-ipv4s', 'subnet-ipv4-cidr-block'] as const;
 const OPTIONAL_KEYS = ['network-card', 'ipv4-prefix', 'ipv6s', 'ipv6-prefix', 'subnet-ipv6-cidr-blocks'] as const;
 /**
  * Optional keys most ENIs do not have (no IPv6, no delegated prefix): asked for only when the ENI's directory
- * listing names them, as the VPC CNI does. At 15 ENIs that is 92 requests a whole read instead of 137, without a
- * round trip more: the listing is read together with the keys every ENI has. The listing is IMDS's own view of the
- * same ENI, so a key it does not name is a key that would answer 404.
+ * listing names them, as the VPC CNI does, or when the last good state has values for them. At 15 ENIs that is 92
+ * requests a whole read instead of 137, without a round trip more: the listing is read together with the keys every
+ * ENI has. The listing is IMDS's own view of the same ENI, but it is as eventually consistent as the rest: a key it
+ * names that answers 404, or a key the ENI had that it stops naming but that still answers, is not a statement
+ * that the values are gone, and the key's part is held (src/core/last-good.ts).
  */
 const LISTED_ONLY_KEYS = ['ipv4-prefix', 'ipv6s', 'ipv6-prefix', 'subnet-ipv6-cidr-blocks'] as const;
+type ListedOnlyKey = (typeof LISTED_ONLY_KEYS)[number];
+const PART_OF: Record<ListedOnlyKey, EniPart> = {
+  'ipv4-prefix': 'ipv4', 'ipv6s': 'ipv6', 'ipv6-prefix': 'ipv6', 'subnet-ipv6-cidr-blocks': 'ipv6',
+};
+/** Whether the last good state of an ENI has values for an optional key. */
+const HAD: Record<ListedOnlyKey, (eni: EniInfo) => boolean> = {
+  'ipv4-prefix': (eni) => eni.ipv4Prefixes.length > 0,
+  'ipv6s': (eni) => eni.ipv6s.length > 0,
+  'ipv6-prefix': (eni) => eni.ipv6Prefixes.length > 0,
+  'subnet-ipv6-cidr-blocks': (eni) => eni.subnetIpv6Cidrs.length > 0,
+};
 type EniKey = (typeof IDENTITY_KEYS)[number] | (typeof IPV4_KEYS)[number] | (typeof OPTIONAL_KEYS)[number] | 'network-card-index';
 
 /** Reads the primary MAC, the MAC listing and every listed ENI, each ENI on its own (see the top of this file). */
@@ -72,7 +92,7 @@ export async function readImds(client: ImdsReader, options: SnapshotOptions = {}
     throw new ImdsValidationError(listPath, `the primary MAC ${primaryMac} is not listed`, listing);
   }
 
-  const reads = await Promise.all([...macs].map(([mac, listed]) => readEniWith(ctx, mac, listed, mac === primaryMac)));
+  const reads = await Promise.all([...macs].map(([mac, listed]) => readEniWith(ctx, mac, listed, mac === primaryMac, hadOf(options, mac))));
   // An instance either serves network-card for its ENIs or (single-card types, older IMDS) for none of them.
   const cardServed = reads.some((r) => r.cardServed);
   return {
@@ -96,13 +116,17 @@ export async function readEni(
   if (canonical === undefined) throw new ImdsValidationError(imdsPath(MACS_PATH), 'not a MAC address', mac);
   const ctx = context(client, options);
   const primary = canonical === normalizeMac(primaryMac);
-  const { result, cardServed } = await readEniWith(ctx, canonical, canonical, primary);
+  const { result, cardServed } = await readEniWith(ctx, canonical, canonical, primary, hadOf(options, canonical));
   if (result.status !== 'ready' || cardServed || primary) return result;
   // network-card absent: trusted as 0 only when the instance serves it for no ENI. One more GET tells: the
   // primary ENI's entry (it is always listed, and always on card 0).
   const base = `${MACS_PATH}${normalizeMac(primaryMac) ?? primaryMac}/`;
   const served = (await ctx.get(`${base}network-card`)) !== undefined || (await ctx.get(`${base}network-card-index`)) !== undefined;
   return served ? cardLagging(canonical) : result;
+}
+
+function hadOf(options: SnapshotOptions, mac: string): EniInfo | undefined {
+  return options.previous?.enis.find((eni) => eni.mac === mac);
 }
 
 /**
@@ -158,10 +182,10 @@ function context(client: ImdsReader, options: SnapshotOptions): Context {
   };
 }
 
-/** `mac` is canonical (reported); `listed` is IMDS's spelling of it (requested). `cardServed`: network-card (or
- * network-card-index) was there. */
+/** `mac` is canonical (reported); `listed` is IMDS's spelling of it (requested); `had` its last good state.
+ * `cardServed`: network-card (or network-card-index) was there. */
 async function readEniWith(
-  ctx: Context, mac: string, listed: string, primary: boolean,
+  ctx: Context, mac: string, listed: string, primary: boolean, had: EniInfo | undefined,
 ): Promise<{ result: EniRead; cardServed: boolean }> {
   const base = `${MACS_PATH}${listed}/`;
   // Checked once; the keys are ours. (Per use it was ~750 regex checks a read at 15 × 50: one per address.)
@@ -177,9 +201,21 @@ async function readEniWith(
   const asked = (key: EniKey): boolean => names === undefined || names.has(key);
   // Older IMDS versions (and the AWS mock) name it network-card-index.
   const cardKey: EniKey = raw.get('network-card') === undefined ? 'network-card-index' : 'network-card';
-  const more: EniKey[] = [...LISTED_ONLY_KEYS.filter(asked), ...(cardKey === 'network-card-index' && asked(cardKey) ? [cardKey] : [])];
+  const optional = LISTED_ONLY_KEYS.filter((key) => asked(key) || (had !== undefined && HAD[key](had)));
+  const more: EniKey[] = [...optional, ...(cardKey === 'network-card-index' && asked(cardKey) ? [cardKey] : [])];
   const moreBodies = await Promise.all(more.map((key) => ctx.get(base + key)));
   more.forEach((key, i) => raw.set(key, moreBodies[i]));
+  // The listing and the optional keys disagree: that key's part is unsettled (see LISTED_ONLY_KEYS).
+  const disagreeing = (part: EniPart): string | undefined => {
+    if (names === undefined) return undefined;
+    const found = optional.filter((key) => PART_OF[key] === part).flatMap((key) => {
+      const answered = raw.get(key) !== undefined;
+      if (names.has(key) && !answered) return [`${key} is listed but absent (HTTP 404)`];
+      if (!names.has(key) && answered) return [`${key} answers but the ENI's listing omits it`];
+      return [];
+    });
+    return found.length === 0 ? undefined : `${found.join('; ')} (IMDS not yet consistent)`;
+  };
   const value = (key: EniKey): string | undefined => raw.get(key);
   const list = (key: EniKey): string[] | undefined => {
     const body = value(key);
@@ -221,43 +257,53 @@ async function readEniWith(
   const unsettled: Array<{ part: EniPart; reason: string }> = [];
   let v6 = { ipv6s: [] as string[], ipv6Prefixes: [] as string[], subnetIpv6Cidrs: [] as string[] };
   let v6Settled = false;
-  try {
-    const subnets6 = (list('subnet-ipv6-cidr-blocks') ?? []).map((entry) => parseSubnet(pathOf('subnet-ipv6-cidr-blocks'), entry, 6));
-    const within6 = subnets6.length > 0 ? subnets6 : undefined;
-    const ipv6s = (list('ipv6s') ?? []).map((entry) => parseAddress(pathOf('ipv6s'), entry, 6, within6));
-    const ipv6Prefixes = (list('ipv6-prefix') ?? []).map((entry) => parsePrefix(pathOf('ipv6-prefix'), entry, 6, within6));
-    if (within6 === undefined && (ipv6s.length > 0 || ipv6Prefixes.length > 0)) {
-      unsettled.push({ part: 'ipv6', reason: 'IPv6 addresses listed but subnet-ipv6-cidr-blocks absent (IMDS not yet consistent)' });
-    } else {
-      v6 = { ipv6s: unique(ipv6s), ipv6Prefixes: unique(ipv6Prefixes), subnetIpv6Cidrs: unique(subnets6.map(networkOf)) };
-      v6Settled = true;
+  const v6Disagreeing = disagreeing('ipv6');
+  if (v6Disagreeing !== undefined) {
+    unsettled.push({ part: 'ipv6', reason: v6Disagreeing });
+  } else {
+    try {
+      const subnets6 = (list('subnet-ipv6-cidr-blocks') ?? []).map((entry) => parseSubnet(pathOf('subnet-ipv6-cidr-blocks'), entry, 6));
+      const within6 = subnets6.length > 0 ? subnets6 : undefined;
+      const ipv6s = (list('ipv6s') ?? []).map((entry) => parseAddress(pathOf('ipv6s'), entry, 6, within6));
+      const ipv6Prefixes = (list('ipv6-prefix') ?? []).map((entry) => parsePrefix(pathOf('ipv6-prefix'), entry, 6, within6));
+      if (within6 === undefined && (ipv6s.length > 0 || ipv6Prefixes.length > 0)) {
+        unsettled.push({ part: 'ipv6', reason: 'IPv6 addresses listed but subnet-ipv6-cidr-blocks absent (IMDS not yet consistent)' });
+      } else {
+        v6 = { ipv6s: unique(ipv6s), ipv6Prefixes: unique(ipv6Prefixes), subnetIpv6Cidrs: unique(subnets6.map(networkOf)) };
+        v6Settled = true;
+      }
+    } catch (err) {
+      unsettled.push({ part: 'ipv6', reason: reasonOf(err) });
     }
-  } catch (err) {
-    unsettled.push({ part: 'ipv6', reason: reasonOf(err) });
   }
   const hasIpv6 = v6Settled && v6.ipv6s.length + v6.ipv6Prefixes.length > 0;
   let v4 = { ipv4s: [] as string[], ipv4Prefixes: [] as string[], subnetIpv4Cidr: '' };
-  try {
-    const subnetBody = value('subnet-ipv4-cidr-block');
-    const subnet4 = subnetBody === undefined ? undefined : parseSubnet(pathOf('subnet-ipv4-cidr-block'), subnetBody, 4);
-    const within = subnet4 === undefined ? undefined : [subnet4];
-    const ipv4s = list('local-ipv4s')?.map((entry) => parseAddress(pathOf('local-ipv4s'), entry, 4, within));
-    const ipv4Prefixes = (list('ipv4-prefix') ?? []).map((entry) => parsePrefix(pathOf('ipv4-prefix'), entry, 4, within));
-    const absentV4 = IPV4_KEYS.filter((key) => key === 'local-ipv4s' ? ipv4s === undefined : value(key) === undefined);
-    if (absentV4.length === IPV4_KEYS.length && ipv4Prefixes.length === 0 && hasIpv6) {
-      // IPv6-only (docs/ipv6.md): no IPv4 key at all, and a settled IPv6 part with addresses or prefixes. That the
-      // ENI had IPv4 before is src/core/last-good.ts's to tell (then it is held, not taken as IPv6-only).
-    } else if (absentV4.length === IPV4_KEYS.length && !hasIpv6) {
-      // Neither family usable: say why the IPv6 part is not (an IPv6-only ENI waiting for its subnet says so).
-      const v6Reason = unsettled.find((u) => u.part === 'ipv6')?.reason;
-      unsettled.push({ part: 'ipv4', reason: `IMDS keys absent: local-ipv4s, subnet-ipv4-cidr-block, and ${v6Reason === undefined ? 'no IPv6 address or prefix' : `IPv6: ${v6Reason}`}` });
-    } else if (absentV4.length > 0 || ipv4s === undefined || subnet4 === undefined) {
-      unsettled.push({ part: 'ipv4', reason: `IMDS key${absentV4.length > 1 ? 's' : ''} absent: ${absentV4.join(', ')}` });
-    } else {
-      v4 = { ipv4s: unique(ipv4s), ipv4Prefixes: unique(ipv4Prefixes), subnetIpv4Cidr: networkOf(subnet4) };
+  const v4Disagreeing = disagreeing('ipv4');
+  if (v4Disagreeing !== undefined) {
+    unsettled.push({ part: 'ipv4', reason: v4Disagreeing });
+  } else {
+    try {
+      const subnetBody = value('subnet-ipv4-cidr-block');
+      const subnet4 = subnetBody === undefined ? undefined : parseSubnet(pathOf('subnet-ipv4-cidr-block'), subnetBody, 4);
+      const within = subnet4 === undefined ? undefined : [subnet4];
+      const ipv4s = list('local-ipv4s')?.map((entry) => parseAddress(pathOf('local-ipv4s'), entry, 4, within));
+      const ipv4Prefixes = (list('ipv4-prefix') ?? []).map((entry) => parsePrefix(pathOf('ipv4-prefix'), entry, 4, within));
+      const absentV4 = IPV4_KEYS.filter((key) => key === 'local-ipv4s' ? ipv4s === undefined : value(key) === undefined);
+      if (absentV4.length === IPV4_KEYS.length && ipv4Prefixes.length === 0 && hasIpv6) {
+        // IPv6-only (docs/ipv6.md): no IPv4 key at all, and a settled IPv6 part with addresses or prefixes. That the
+        // ENI had IPv4 before is src/core/last-good.ts's to tell (then it is held, not taken as IPv6-only).
+      } else if (absentV4.length === IPV4_KEYS.length && !hasIpv6) {
+        // Neither family usable: say why the IPv6 part is not (an IPv6-only ENI waiting for its subnet says so).
+        const v6Reason = unsettled.find((u) => u.part === 'ipv6')?.reason;
+        unsettled.push({ part: 'ipv4', reason: `IMDS keys absent: local-ipv4s, subnet-ipv4-cidr-block, and ${v6Reason === undefined ? 'no IPv6 address or prefix' : `IPv6: ${v6Reason}`}` });
+      } else if (absentV4.length > 0 || ipv4s === undefined || subnet4 === undefined) {
+        unsettled.push({ part: 'ipv4', reason: `IMDS key${absentV4.length > 1 ? 's' : ''} absent: ${absentV4.join(', ')}` });
+      } else {
+        v4 = { ipv4s: unique(ipv4s), ipv4Prefixes: unique(ipv4Prefixes), subnetIpv4Cidr: networkOf(subnet4) };
+      }
+    } catch (err) {
+      unsettled.push({ part: 'ipv4', reason: reasonOf(err) });
     }
-  } catch (err) {
-    unsettled.push({ part: 'ipv4', reason: reasonOf(err) });
   }
   const eni: EniInfo = { mac, deviceNumber, networkCard, interfaceId, ...v4, ...v6 };
   unsettled.sort((a, b) => compareText(a.part, b.part));

@@ -15,7 +15,7 @@ describe('last good state per ENI, one owner per address', () => {
     enis: [
       { name: 'eth0', ipv4s: ['10.0.1.10'], deviceNumber: 0 },
       { name: 'eth1', ipv4s: ['10.0.1.20', '10.0.1.21'], deviceNumber: 1 },
-      { name: 'eth2', ipv4s: ['10.0.1.30'], deviceNumber: 2 },
+      { name: 'eth2', ipv4s: ['10.0.1.30'], deviceNumber: 2, ipv4Prefixes: ['10.0.1.48/28'] },
     ],
     config: { imds: { refreshIntervalMs: 600_000 }, sync: { pendingRetryBaseMs: 50 } },
   });
@@ -49,6 +49,7 @@ describe('last good state per ENI, one owner per address', () => {
   it('converges', async () => {
     expect(await ownedRules(sim())).toEqual([
       '10100 from 10.0.1.20 lookup 10001', '10100 from 10.0.1.21 lookup 10001', '10100 from 10.0.1.30 lookup 10002',
+      '10100 from 10.0.1.48/28 lookup 10002',
     ]);
     for (const ip of ['10.0.1.20', '10.0.1.21', '10.0.1.30']) expect(await reach(ip), ip).toBe(true);
   });
@@ -72,6 +73,29 @@ describe('last good state per ENI, one owner per address', () => {
     await sim().patchImdsEni('eth1', { hide: [] });
     await reload((l) => l.msg.includes('IMDS is consistent again'), 'eth1 consistent', mark2);
     expect(await routes(sim(), 10001)).toHaveLength(2);
+  });
+
+  it('a delegated prefix whose key and listing disagree stays routed; it goes once both say it is gone', async () => {
+    const prefixRule = '10100 from 10.0.1.48/28 lookup 10002';
+    // The ENI's listing names ipv4-prefix, the key answers 404.
+    let mark = logMark(daemon);
+    await sim().patchImdsEni('eth2', { hide: ['ipv4-prefix'] });
+    let line = await reload((l) => l.msg.includes('held on its last good IMDS read'), 'eth2 held (404)', mark);
+    expect(line.msg).toBe(`${eth2Id()}: IPv4 configuration held on its last good IMDS read: ipv4-prefix is listed but absent (HTTP 404) (IMDS not yet consistent)`);
+    expect(await ownedRules(sim())).toContain(prefixRule);
+    // The listing stops naming it while the key still answers.
+    mark = logMark(daemon);
+    await sim().patchImdsEni('eth2', { hide: [], unlisted: ['ipv4-prefix'] });
+    line = await reload((l) => l.msg.includes('held on its last good IMDS read'), 'eth2 held (unlisted)', mark);
+    expect(line.msg).toBe(`${eth2Id()}: IPv4 configuration held on its last good IMDS read: ipv4-prefix answers but the ENI's listing omits it (IMDS not yet consistent)`);
+    expect(await ownedRules(sim())).toContain(prefixRule);
+    expect(await reach('10.0.1.30')).toBe(true);
+    // Both agree: the prefix is unassigned, and its rule goes.
+    mark = logMark(daemon);
+    await sim().patchImdsEni('eth2', { unlisted: [], ipv4Prefixes: [] });
+    await reload((l) => l.msg.includes('IMDS is consistent again'), 'eth2 consistent', mark);
+    await eventually('the prefix rule removed', async () => !(await ownedRules(sim())).includes(prefixRule));
+    expect(await ownedRules(sim())).toContain('10100 from 10.0.1.30 lookup 10002');
   });
 
   it('IPv6 listed before its subnet: eth1 keeps answering over IPv4, and a consistent IPv4 change still applies', async () => {

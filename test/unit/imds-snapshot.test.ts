@@ -1,6 +1,7 @@
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { ImdsClient, type ImdsConfig, type ImdsReader } from '../../src/imds/client';
 import { ImdsError, ImdsValidationError, describeValue } from '../../src/imds/errors';
+import { mergeRead } from '../../src/core/last-good';
 import { readEni, readImds, readSnapshot } from '../../src/imds/snapshot';
 import { startImdsServer, type ImdsServer, type SimEni, type SimInstance } from '../../sim/imds-server';
 
@@ -109,6 +110,45 @@ describe('readSnapshot', () => {
     sim.setInstance(instance(eni0(), { ...eni1(), hide: ['subnet-ipv4-cidr-block'] }));
     const one = await readEni(client(), MAC1, MAC0);
     expect(one.status === 'ready' && one.unsettled).toEqual([{ part: 'ipv4', reason: 'IMDS key absent: subnet-ipv4-cidr-block' }]);
+  });
+
+  it('an optional key its listing names that answers 404 unsettles its part: it is not read as "none"', async () => {
+    sim.setInstance(instance({ ...eni0(), hide: ['ipv6s'] }, { ...eni1(), hide: ['ipv4-prefix'] }, eni2()));
+    const read = await readImds(client());
+    const unsettled = (mac: string): unknown => read.enis.find((r) => r.mac === mac && r.status === 'ready')
+      ?.unsettled;
+    expect(unsettled(MAC0)).toEqual([{ part: 'ipv6', reason: 'ipv6s is listed but absent (HTTP 404) (IMDS not yet consistent)' }]);
+    expect(unsettled(MAC1)).toEqual([{ part: 'ipv4', reason: 'ipv4-prefix is listed but absent (HTTP 404) (IMDS not yet consistent)' }]);
+    expect(unsettled(MAC2)).toEqual([]);
+  });
+
+  it('an optional key the ENI had is asked for though its listing omits it: answering, its part is held; 404, it is gone', async () => {
+    const previous = await readSnapshot(client());
+    // Mid-change, the ENIs' listings stop naming keys that still answer.
+    sim.setInstance(instance({ ...eni0(), unlisted: ['ipv6s'] }, { ...eni1(), unlisted: ['ipv4-prefix'] }, { ...eni2(), unlisted: ['ipv6-prefix'] }));
+    sim.resetStats();
+    const read = await readImds(client(), { previous });
+    for (const [mac, key] of [[MAC0, 'ipv6s'], [MAC1, 'ipv4-prefix'], [MAC2, 'ipv6-prefix']] as const) {
+      expect(sim.stats().byPath[macPath(mac, key)], `${mac} ${key}`).toBe(1);
+    }
+    expect(read.enis.map((r) => r.status === 'ready' ? r.unsettled : r.status)).toEqual([
+      [{ part: 'ipv6', reason: 'ipv6s answers but the ENI\'s listing omits it (IMDS not yet consistent)' }],
+      [{ part: 'ipv4', reason: 'ipv4-prefix answers but the ENI\'s listing omits it (IMDS not yet consistent)' }],
+      [{ part: 'ipv6', reason: 'ipv6-prefix answers but the ENI\'s listing omits it (IMDS not yet consistent)' }],
+    ]);
+    // Folded into the last good state, every ENI keeps what it had.
+    expect(mergeRead(previous, read, []).enis).toEqual(previous.enis);
+    // With nothing to lose, the listing alone decides: the keys are not asked for.
+    sim.resetStats();
+    await readImds(client());
+    expect(sim.stats().byPath[macPath(MAC0, 'ipv6s')]).toBeUndefined();
+    // Listing and key agree that the values are gone (not named, 404): that is the statement, and they go.
+    sim.setInstance(instance({ ...eni0(), ipv6s: [] }, { ...eni1(), ipv4Prefixes: [] }, { ...eni2(), ipv6Prefixes: [], ipv6s: ['2600:1f18:0:3::30'] }));
+    const gone = mergeRead(previous, await readImds(client(), { previous }), []);
+    expect(gone.held).toEqual([]);
+    expect(gone.enis.map((e) => [e.ipv6s, e.ipv4Prefixes, e.ipv6Prefixes])).toEqual([
+      [[], [], []], [[], [], []], [['2600:1f18:0:3::30'], [], []],
+    ]);
   });
 
   it('normalizes an unaligned prefix or subnet, upper-case MACs, and duplicate addresses', async () => {

@@ -9,7 +9,7 @@ import { NetfilterEvents } from '../iptables/monitor';
 import { KernelEvents } from '../kernel/events';
 import { mallocTrim } from '../kernel/netlink-package';
 import { openNetlink } from '../kernel/netlink';
-import type { Logger } from '../log';
+import { isoTime, type Logger } from '../log';
 import { noopNotifier, type Notifier } from '../systemd/notify';
 import { AddressWatcher } from './address-watch';
 import { acquireInstanceLock } from './instance-lock';
@@ -48,7 +48,7 @@ export function describeReport(r: SyncReport | undefined, imdsError: string | un
   if (r.problems.length > 0) parts.push(`${r.problems.length} problems (ec2netd status)`);
   if (r.conflicts.length > 0) parts.push(`${r.conflicts.length} conflicts`);
   if (imdsError !== undefined) parts.push('IMDS failing, last good state kept');
-  parts.push(`last sync ${r.at.toISOString()}`);
+  parts.push(`last sync ${isoTime(r.at.getTime())}`);
   return parts.join('; ');
 }
 
@@ -287,7 +287,7 @@ export class Daemon {
   /** The daemon's view for `ec2netd status` (another process): held ENIs, failing writes, the snapshot. */
   private publish(report: SyncReport): void {
     const status: DaemonStatus = {
-      pid: process.pid, at: report.at.toISOString(), imdsError: this.reconciler.lastImdsError ?? null,
+      pid: process.pid, at: isoTime(report.at.getTime()), imdsError: this.reconciler.lastImdsError ?? null,
       snapshot: this.reconciler.snapshot ?? null, held: report.held, waiting: report.waiting,
       failing: this.reconciler.failures.current, fights: this.reconciler.fightNotes(), notes: [...report.conflicts, ...report.problems],
       watching: this.addressWatch.notes(),

@@ -9,7 +9,6 @@ import type { Logger } from '../log';
 export class ImdsState {
   snapshot: ImdsSnapshot | undefined;
   lastError: string | undefined;
-  lastSuccess: Date | undefined;
   /** Held causes already in the journal: `mac|part|reason`. */
   private told = new Set<string>();
 
@@ -78,7 +77,6 @@ export class ImdsState {
     if (this.lastError !== undefined) this.log.info('IMDS answers again');
     this.snapshot = next;
     this.lastError = undefined;
-    this.lastSuccess = new Date();
   }
 
   private failed(err: unknown): void {

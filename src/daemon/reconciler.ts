@@ -98,7 +98,6 @@ export class Reconciler {
 
   get snapshot(): ImdsSnapshot | undefined { return this.imds.snapshot; }
   get lastImdsError(): string | undefined { return this.imds.lastError; }
-  get lastImdsSuccess(): Date | undefined { return this.imds.lastSuccess; }
 
   /** Reads the whole of IMDS; every ENI keeps its last good state when its read (or the whole read) fails. */
   refreshImds(): Promise<boolean> {

@@ -115,8 +115,8 @@ describe('readSnapshot', () => {
   it('an optional key its listing names that answers 404 unsettles its part: it is not read as "none"', async () => {
     sim.setInstance(instance({ ...eni0(), hide: ['ipv6s'] }, { ...eni1(), hide: ['ipv4-prefix'] }, eni2()));
     const read = await readImds(client());
-    const unsettled = (mac: string): unknown => read.enis.find((r) => r.mac === mac && r.status === 'ready')
-      ?.unsettled;
+    const unsettled = (mac: string): unknown => read.enis.map((r) => (r.mac === mac && r.status === 'ready' ? r.unsettled : undefined))
+      .find((u) => u !== undefined);
     expect(unsettled(MAC0)).toEqual([{ part: 'ipv6', reason: 'ipv6s is listed but absent (HTTP 404) (IMDS not yet consistent)' }]);
     expect(unsettled(MAC1)).toEqual([{ part: 'ipv4', reason: 'ipv4-prefix is listed but absent (HTTP 404) (IMDS not yet consistent)' }]);
     expect(unsettled(MAC2)).toEqual([]);

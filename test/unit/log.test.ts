@@ -2,7 +2,8 @@
 // neither throws nor loses a line on a full non-blocking pipe.
 import { spawn } from 'node:child_process';
 import { describe, expect, it } from 'vitest';
-import { createLogger, silentLogger, stdoutDestination } from '../../src/log';
+import fc from 'fast-check';
+import { createLogger, isoTime, silentLogger, stdoutDestination } from '../../src/log';
 
 function capture(level: string): { log: ReturnType<typeof createLogger>; lines: () => Record<string, unknown>[]; raw: string[] } {
   const raw: string[] = [];
@@ -17,6 +18,15 @@ describe('logger', () => {
     expect(raw.every((l) => l.endsWith('}\n') && !l.slice(0, -1).includes('\n'))).toBe(true);
     expect(raw[0]).toMatch(/^\{"level":30,"time":"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z","action":"add-rule","eni":"eni-1","table":10001,"applied":0,"msg":"ip rule add"\}\n$/);
     expect(lines()[1]).toMatchObject({ level: 40, msg: 'plain message' });
+  });
+
+  it('isoTime spells a time as toISOString does', () => {
+    fc.assert(fc.property(fc.integer({ min: -62_198_755_200_000, max: 253_402_300_799_999 }), (ms) => {
+      expect(isoTime(ms)).toBe(new Date(ms).toISOString());
+    }), { numRuns: 2000 });
+    for (const ms of [0, 951_782_400_000, 1_700_000_000_999, 253_402_300_800_000, -62_198_755_200_001]) {
+      expect(isoTime(ms)).toBe(new Date(ms).toISOString());
+    }
   });
 
   it('drops entries below its level, and follows a level change', () => {

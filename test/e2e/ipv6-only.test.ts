@@ -79,7 +79,7 @@ describe('ec2netd on an IPv6-only instance', () => {
   it('hot-attach: an IPv6-only ENI listed first without its subnet waits, then is configured in its table and answers', async () => {
     servers.push(await startTcpServer(sim().net.ns.host, V6('30'), PORT));
     await sim().attachEni({ name: 'eth2', ipv4s: [], ipv6s: [V6('30')], deviceNumber: 2 }, { imds: { hide: ['subnet-ipv6-cidr-blocks'] } });
-    await eventually('eth2 waiting', async () => (await sim().ec2netd(['status'])).stdout.includes('subnet-ipv6-cidr-blocks absent'));
+    await eventually('eth2 waiting', async () => (await sim().ec2netd(['status'])).stdout.includes('subnet-ipv6-cidr-blocks is listed but absent (HTTP 404)'));
     expect(await routes6(sim(), 10002)).toEqual([]);
     await sim().patchImdsEni('eth2', { hide: [] });
     await eventually('IPv6 default route in 10002', async () =>

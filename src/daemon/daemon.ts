@@ -106,6 +106,9 @@ export class Daemon {
     this.trigger = new SyncTrigger<Work>((work) => this.runSync(work), {
       debounceMs: sync.debounceMs, minIntervalMs: sync.minIntervalMs, burst: 5, maxIntervalMs: sync.maxIntervalMs,
       fullKinds: ALL_KINDS, retryBaseMs: sync.pendingRetryBaseMs, retryMaxMs: sync.pendingRetryMaxMs,
+      // What a sync wrote is read again once nothing else waits, not by the next event's sync (a hot attach after a
+      // detach read the detach's 750 rules on its path: docs/performance.md).
+      settle: () => this.reconciler.settle(),
     });
     this.events = new KernelEvents();
     // The kernel drops the notifications of the request socket's own writes before they reach the event socket

@@ -117,6 +117,20 @@ export class Reconciler {
     return kernel;
   }
 
+  /**
+   * Reads again the kinds the last writes touched (KernelCache.written), so that the next event's sync need not: the
+   * daemon calls it once a sync is done and nothing else is asked for (SyncTrigger's settle). Only the cache and the
+   * ledger see it; a failure leaves the kinds to be read by the next sync.
+   */
+  async settle(): Promise<void> {
+    if (this.kernel.stale.size === 0) return;
+    try {
+      await this.observe(new Set());
+    } catch {
+      // The kinds stay stale: the next sync reads them, and fails (and is retried) if the kernel still cannot be read.
+    }
+  }
+
   /** The plan for the current kernel state; without an IMDS snapshot there is nothing to plan. */
   planFor(kernel: KernelState): PlanResult | undefined {
     const snapshot = this.imds.snapshot;

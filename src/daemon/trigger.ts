@@ -12,6 +12,9 @@
 // - maximum interval: `maxIntervalMs` after the last run of all of `fullKinds`, those kinds are requested: the
 //   daemon's full kernel re-read, which finds what the kernel removes without a notification.
 // An `urgent` request (new IMDS data: a hot-attached ENI is waiting for it) skips the bucket and the backoff.
+// - settle: work a run leaves for later (the daemon's: reading again what it wrote) runs right after it when nothing
+//   else is asked for, as part of the run (requests made meanwhile wait for it), taking no token; a request pending
+//   when the run ends goes first, and that run settles too.
 
 export type RunOutcome = 'ok' | 'failed';
 
@@ -26,6 +29,8 @@ export interface TriggerOptions<K> {
   retryMaxMs: number;
   /** Milliseconds, monotonic (injected for tests). */
   now?: () => number;
+  /** Called after a run that did not fail when nothing is pending (see the top of this file); must not throw. */
+  settle?: () => Promise<void>;
 }
 
 export class SyncTrigger<K> {
@@ -113,6 +118,9 @@ export class SyncTrigger<K> {
       outcome = (await this.run(kinds)) ?? 'ok';
     } catch {
       outcome = 'failed'; // run() reports its own errors; a throw must not stop later runs
+    }
+    if (outcome === 'ok' && this.pending.size === 0 && !this.stopped && this.opts.settle !== undefined) {
+      await this.opts.settle().catch(() => undefined);
     }
     this.running = false;
     if (this.stopped) return this.settle();

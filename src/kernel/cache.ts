@@ -6,7 +6,7 @@ import { ALL_KINDS, readKernelState, type ObjectKind } from './observe';
 export class KernelCache {
   private state: KernelState | undefined;
   /** Kinds ec2netd wrote since the last observe: read again next time, whatever kinds that observe asks for. */
-  private readonly stale = new Set<ObjectKind>();
+  private readonly staleKinds = new Set<ObjectKind>();
   /** The links of the last observation, kept when the rest is dropped (the last-good merge needs them). */
   links: KernelLink[] = [];
 
@@ -18,10 +18,10 @@ export class KernelCache {
    * `src` address goes away, and a cached route that is no longer there would never be repaired.
    */
   async observe(kinds: ReadonlySet<ObjectKind>): Promise<KernelState> {
-    const ask = new Set(this.state === undefined ? ALL_KINDS : [...kinds, ...this.stale]);
+    const ask = new Set(this.state === undefined ? ALL_KINDS : [...kinds, ...this.staleKinds]);
     if (ask.has('link') || ask.has('address')) ask.add('route');
     this.state = await readKernelState(this.nl, ask, this.state);
-    this.stale.clear();
+    this.staleKinds.clear();
     this.links = this.state.links;
     return this.state;
   }
@@ -36,7 +36,12 @@ export class KernelCache {
    * kinds' route re-read covers.
    */
   written(kinds: Iterable<ObjectKind>): void {
-    for (const k of kinds) this.stale.add(k);
+    for (const k of kinds) this.staleKinds.add(k);
+  }
+
+  /** Kinds written since the last observe, to read again (none while nothing is cached: the next observe reads all). */
+  get stale(): ReadonlySet<ObjectKind> {
+    return this.state === undefined ? new Set() : this.staleKinds;
   }
 
   /** The next observe() reads everything: after lost events, a failed sync, on SIGHUP and at the maximum interval. */

@@ -110,9 +110,9 @@ export class Reconciler {
     return this.imds.refreshMacs(macs, this.kernel.links, opts);
   }
 
-  /** Reads the kinds of kernel objects that changed (all of them the first time). */
-  async observe(kinds: ReadonlySet<Kind>): Promise<KernelState> {
-    const kernel = await this.kernel.observe(kinds);
+  /** Reads the kinds of kernel objects that changed (all of them the first time); `newLinksOnly`: KernelCache.observe. */
+  async observe(kinds: ReadonlySet<Kind>, opts: { newLinksOnly?: boolean } = {}): Promise<KernelState> {
+    const kernel = await this.kernel.observe(kinds, opts);
     this.deps.ledger.prune(kernel);
     return kernel;
   }
@@ -164,12 +164,12 @@ export class Reconciler {
    * nftables events, IMDS refreshes and full resyncs; see Daemon.runSync). Whenever the wanted chain
    * changed (a bridge or an ENI came or went) it is compared anyway.
    */
-  async sync(kinds: ReadonlySet<Kind>, checkIptables = true): Promise<SyncReport> {
+  async sync(kinds: ReadonlySet<Kind>, checkIptables = true, opts: { newLinksOnly?: boolean } = {}): Promise<SyncReport> {
     const started = performance.now();
     const phases: Record<string, number> = {};
     let mark = started;
     const phase = (name: string): void => { const now = performance.now(); phases[name] = Math.round((now - mark) * 10) / 10; mark = now; };
-    const kernel = await this.observe(kinds);
+    const kernel = await this.observe(kinds, opts);
     this.onObserved?.(kernel);
     phase('observeMs');
     const wait = this.beforePlan();

@@ -15,11 +15,15 @@ export class KernelCache {
   /**
    * Dumps the kinds that changed (everything the first time, and after forget()). A link or address change also
    * re-reads the routes: the kernel removes IPv4 routes without a notification when their link goes down or their
-   * `src` address goes away, and a cached route that is no longer there would never be repaired.
+   * `src` address goes away, and a cached route that is no longer there would never be repaired. `newLinksOnly`: the
+   * link messages were all about links the cache does not know (they appeared): none of them can have taken a route
+   * with it, so a 'link' alone reads the links (a hot attach's sync: the routes are most of a dump at 15 × 50, 750
+   * local-table routes read to be dropped).
    */
-  async observe(kinds: ReadonlySet<ObjectKind>): Promise<KernelState> {
+  async observe(kinds: ReadonlySet<ObjectKind>, opts: { newLinksOnly?: boolean } = {}): Promise<KernelState> {
     const ask = new Set(this.state === undefined ? ALL_KINDS : [...kinds, ...this.staleKinds]);
-    if (ask.has('link') || ask.has('address')) ask.add('route');
+    const linkRoutes = this.state === undefined || opts.newLinksOnly !== true || this.staleKinds.has('link');
+    if ((ask.has('link') && linkRoutes) || ask.has('address')) ask.add('route');
     this.state = await readKernelState(this.nl, ask, this.state);
     this.staleKinds.clear();
     this.links = this.state.links;
@@ -47,6 +51,11 @@ export class KernelCache {
   /** The next observe() reads everything: after lost events, a failed sync, on SIGHUP and at the maximum interval. */
   forget(): void {
     this.state = undefined;
+  }
+
+  /** Whether the cached links have this ifindex (false while nothing is cached). */
+  knowsLink(index: number): boolean {
+    return this.state?.links.some((l) => l.index === index) ?? false;
   }
 
   get current(): KernelState | undefined {

@@ -64,6 +64,22 @@ describe('KernelCache', () => {
     expect([...cache.stale]).toEqual([]);
   });
 
+  it('links that only appeared (newLinksOnly): the links are read without the routes, unless a link was written', async () => {
+    const { nl, dumps } = recordingNetlink();
+    const cache = new KernelCache(nl);
+    await cache.observe(new Set(['link']), { newLinksOnly: true });
+    expect(kindsRead(dumps.splice(0))).toEqual(['addresses', 'links', 'routes', 'rules']); // the first read is whole
+    await cache.observe(new Set(['link']), { newLinksOnly: true });
+    expect(kindsRead(dumps.splice(0))).toEqual(['links']);
+    await cache.observe(new Set(['link', 'address']), { newLinksOnly: true });
+    expect(kindsRead(dumps.splice(0))).toEqual(['addresses', 'links', 'routes']);
+    cache.written(['link']); // a link ec2netd set up: the kernel may have changed its routes
+    await cache.observe(new Set(['link']), { newLinksOnly: true });
+    expect(kindsRead(dumps.splice(0))).toEqual(['links', 'routes']);
+    await cache.observe(new Set(['link']));
+    expect(kindsRead(dumps.splice(0))).toEqual(['links', 'routes']);
+  });
+
   it('kindOf: the kind each change writes', () => {
     const rule = { family: 4 as const, priority: 10100, table: 10001, protocol: 236, src: '10.0.1.20/32', action: 1 };
     const route = { family: 4 as const, table: 10001, dst: 'default', gateway: '10.0.1.1', protocol: 236, scope: 0, type: 1 };

@@ -84,6 +84,8 @@ export class Daemon {
   private readonly addressWatch: AddressWatcher;
   /** When a new link's keys were last read together with the listing (performance.now()). */
   private lastSpeculativeRead = -Infinity;
+  /** Such a read started since the last 'change': its sync skips the debounce (readNewMacs says why). */
+  private syncNow = false;
   private readonly memory = new MemoryReclaimer((ms, before, after, trimmed) =>
     this.log.info({ action: 'reclaim', ms, rssBeforeMb: before, rssAfterMb: after, mallocTrimmed: trimmed }, `memory given back after a burst: ${before} → ${after} MB resident (${ms} ms)`),
   { trim: mallocTrim });
@@ -159,7 +161,8 @@ export class Daemon {
         work.add('new-link');
       }
       this.knownLinkChanged = false;
-      this.trigger.request(work);
+      this.trigger.request(work, false, this.syncNow);
+      this.syncNow = false;
     });
     this.events.once('unfiltered', (why: string) => {
       // An optimisation lost, nothing more: the echoes are read and cost a sync each, as before the filter.
@@ -399,8 +402,13 @@ export class Daemon {
 
   /** A link the kernel just announced: an ENI IMDS does not know yet is read at once, before any sync. */
   private readNewLink(link: KernelLink): void {
+    const spaced = this.lastSpeculativeRead;
     const read = this.readNewMacs(this.reconciler.unknownMacs({ links: [link] }));
     if (read === undefined) return;
+    // Read ahead (alone): the sync its event asks for starts without the debounce, dumps the kernel while IMDS answers
+    // and waits for the read (newLinkHold); after the debounce the read was mostly done and the dump came after it
+    // (~4 ms of a hot attach). At most once a second, like the read ahead, so a storm of links is still coalesced.
+    if (this.lastSpeculativeRead !== spaced) this.syncNow = true;
     // The read reports its own failures (the status, the retry); the hold only waits for it to settle.
     const held: Promise<void> = read.catch(() => undefined).finally(() => { if (this.newLinkRead === held) this.newLinkRead = undefined; });
     this.newLinkRead = held;

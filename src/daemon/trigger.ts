@@ -11,7 +11,8 @@
 //   (`retryBaseMs` doubling up to `retryMaxMs`; a run that succeeds resets it); other requests wait for it too;
 // - maximum interval: `maxIntervalMs` after the last run of all of `fullKinds`, those kinds are requested: the
 //   daemon's full kernel re-read, which finds what the kernel removes without a notification.
-// An `urgent` request (new IMDS data: a hot-attached ENI is waiting for it) skips the bucket and the backoff.
+// An `urgent` request (new IMDS data: a hot-attached ENI is waiting for it) skips the bucket and the backoff; an
+// `immediate` one skips the debounce (the caller bounds how often it asks so).
 // - settle: work a run leaves for later (the daemon's: reading again what it wrote) runs right after it when nothing
 //   else is asked for, as part of the run (requests made meanwhile wait for it), taking no token; a request pending
 //   when the run ends goes first, and that run settles too.
@@ -36,6 +37,7 @@ export interface TriggerOptions<K> {
 export class SyncTrigger<K> {
   private pending = new Set<K>();
   private urgent = false;
+  private immediate = false;
   /** Only a failed run's kinds are pending: idle() does not wait for the retry. */
   private retryOnly = false;
   private timer: NodeJS.Timeout | undefined;
@@ -62,10 +64,11 @@ export class SyncTrigger<K> {
     this.fullKinds = new Set(opts.fullKinds);
   }
 
-  request(kinds: Iterable<K>, urgent = false): void {
+  request(kinds: Iterable<K>, urgent = false, immediate = false): void {
     if (this.stopped) return;
     for (const k of kinds) this.pending.add(k);
     if (urgent) this.urgent = true;
+    if (immediate) this.immediate = true;
     this.retryOnly = false;
     this.schedule();
   }
@@ -94,7 +97,7 @@ export class SyncTrigger<K> {
   private schedule(): void {
     if (this.stopped || this.running || this.pending.size === 0) return;
     const now = this.now();
-    let at = now + this.opts.debounceMs;
+    let at = now + (this.immediate ? 0 : this.opts.debounceMs);
     if (!this.urgent) at = Math.max(at, this.tokenAt(now), this.backoffUntil);
     if (this.timer !== undefined) {
       if (this.timerAt <= at) return;
@@ -109,6 +112,7 @@ export class SyncTrigger<K> {
     const kinds = this.pending;
     this.pending = new Set();
     this.urgent = false;
+    this.immediate = false;
     this.retryOnly = false;
     this.refill(this.now());
     this.tokens = Math.max(0, this.tokens - 1);

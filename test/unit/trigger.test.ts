@@ -264,3 +264,24 @@ describe('SyncTrigger settle', () => {
     t.stop();
   });
 });
+
+describe('SyncTrigger immediate', () => {
+  it('an immediate request skips the debounce but not the bucket; the next request debounces again', async () => {
+    const { t, runs } = recorder({ burst: 1 });
+    t.request(['link'], false, true);
+    await vi.advanceTimersByTimeAsync(0);
+    expect(runs.map((r) => r.at)).toEqual([0]);
+    t.request(['rule'], false, true); // no token until 100 ms
+    await vi.advanceTimersByTimeAsync(99);
+    expect(runs.length).toBe(1);
+    await vi.advanceTimersByTimeAsync(1);
+    expect(runs.map((r) => r.at)).toEqual([0, 100]);
+    await vi.advanceTimersByTimeAsync(200);
+    t.request(['route']);
+    await vi.advanceTimersByTimeAsync(4);
+    expect(runs.length).toBe(2);
+    await vi.advanceTimersByTimeAsync(1);
+    expect(runs.map((r) => r.at)).toEqual([0, 100, 305]);
+    t.stop();
+  });
+});

@@ -527,14 +527,24 @@ class Instance implements SimInstance {
       name: spec.name, mac, portName: portPrefix(this.index) + spec.name, deviceNumber, ipv4s: [], ipv6s: [], extraSources: [], advertised: false,
     };
     const { vpc, host } = this.ns;
-    await ipBatch(vpc, [
-      `link add ${state.portName} type veth peer name ${spec.name} address ${mac} netns ${host}`,
-      `link set ${state.portName} master ${BRIDGE} up`,
-    ]);
     this.eniStates.set(spec.name, state);
+    // The VPC delivers an ENI's IPs before the instance sees its link, as EC2 does (the source check's elements name
+    // the port as a string, and neighbour entries are on the bridge): nothing of the fabric's is still being set up
+    // once the link appears. Done after it, ~100 `nft`/`ip` processes ran on the instance's cores while ec2netd
+    // configured the link (the hot-attach bench's window: docs/performance.md).
+    try {
+      for (const ip of [...ipv4s, ...ipv6s]) await this.assignIp(spec.name, ip);
+      await ipBatch(vpc, [
+        `link add ${state.portName} type veth peer name ${spec.name} address ${mac} netns ${host}`,
+        `link set ${state.portName} master ${BRIDGE} up`,
+      ]);
+    } catch (err) {
+      for (const ip of [...state.ipv4s, ...state.ipv6s]) await this.unassignIp(spec.name, ip).catch(() => undefined);
+      this.eniStates.delete(spec.name);
+      throw err;
+    }
     // The fabric knows where every ENI is: a static FDB entry, no flooding needed to find it.
     await run(['bridge', '-n', vpc, 'fdb', 'replace', mac, 'dev', state.portName, 'master', 'static']);
-    for (const ip of [...ipv4s, ...ipv6s]) await this.assignIp(spec.name, ip);
     const hostLines: string[] = [];
     if (spec.up ?? true) hostLines.push(`link set ${spec.name} up`);
     if (configure && ipv4s[0] !== undefined) {

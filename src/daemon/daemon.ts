@@ -34,9 +34,10 @@ const SPECULATIVE_READ_SPACING_MS = 1000;
 
 /**
  * Trigger keys: kernel object kinds, 'imds' ("the snapshot changed, re-plan"), 'iptables' (check the chain),
- * 'fight' (a damped repair may go now, or a fight may be over: re-plan).
+ * 'fight' (a damped repair may go now, or a fight may be over: re-plan), 'new-link' (links appeared, and no link
+ * message was about a link the kernel cache knows: the links are read, not the routes; 'link' with it reads both).
  */
-type Work = Kind | 'imds' | 'iptables' | 'fight';
+type Work = Kind | 'imds' | 'iptables' | 'fight' | 'new-link';
 
 export function describeReport(r: SyncReport | undefined, imdsError: string | undefined): string {
   if (r === undefined) return 'starting';
@@ -62,6 +63,8 @@ export class Daemon {
   private lock: Server | undefined;
   private imdsBusy: Promise<void> | undefined;
   private imdsBusyWhole = false;
+  /** A link message since the last 'change' was about a link the kernel cache knows (it changed, or went). */
+  private knownLinkChanged = false;
   /** The IMDS read of a link the kernel just announced, while in flight. */
   private newLinkRead: Promise<void> | undefined;
   private pendingDelayMs: number;
@@ -81,6 +84,8 @@ export class Daemon {
   private readonly addressWatch: AddressWatcher;
   /** When a new link's keys were last read together with the listing (performance.now()). */
   private lastSpeculativeRead = -Infinity;
+  /** Such a read started since the last 'change': its sync skips the debounce (readNewMacs says why). */
+  private syncNow = false;
   private readonly memory = new MemoryReclaimer((ms, before, after, trimmed) =>
     this.log.info({ action: 'reclaim', ms, rssBeforeMb: before, rssAfterMb: after, mallocTrimmed: trimmed }, `memory given back after a burst: ${before} → ${after} MB resident (${ms} ms)`),
   { trim: mallocTrim });
@@ -106,6 +111,9 @@ export class Daemon {
     this.trigger = new SyncTrigger<Work>((work) => this.runSync(work), {
       debounceMs: sync.debounceMs, minIntervalMs: sync.minIntervalMs, burst: 5, maxIntervalMs: sync.maxIntervalMs,
       fullKinds: ALL_KINDS, retryBaseMs: sync.pendingRetryBaseMs, retryMaxMs: sync.pendingRetryMaxMs,
+      // What a sync wrote is read again once nothing else waits, not by the next event's sync (a hot attach after a
+      // detach read the detach's 750 rules on its path: docs/performance.md).
+      settle: () => this.reconciler.settle(),
     });
     this.events = new KernelEvents();
     // The kernel drops the notifications of the request socket's own writes before they reach the event socket
@@ -140,8 +148,22 @@ export class Daemon {
   async start(): Promise<void> {
     this.lock = await acquireInstanceLock();
     this.mark('lockMs');
-    this.events.on('link', (link: KernelLink) => this.readNewLink(link));
-    this.events.on('change', (kinds: Set<Kind>) => this.trigger.request(kinds));
+    this.events.on('link', (link: KernelLink) => {
+      // Nothing cached yet: the next observe reads everything anyway.
+      if (this.reconciler.kernel.knowsLink(link.index)) this.knownLinkChanged = true;
+      this.readNewLink(link);
+    });
+    this.events.on('unlink', () => { this.knownLinkChanged = true; });
+    this.events.on('change', (kinds: Set<Kind>) => {
+      const work = new Set<Work>(kinds);
+      if (kinds.has('link') && !this.knownLinkChanged) {
+        work.delete('link');
+        work.add('new-link');
+      }
+      this.knownLinkChanged = false;
+      this.trigger.request(work, false, this.syncNow);
+      this.syncNow = false;
+    });
     this.events.once('unfiltered', (why: string) => {
       // An optimisation lost, nothing more: the echoes are read and cost a sync each, as before the filter.
       this.log.warn({ err: why }, `${why}: the notifications of ec2netd's own writes are read (and cost a sync each)`);
@@ -224,13 +246,15 @@ export class Daemon {
   /** One sync; 'failed' when the kernel could not be read: the trigger retries it with backoff. */
   private async runSync(work: Set<Work>): Promise<RunOutcome> {
     const kinds = new Set([...work].filter((w): w is Kind => ALL_KINDS.has(w as Kind)));
+    const newLinksOnly = work.has('new-link') && !kinds.has('link');
+    if (work.has('new-link')) kinds.add('link');
     try {
       // With nftables events subscribed, changes to the mangle table arrive as 'iptables' work, and a change of the
       // wanted chain (a bridge came or went) is caught by the reconciler's spec comparison: link and address
       // storms (containers starting) then cost no iptables-save each.
       const checkIptables = work.has('imds') || work.has('iptables')
-        || (!this.netfilterWatched && (work.has('link') || work.has('address')));
-      const report = await this.reconciler.sync(kinds, checkIptables);
+        || (!this.netfilterWatched && (kinds.has('link') || kinds.has('address')));
+      const report = await this.reconciler.sync(kinds, checkIptables, { newLinksOnly });
       this.memory.noteSync(report.planned);
       if (report.haveSnapshot && this.startup !== undefined) {
         this.mark('firstPlannedSyncDoneMs');
@@ -378,8 +402,13 @@ export class Daemon {
 
   /** A link the kernel just announced: an ENI IMDS does not know yet is read at once, before any sync. */
   private readNewLink(link: KernelLink): void {
+    const spaced = this.lastSpeculativeRead;
     const read = this.readNewMacs(this.reconciler.unknownMacs({ links: [link] }));
     if (read === undefined) return;
+    // Read ahead (alone): the sync its event asks for starts without the debounce, dumps the kernel while IMDS answers
+    // and waits for the read (newLinkHold); after the debounce the read was mostly done and the dump came after it
+    // (~4 ms of a hot attach). At most once a second, like the read ahead, so a storm of links is still coalesced.
+    if (this.lastSpeculativeRead !== spaced) this.syncNow = true;
     // The read reports its own failures (the status, the retry); the hold only waits for it to settle.
     const held: Promise<void> = read.catch(() => undefined).finally(() => { if (this.newLinkRead === held) this.newLinkRead = undefined; });
     this.newLinkRead = held;

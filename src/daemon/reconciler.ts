@@ -109,11 +109,25 @@ export class Reconciler {
     return this.imds.refreshMacs(macs, this.kernel.links, opts);
   }
 
-  /** Reads the kinds of kernel objects that changed (all of them the first time). */
-  async observe(kinds: ReadonlySet<Kind>): Promise<KernelState> {
-    const kernel = await this.kernel.observe(kinds);
+  /** Reads the kinds of kernel objects that changed (all of them the first time); `newLinksOnly`: KernelCache.observe. */
+  async observe(kinds: ReadonlySet<Kind>, opts: { newLinksOnly?: boolean } = {}): Promise<KernelState> {
+    const kernel = await this.kernel.observe(kinds, opts);
     this.deps.ledger.prune(kernel);
     return kernel;
+  }
+
+  /**
+   * Reads again the kinds the last writes touched (KernelCache.written), so that the next event's sync need not: the
+   * daemon calls it once a sync is done and nothing else is asked for (SyncTrigger's settle). Only the cache and the
+   * ledger see it; a failure leaves the kinds to be read by the next sync.
+   */
+  async settle(): Promise<void> {
+    if (this.kernel.stale.size === 0) return;
+    try {
+      await this.observe(new Set());
+    } catch {
+      // The kinds stay stale: the next sync reads them, and fails (and is retried) if the kernel still cannot be read.
+    }
   }
 
   /** The plan for the current kernel state; without an IMDS snapshot there is nothing to plan. */
@@ -149,12 +163,12 @@ export class Reconciler {
    * nftables events, IMDS refreshes and full resyncs; see Daemon.runSync). Whenever the wanted chain
    * changed (a bridge or an ENI came or went) it is compared anyway.
    */
-  async sync(kinds: ReadonlySet<Kind>, checkIptables = true): Promise<SyncReport> {
+  async sync(kinds: ReadonlySet<Kind>, checkIptables = true, opts: { newLinksOnly?: boolean } = {}): Promise<SyncReport> {
     const started = performance.now();
     const phases: Record<string, number> = {};
     let mark = started;
     const phase = (name: string): void => { const now = performance.now(); phases[name] = Math.round((now - mark) * 10) / 10; mark = now; };
-    const kernel = await this.observe(kinds);
+    const kernel = await this.observe(kinds, opts);
     this.onObserved?.(kernel);
     phase('observeMs');
     const wait = this.beforePlan();

@@ -11,7 +11,11 @@
 //   (`retryBaseMs` doubling up to `retryMaxMs`; a run that succeeds resets it); other requests wait for it too;
 // - maximum interval: `maxIntervalMs` after the last run of all of `fullKinds`, those kinds are requested: the
 //   daemon's full kernel re-read, which finds what the kernel removes without a notification.
-// An `urgent` request (new IMDS data: a hot-attached ENI is waiting for it) skips the bucket and the backoff.
+// An `urgent` request (new IMDS data: a hot-attached ENI is waiting for it) skips the bucket and the backoff; an
+// `immediate` one skips the debounce (the caller bounds how often it asks so).
+// - settle: work a run leaves for later (the daemon's: reading again what it wrote) runs right after it when nothing
+//   else is asked for, as part of the run (requests made meanwhile wait for it), taking no token; a request pending
+//   when the run ends goes first, and that run settles too.
 
 export type RunOutcome = 'ok' | 'failed';
 
@@ -26,11 +30,14 @@ export interface TriggerOptions<K> {
   retryMaxMs: number;
   /** Milliseconds, monotonic (injected for tests). */
   now?: () => number;
+  /** Called after a run that did not fail when nothing is pending (see the top of this file); must not throw. */
+  settle?: () => Promise<void>;
 }
 
 export class SyncTrigger<K> {
   private pending = new Set<K>();
   private urgent = false;
+  private immediate = false;
   /** Only a failed run's kinds are pending: idle() does not wait for the retry. */
   private retryOnly = false;
   private timer: NodeJS.Timeout | undefined;
@@ -57,10 +64,11 @@ export class SyncTrigger<K> {
     this.fullKinds = new Set(opts.fullKinds);
   }
 
-  request(kinds: Iterable<K>, urgent = false): void {
+  request(kinds: Iterable<K>, urgent = false, immediate = false): void {
     if (this.stopped) return;
     for (const k of kinds) this.pending.add(k);
     if (urgent) this.urgent = true;
+    if (immediate) this.immediate = true;
     this.retryOnly = false;
     this.schedule();
   }
@@ -89,7 +97,7 @@ export class SyncTrigger<K> {
   private schedule(): void {
     if (this.stopped || this.running || this.pending.size === 0) return;
     const now = this.now();
-    let at = now + this.opts.debounceMs;
+    let at = now + (this.immediate ? 0 : this.opts.debounceMs);
     if (!this.urgent) at = Math.max(at, this.tokenAt(now), this.backoffUntil);
     if (this.timer !== undefined) {
       if (this.timerAt <= at) return;
@@ -104,6 +112,7 @@ export class SyncTrigger<K> {
     const kinds = this.pending;
     this.pending = new Set();
     this.urgent = false;
+    this.immediate = false;
     this.retryOnly = false;
     this.refill(this.now());
     this.tokens = Math.max(0, this.tokens - 1);
@@ -113,6 +122,9 @@ export class SyncTrigger<K> {
       outcome = (await this.run(kinds)) ?? 'ok';
     } catch {
       outcome = 'failed'; // run() reports its own errors; a throw must not stop later runs
+    }
+    if (outcome === 'ok' && this.pending.size === 0 && !this.stopped && this.opts.settle !== undefined) {
+      await this.opts.settle().catch(() => undefined);
     }
     this.running = false;
     if (this.stopped) return this.settle();

@@ -10,11 +10,13 @@
 // dropped before they are queued, and so, once the daemon says which port its request socket has (ignoreOwnWrites),
 // are the notifications of ec2netd's own writes (except address deletions): they never wake the thread.
 //
-// One content is used: a new link's MAC (RTM_NEWLINK), so that the daemon can start reading IMDS for an ENI it
-// does not know as soon as the kernel announces it, before the sync that the 'change' asks for has even begun.
+// Contents used: a new link's MAC (RTM_NEWLINK), so that the daemon can start reading IMDS for an ENI it
+// does not know as soon as the kernel announces it, before the sync that the 'change' asks for has even begun; and
+// which links a link message is about, so that a link that only appeared costs no re-read of the routes.
 //
 // Events:
 //   'link'   (link: KernelLink)        an RTM_NEWLINK, parsed (only while someone listens); before its 'change'
+//   'unlink' (index: number)           an RTM_DELLINK (only while someone listens); before its 'change'
 //   'change' (kinds: Set<ObjectKind>)  object kinds seen since the last emit, coalesced per event-loop turn
 //   'lost'   (reason: string)          events may have been missed: resync everything
 //   'ready'  (port: number)            the socket is subscribed
@@ -81,6 +83,7 @@ export function classifyRtnetlink(buf: Buffer, offset: number, length: number): 
 
 export declare interface KernelEvents {
   on(event: 'link', listener: (link: KernelLink) => void): this;
+  on(event: 'unlink', listener: (index: number) => void): this;
   on(event: 'change', listener: (kinds: Set<ObjectKind>) => void): this;
   on(event: 'lost', listener: (reason: string) => void): this;
   on(event: 'ready', listener: (port: number) => void): this;
@@ -106,7 +109,10 @@ export class KernelEvents extends NetlinkEvents<ObjectKind> {
   }
 
   protected override inspect(buf: Buffer, offset: number, length: number): void {
-    if (buf.readUInt16LE(offset + 4) !== RTM_NEWLINK || this.listenerCount('link') === 0) return;
+    const type = buf.readUInt16LE(offset + 4);
+    // ifinfomsg: family (u8), pad, type (u16), index (s32), ...
+    if (type === RTM_DELLINK && length >= NLMSG_HDRLEN + 8 && this.listenerCount('unlink') > 0) this.emit('unlink', buf.readInt32LE(offset + NLMSG_HDRLEN + 4));
+    if (type !== RTM_NEWLINK || this.listenerCount('link') === 0) return;
     const link = parseLinkMessage(RTM_NEWLINK, buf.subarray(offset + NLMSG_HDRLEN, offset + length));
     if (link !== undefined) this.emit('link', link);
   }

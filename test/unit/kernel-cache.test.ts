@@ -46,6 +46,40 @@ describe('KernelCache', () => {
     expect(kindsRead(dumps.splice(0))).toEqual(['addresses', 'links', 'routes', 'rules']);
   });
 
+  it('stale: the kinds written since the last observation (none before the first, nor after forget)', async () => {
+    const { nl, dumps } = recordingNetlink();
+    const cache = new KernelCache(nl);
+    cache.written(['rule']);
+    expect([...cache.stale]).toEqual([]); // nothing cached: the next observation reads everything anyway
+    await cache.observe(new Set());
+    cache.written(['rule', 'address']);
+    expect([...cache.stale].sort()).toEqual(['address', 'rule']);
+    dumps.splice(0);
+    // An observation of no kind (the daemon's settle) reads the stale kinds, and they are no longer stale.
+    await cache.observe(new Set());
+    expect(kindsRead(dumps.splice(0))).toEqual(['addresses', 'routes', 'rules']);
+    expect([...cache.stale]).toEqual([]);
+    cache.written(['link']);
+    cache.forget();
+    expect([...cache.stale]).toEqual([]);
+  });
+
+  it('links that only appeared (newLinksOnly): the links are read without the routes, unless a link was written', async () => {
+    const { nl, dumps } = recordingNetlink();
+    const cache = new KernelCache(nl);
+    await cache.observe(new Set(['link']), { newLinksOnly: true });
+    expect(kindsRead(dumps.splice(0))).toEqual(['addresses', 'links', 'routes', 'rules']); // the first read is whole
+    await cache.observe(new Set(['link']), { newLinksOnly: true });
+    expect(kindsRead(dumps.splice(0))).toEqual(['links']);
+    await cache.observe(new Set(['link', 'address']), { newLinksOnly: true });
+    expect(kindsRead(dumps.splice(0))).toEqual(['addresses', 'links', 'routes']);
+    cache.written(['link']); // a link ec2netd set up: the kernel may have changed its routes
+    await cache.observe(new Set(['link']), { newLinksOnly: true });
+    expect(kindsRead(dumps.splice(0))).toEqual(['links', 'routes']);
+    await cache.observe(new Set(['link']));
+    expect(kindsRead(dumps.splice(0))).toEqual(['links', 'routes']);
+  });
+
   it('kindOf: the kind each change writes', () => {
     const rule = { family: 4 as const, priority: 10100, table: 10001, protocol: 236, src: '10.0.1.20/32', action: 1 };
     const route = { family: 4 as const, table: 10001, dst: 'default', gateway: '10.0.1.1', protocol: 236, scope: 0, type: 1 };

@@ -131,6 +131,22 @@ describe('NetlinkEvents (injected socket)', () => {
     expect(log).toHaveLength(2);
   });
 
+  it("an RTM_DELLINK is an 'unlink' with its ifindex, before the turn's 'change' (only while someone listens)", async () => {
+    const { ev, sockets, log } = watcher();
+    await ev.start();
+    const s = sockets[0] as FakeSocket;
+    s.emit('message', rtm(17)); // nobody listens yet: nothing but the change
+    await turn();
+    ev.on('unlink', (index) => log.push(`unlink ${index}`));
+    const ifinfo = Buffer.alloc(16);
+    ifinfo.writeInt32LE(42, 4);
+    s.emit('message', message(17, ifinfo));
+    s.emit('message', message(17, Buffer.alloc(2))); // too short for an index: a change, no unlink
+    await turn();
+    expect(log).toEqual(['ready 100', 'change link', 'unlink 42', 'change link']);
+    await ev.stop();
+  });
+
   it("an overrun (ENOBUFS) is a 'lost' on the same socket; it goes on reporting", async () => {
     const { ev, sockets, log } = watcher();
     await ev.start();

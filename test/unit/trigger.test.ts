@@ -197,3 +197,91 @@ describe('SyncTrigger maximum interval', () => {
     expect(runs.length).toBe(1);
   });
 });
+
+describe('SyncTrigger settle', () => {
+  /** A trigger whose settle is recorded and takes `settleMs`; runs take no time, and fail when `fail` says so. */
+  function settling(settleMs: number, fail: (n: number) => boolean = () => false, settleThrows = false) {
+    const events: string[] = [];
+    let n = 0;
+    const t = new SyncTrigger<string>(async (k) => {
+      n++;
+      events.push(`run ${[...k].sort().join(',')} @${Date.now()}`);
+      return fail(n) ? 'failed' : 'ok';
+    }, options({
+      minIntervalMs: 0,
+      settle: async () => {
+        events.push(`settle @${Date.now()}`);
+        await new Promise((r) => setTimeout(r, settleMs));
+        if (settleThrows) throw new Error('settle failed');
+      },
+    }));
+    return { t, events };
+  }
+
+  it('settles after a run once nothing is pending, and a request made meanwhile waits for it, then settles too', async () => {
+    const { t, events } = settling(20);
+    t.request(['link']);
+    await vi.advanceTimersByTimeAsync(5);
+    expect(events).toEqual(['run link @5', 'settle @5']);
+    t.request(['rule']);
+    expect(t.busy).toBe(true);
+    await vi.advanceTimersByTimeAsync(20);
+    // The settle ended at 25: the request's run goes after the debounce, then settles in turn.
+    await vi.advanceTimersByTimeAsync(5);
+    expect(events).toEqual(['run link @5', 'settle @5', 'run rule @30', 'settle @30']);
+    await vi.advanceTimersByTimeAsync(20);
+    expect(t.busy).toBe(false);
+    t.stop();
+  });
+
+  it('does not settle while a request is pending: the next run goes first', async () => {
+    const events: string[] = [];
+    let t: SyncTrigger<string> | undefined;
+    t = new SyncTrigger<string>(async (k) => {
+      events.push(`run ${[...k].join(',')}`);
+      if (k.has('a')) t?.request(['b']); // asked for during the run
+      return 'ok';
+    }, options({ minIntervalMs: 0, settle: async () => { events.push('settle'); } }));
+    t.request(['a']);
+    await vi.advanceTimersByTimeAsync(20);
+    expect(events).toEqual(['run a', 'run b', 'settle']);
+    t.stop();
+  });
+
+  it('does not settle after a failed run; a settle that throws stops nothing', async () => {
+    const { t, events } = settling(0, (n) => n === 1, true);
+    t.request(['link']);
+    await vi.advanceTimersByTimeAsync(5);
+    expect(events).toEqual(['run link @5']);
+    // The retry (after retryBaseMs) succeeds and settles; its settle throws, and later runs still run and settle.
+    await vi.advanceTimersByTimeAsync(200);
+    expect(events).toEqual(['run link @5', 'run link @205', 'settle @205']);
+    await vi.advanceTimersByTimeAsync(1);
+    t.request(['rule']);
+    await vi.advanceTimersByTimeAsync(6);
+    expect(events).toEqual(['run link @5', 'run link @205', 'settle @205', 'run rule @211', 'settle @211']);
+    expect(t.busy).toBe(false);
+    t.stop();
+  });
+});
+
+describe('SyncTrigger immediate', () => {
+  it('an immediate request skips the debounce but not the bucket; the next request debounces again', async () => {
+    const { t, runs } = recorder({ burst: 1 });
+    t.request(['link'], false, true);
+    await vi.advanceTimersByTimeAsync(0);
+    expect(runs.map((r) => r.at)).toEqual([0]);
+    t.request(['rule'], false, true); // no token until 100 ms
+    await vi.advanceTimersByTimeAsync(99);
+    expect(runs.length).toBe(1);
+    await vi.advanceTimersByTimeAsync(1);
+    expect(runs.map((r) => r.at)).toEqual([0, 100]);
+    await vi.advanceTimersByTimeAsync(200);
+    t.request(['route']);
+    await vi.advanceTimersByTimeAsync(4);
+    expect(runs.length).toBe(2);
+    await vi.advanceTimersByTimeAsync(1);
+    expect(runs.map((r) => r.at)).toEqual([0, 100, 305]);
+    t.stop();
+  });
+});

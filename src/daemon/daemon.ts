@@ -31,6 +31,8 @@ const STOP_WAIT_MS = 5000;
 const NEW_LINK_HOLD_MS = 100;
 /** A new link's keys are read with the listing (no round trip more) at most this often; readNewMacs says why. */
 const SPECULATIVE_READ_SPACING_MS = 1000;
+/** The most a burst of events that does not go quiet defers its sync (SyncTrigger's debounceMaxMs). */
+const DEBOUNCE_MAX_MS = 50;
 
 /**
  * Trigger keys: kernel object kinds, 'imds' ("the snapshot changed, re-plan"), 'iptables' (check the chain),
@@ -109,7 +111,9 @@ export class Daemon {
     const { sync } = config;
     // The maximum-interval run asks for every kind: a full kernel re-read (see KernelCache.observe).
     this.trigger = new SyncTrigger<Work>((work) => this.runSync(work), {
-      debounceMs: sync.debounceMs, minIntervalMs: sync.minIntervalMs, burst: 5, maxIntervalMs: sync.maxIntervalMs,
+      // A burst (700 rules deleted at once, a container storm) is one run once it goes quiet, within 50 ms.
+      debounceMs: sync.debounceMs, debounceMaxMs: Math.max(sync.debounceMs, DEBOUNCE_MAX_MS),
+      minIntervalMs: sync.minIntervalMs, burst: 5, maxIntervalMs: sync.maxIntervalMs,
       fullKinds: ALL_KINDS, retryBaseMs: sync.pendingRetryBaseMs, retryMaxMs: sync.pendingRetryMaxMs,
       // What a sync wrote is read again once nothing else waits, not by the next event's sync (a hot attach after a
       // detach read the detach's 750 rules on its path: docs/performance.md).

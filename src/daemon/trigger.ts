@@ -1,6 +1,8 @@
 // "When to sync", kept apart from "what to sync", after kube-proxy's BoundedFrequencyRunner:
 // - requests accumulate the kinds of objects that changed; one run at a time; a burst of requests becomes one run
-//   after `debounceMs` of quiet; requests made during a run cause exactly one more run;
+//   after `debounceMs` of quiet, or `debounceMaxMs` after its first request if it goes on (a mass deletion, 700 rule
+//   messages over ~30 ms, is repaired by one run that sees all of it, not by one that starts 5 ms in and another
+//   for the rest); requests made during a run cause exactly one more run;
 // - minimum interval: runs take a token from a bucket of `burst` tokens, refilled one per `minIntervalMs`, so a
 //   long storm of events (containers starting, a fight over a rule) costs a bounded number of runs per second while
 //   the first runs after a quiet period start after `debounceMs` only. Every run pays, including one that the
@@ -21,6 +23,8 @@ export type RunOutcome = 'ok' | 'failed';
 
 export interface TriggerOptions<K> {
   debounceMs: number;
+  /** The most a burst that does not go quiet defers its run, from its first request (default: debounceMs). */
+  debounceMaxMs?: number;
   minIntervalMs: number;
   burst: number;
   maxIntervalMs: number;
@@ -38,6 +42,9 @@ export class SyncTrigger<K> {
   private pending = new Set<K>();
   private urgent = false;
   private immediate = false;
+  /** When the pending requests began, and the last of them (the trailing debounce's clock). */
+  private firstRequestAt = 0;
+  private lastRequestAt = 0;
   /** Only a failed run's kinds are pending: idle() does not wait for the retry. */
   private retryOnly = false;
   private timer: NodeJS.Timeout | undefined;
@@ -66,6 +73,9 @@ export class SyncTrigger<K> {
 
   request(kinds: Iterable<K>, urgent = false, immediate = false): void {
     if (this.stopped) return;
+    const now = this.now();
+    if (this.pending.size === 0) this.firstRequestAt = now;
+    this.lastRequestAt = now;
     for (const k of kinds) this.pending.add(k);
     if (urgent) this.urgent = true;
     if (immediate) this.immediate = true;
@@ -109,6 +119,16 @@ export class SyncTrigger<K> {
 
   private async fire(): Promise<void> {
     this.timer = undefined;
+    // Requests kept coming since the timer was set: wait for their quiet (not re-armed per request: a storm's
+    // thousands of requests cost one timer each debounce).
+    const quietAt = this.urgent || this.immediate ? 0
+      : Math.min(this.lastRequestAt + this.opts.debounceMs, this.firstRequestAt + (this.opts.debounceMaxMs ?? this.opts.debounceMs));
+    const now = this.now();
+    if (quietAt > now) {
+      this.timerAt = quietAt;
+      this.timer = setTimeout(() => void this.fire(), Math.ceil(quietAt - now));
+      return;
+    }
     const kinds = this.pending;
     this.pending = new Set();
     this.urgent = false;

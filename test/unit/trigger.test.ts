@@ -62,6 +62,25 @@ describe('SyncTrigger', () => {
     t.stop();
   });
 
+  it('a burst that goes on defers its run until debounceMs of quiet, and no more than debounceMaxMs after it began', async () => {
+    const { t, runs } = recorder({ debounceMs: 5, debounceMaxMs: 50 });
+    // 30 ms of requests, one a millisecond (a mass deletion): one run, 5 ms after the last.
+    for (let i = 0; i < 30; i++) {
+      t.request([i % 2 ? 'route' : 'rule']);
+      await vi.advanceTimersByTimeAsync(1);
+    }
+    await vi.advanceTimersByTimeAsync(3);
+    expect(runs).toEqual([]);
+    await vi.advanceTimersByTimeAsync(2);
+    expect(runs).toEqual([{ at: 34, kinds: ['route', 'rule'] }]);
+    // Requests that never go quiet: a run every 50 ms from the first pending request.
+    for (let i = 0; i < 120; i++) {
+      t.request(['link']);
+      await vi.advanceTimersByTimeAsync(1);
+    }
+    expect(runs.map((r) => r.at)).toEqual([34, 85, 135]); // the first of them at 35
+  });
+
   it('never runs twice at once, and runs once more for requests made during a run', async () => {
     const { t, runs, maxActive } = recorder({ debounceMs: 1 }, () => 'ok', 20);
     t.request(['a']);

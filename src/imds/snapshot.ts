@@ -45,10 +45,8 @@ const IPV6_SUBNET_LEN = { min: 32, max: 64 };
 const IDENTITY_KEYS = ['device-number', 'interface-id'] as const;
 /** The IPv4 part: both, or neither on an IPv6-only ENI (one with IPv6 addresses or prefixes; docs/ipv6.md). */
 const IPV4_KEYS = ['local-ipv4s', 'subnet-ipv4-cidr-block'] as const;
-/** Keys whose absence means "none". */
-const OPTIONAL_KEYS = ['network-card', 'ipv4-prefix', 'ipv6s', 'ipv6-prefix', 'subnet-ipv6-cidr-blocks'] as const;
 /**
- * Optional keys most ENIs do not have (no IPv6, no delegated prefix): asked for only when the ENI's directory
+ * Optional keys (their absence means "none"; so does network-card's, read with the keys every ENI has) that most ENIs do not have (no IPv6, no delegated prefix): asked for only when the ENI's directory
  * listing names them, as the VPC CNI does, or when the last good state has values for them. At 15 ENIs that is 92
  * requests a whole read instead of 137, without a round trip more: the listing is read together with the keys every
  * ENI has. The listing is IMDS's own view of the same ENI, but it is as eventually consistent as the rest: a key it
@@ -67,7 +65,7 @@ const HAD: Record<ListedOnlyKey, (eni: EniInfo) => boolean> = {
   'ipv6-prefix': (eni) => eni.ipv6Prefixes.length > 0,
   'subnet-ipv6-cidr-blocks': (eni) => eni.subnetIpv6Cidrs.length > 0,
 };
-type EniKey = (typeof IDENTITY_KEYS)[number] | (typeof IPV4_KEYS)[number] | (typeof OPTIONAL_KEYS)[number] | 'network-card-index';
+type EniKey = (typeof IDENTITY_KEYS)[number] | (typeof IPV4_KEYS)[number] | ListedOnlyKey | 'network-card' | 'network-card-index';
 
 /** Reads the primary MAC, the MAC listing and every listed ENI, each ENI on its own (see the top of this file). */
 export async function readImds(client: ImdsReader, options: SnapshotOptions = {}): Promise<ImdsRead> {
@@ -205,16 +203,16 @@ async function readEniWith(
   const more: EniKey[] = [...optional, ...(cardKey === 'network-card-index' && asked(cardKey) ? [cardKey] : [])];
   const moreBodies = await Promise.all(more.map((key) => ctx.get(base + key)));
   more.forEach((key, i) => raw.set(key, moreBodies[i]));
-  // The listing and the optional keys disagree: that key's part is unsettled (see LISTED_ONLY_KEYS).
-  const disagreeing = (part: EniPart): string | undefined => {
-    if (names === undefined) return undefined;
+  // Throws (the part is unsettled) where the listing and an optional key of `part` disagree (see LISTED_ONLY_KEYS).
+  const agreeing = (part: EniPart): void => {
+    if (names === undefined) return;
     const found = optional.filter((key) => PART_OF[key] === part).flatMap((key) => {
       const answered = raw.get(key) !== undefined;
       if (names.has(key) && !answered) return [`${key} is listed but absent (HTTP 404)`];
       if (!names.has(key) && answered) return [`${key} answers but the ENI's listing omits it`];
       return [];
     });
-    return found.length === 0 ? undefined : `${found.join('; ')} (IMDS not yet consistent)`;
+    if (found.length > 0) throw new Disagreement(`${found.join('; ')} (IMDS not yet consistent)`);
   };
   const value = (key: EniKey): string | undefined => raw.get(key);
   const list = (key: EniKey): string[] | undefined => {
@@ -257,53 +255,45 @@ async function readEniWith(
   const unsettled: Array<{ part: EniPart; reason: string }> = [];
   let v6 = { ipv6s: [] as string[], ipv6Prefixes: [] as string[], subnetIpv6Cidrs: [] as string[] };
   let v6Settled = false;
-  const v6Disagreeing = disagreeing('ipv6');
-  if (v6Disagreeing !== undefined) {
-    unsettled.push({ part: 'ipv6', reason: v6Disagreeing });
-  } else {
-    try {
-      const subnets6 = (list('subnet-ipv6-cidr-blocks') ?? []).map((entry) => parseSubnet(pathOf('subnet-ipv6-cidr-blocks'), entry, 6));
-      const within6 = subnets6.length > 0 ? subnets6 : undefined;
-      const ipv6s = (list('ipv6s') ?? []).map((entry) => parseAddress(pathOf('ipv6s'), entry, 6, within6));
-      const ipv6Prefixes = (list('ipv6-prefix') ?? []).map((entry) => parsePrefix(pathOf('ipv6-prefix'), entry, 6, within6));
-      if (within6 === undefined && (ipv6s.length > 0 || ipv6Prefixes.length > 0)) {
-        unsettled.push({ part: 'ipv6', reason: 'IPv6 addresses listed but subnet-ipv6-cidr-blocks absent (IMDS not yet consistent)' });
-      } else {
-        v6 = { ipv6s: unique(ipv6s), ipv6Prefixes: unique(ipv6Prefixes), subnetIpv6Cidrs: unique(subnets6.map(networkOf)) };
-        v6Settled = true;
-      }
-    } catch (err) {
-      unsettled.push({ part: 'ipv6', reason: reasonOf(err) });
+  try {
+    agreeing('ipv6');
+    const subnets6 = (list('subnet-ipv6-cidr-blocks') ?? []).map((entry) => parseSubnet(pathOf('subnet-ipv6-cidr-blocks'), entry, 6));
+    const within6 = subnets6.length > 0 ? subnets6 : undefined;
+    const ipv6s = (list('ipv6s') ?? []).map((entry) => parseAddress(pathOf('ipv6s'), entry, 6, within6));
+    const ipv6Prefixes = (list('ipv6-prefix') ?? []).map((entry) => parsePrefix(pathOf('ipv6-prefix'), entry, 6, within6));
+    if (within6 === undefined && (ipv6s.length > 0 || ipv6Prefixes.length > 0)) {
+      unsettled.push({ part: 'ipv6', reason: 'IPv6 addresses listed but subnet-ipv6-cidr-blocks absent (IMDS not yet consistent)' });
+    } else {
+      v6 = { ipv6s: unique(ipv6s), ipv6Prefixes: unique(ipv6Prefixes), subnetIpv6Cidrs: unique(subnets6.map(networkOf)) };
+      v6Settled = true;
     }
+  } catch (err) {
+    unsettled.push({ part: 'ipv6', reason: reasonOf(err) });
   }
   const hasIpv6 = v6Settled && v6.ipv6s.length + v6.ipv6Prefixes.length > 0;
   let v4 = { ipv4s: [] as string[], ipv4Prefixes: [] as string[], subnetIpv4Cidr: '' };
-  const v4Disagreeing = disagreeing('ipv4');
-  if (v4Disagreeing !== undefined) {
-    unsettled.push({ part: 'ipv4', reason: v4Disagreeing });
-  } else {
-    try {
-      const subnetBody = value('subnet-ipv4-cidr-block');
-      const subnet4 = subnetBody === undefined ? undefined : parseSubnet(pathOf('subnet-ipv4-cidr-block'), subnetBody, 4);
-      const within = subnet4 === undefined ? undefined : [subnet4];
-      const ipv4s = list('local-ipv4s')?.map((entry) => parseAddress(pathOf('local-ipv4s'), entry, 4, within));
-      const ipv4Prefixes = (list('ipv4-prefix') ?? []).map((entry) => parsePrefix(pathOf('ipv4-prefix'), entry, 4, within));
-      const absentV4 = IPV4_KEYS.filter((key) => key === 'local-ipv4s' ? ipv4s === undefined : value(key) === undefined);
-      if (absentV4.length === IPV4_KEYS.length && ipv4Prefixes.length === 0 && hasIpv6) {
-        // IPv6-only (docs/ipv6.md): no IPv4 key at all, and a settled IPv6 part with addresses or prefixes. That the
-        // ENI had IPv4 before is src/core/last-good.ts's to tell (then it is held, not taken as IPv6-only).
-      } else if (absentV4.length === IPV4_KEYS.length && !hasIpv6) {
-        // Neither family usable: say why the IPv6 part is not (an IPv6-only ENI waiting for its subnet says so).
-        const v6Reason = unsettled.find((u) => u.part === 'ipv6')?.reason;
-        unsettled.push({ part: 'ipv4', reason: `IMDS keys absent: local-ipv4s, subnet-ipv4-cidr-block, and ${v6Reason === undefined ? 'no IPv6 address or prefix' : `IPv6: ${v6Reason}`}` });
-      } else if (absentV4.length > 0 || ipv4s === undefined || subnet4 === undefined) {
-        unsettled.push({ part: 'ipv4', reason: `IMDS key${absentV4.length > 1 ? 's' : ''} absent: ${absentV4.join(', ')}` });
-      } else {
-        v4 = { ipv4s: unique(ipv4s), ipv4Prefixes: unique(ipv4Prefixes), subnetIpv4Cidr: networkOf(subnet4) };
-      }
-    } catch (err) {
-      unsettled.push({ part: 'ipv4', reason: reasonOf(err) });
+  try {
+    agreeing('ipv4');
+    const subnetBody = value('subnet-ipv4-cidr-block');
+    const subnet4 = subnetBody === undefined ? undefined : parseSubnet(pathOf('subnet-ipv4-cidr-block'), subnetBody, 4);
+    const within = subnet4 === undefined ? undefined : [subnet4];
+    const ipv4s = list('local-ipv4s')?.map((entry) => parseAddress(pathOf('local-ipv4s'), entry, 4, within));
+    const ipv4Prefixes = (list('ipv4-prefix') ?? []).map((entry) => parsePrefix(pathOf('ipv4-prefix'), entry, 4, within));
+    const absentV4 = IPV4_KEYS.filter((key) => key === 'local-ipv4s' ? ipv4s === undefined : value(key) === undefined);
+    if (absentV4.length === IPV4_KEYS.length && ipv4Prefixes.length === 0 && hasIpv6) {
+      // IPv6-only (docs/ipv6.md): no IPv4 key at all, and a settled IPv6 part with addresses or prefixes. That the
+      // ENI had IPv4 before is src/core/last-good.ts's to tell (then it is held, not taken as IPv6-only).
+    } else if (absentV4.length === IPV4_KEYS.length && !hasIpv6) {
+      // Neither family usable: say why the IPv6 part is not (an IPv6-only ENI waiting for its subnet says so).
+      const v6Reason = unsettled.find((u) => u.part === 'ipv6')?.reason;
+      unsettled.push({ part: 'ipv4', reason: `IMDS keys absent: local-ipv4s, subnet-ipv4-cidr-block, and ${v6Reason === undefined ? 'no IPv6 address or prefix' : `IPv6: ${v6Reason}`}` });
+    } else if (absentV4.length > 0 || ipv4s === undefined || subnet4 === undefined) {
+      unsettled.push({ part: 'ipv4', reason: `IMDS key${absentV4.length > 1 ? 's' : ''} absent: ${absentV4.join(', ')}` });
+    } else {
+      v4 = { ipv4s: unique(ipv4s), ipv4Prefixes: unique(ipv4Prefixes), subnetIpv4Cidr: networkOf(subnet4) };
     }
+  } catch (err) {
+    unsettled.push({ part: 'ipv4', reason: reasonOf(err) });
   }
   const eni: EniInfo = { mac, deviceNumber, networkCard, interfaceId, ...v4, ...v6 };
   unsettled.sort((a, b) => compareText(a.part, b.part));
@@ -315,9 +305,12 @@ function invalid(mac: string, err: unknown): EniRead {
   return { mac, status: 'invalid', reason: err.message };
 }
 
-/** A malformed value in one part of one ENI is that part's problem only; anything else is the read's. */
+/** An ENI's listing and one of its optional keys disagree: that key's part is unsettled (readEniWith). */
+class Disagreement extends Error {}
+
+/** A malformed value or a disagreement in one part of one ENI is that part's problem only; anything else is the read's. */
 function reasonOf(err: unknown): string {
-  if (err instanceof ImdsValidationError) return err.message;
+  if (err instanceof ImdsValidationError || err instanceof Disagreement) return err.message;
   throw err;
 }
 

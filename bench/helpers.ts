@@ -2,6 +2,14 @@
 // `ip -batch` lines (the floor each ec2netd figure is compared with).
 import { run } from '../sim/exec';
 
+/** Runs a bench script's main: an error is printed (with its stack) and the process exits 1. */
+export function runMain(main: () => Promise<void>): void {
+  main().catch((err: unknown) => {
+    process.stderr.write(`${err instanceof Error ? err.stack ?? err.message : String(err)}\n`);
+    process.exit(1);
+  });
+}
+
 export const sleep = (t: number): Promise<void> => new Promise((r) => setTimeout(r, t));
 
 /** Polls `check` every 5 ms until it holds; throws naming `what` after `timeoutMs`. */

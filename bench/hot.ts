@@ -5,7 +5,7 @@
 import { writeFileSync } from 'node:fs';
 import os from 'node:os';
 import { startSimulatedEc2 } from '../sim/ec2';
-import { ipBatch, until } from './helpers';
+import { ipBatch, runMain, until } from './helpers';
 import { median } from './inspect';
 import { hotAttach } from './scale';
 
@@ -44,7 +44,4 @@ async function main(): Promise<void> {
   }
 }
 
-main().catch((err: unknown) => {
-  process.stderr.write(`${err instanceof Error ? err.stack ?? err.message : String(err)}\n`);
-  process.exit(1);
-});
+runMain(main);

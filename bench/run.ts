@@ -28,7 +28,7 @@ import { kernelSnapshot, median, percentile, procStat, startMonitor, waitQuiet, 
 import { execFileSync } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
-import { eniObjects, ipBatch, sleep, until } from './helpers';
+import { eniObjects, ipBatch, runMain, sleep, until } from './helpers';
 
 const RUNS = Number(process.env.BENCH_RUNS ?? 10);
 /** BENCH_ONLY=scale: only the 15 × 50 figures (full sync, mass repair, hot attach, storms, memory, idle). */
@@ -528,7 +528,4 @@ async function main(): Promise<void> {
   }
 }
 
-main().catch((err: unknown) => {
-  process.stderr.write(`${err instanceof Error ? err.stack ?? err.message : String(err)}\n`);
-  process.exit(1);
-});
+runMain(main);

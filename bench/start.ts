@@ -8,7 +8,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { startSimulatedEc2, EC2NETD_BIN } from '../sim/ec2';
 import { nsArgv, run, startProcess } from '../sim/exec';
-import { ipBatch, until } from './helpers';
+import { ipBatch, runMain, until } from './helpers';
 import { median, startMonitor, waitQuiet, type MonitorLine } from './inspect';
 
 const IMDS_READ = path.join(__dirname, 'imds-read.js');
@@ -112,7 +112,4 @@ async function main(): Promise<void> {
   }
 }
 
-main().catch((err: unknown) => {
-  process.stderr.write(`${err instanceof Error ? err.stack ?? err.message : String(err)}\n`);
-  process.exit(1);
-});
+runMain(main);

@@ -13,6 +13,7 @@ import { isoTime, type Logger } from '../log';
 import { noopNotifier, type Notifier } from '../systemd/notify';
 import { AddressWatcher } from './address-watch';
 import { acquireInstanceLock } from './instance-lock';
+import { ImdsRetries, WHOLE } from './imds-retries';
 import { MemoryReclaimer } from './memory';
 import { AddressLedger } from './ledger';
 import { readPreviousSnapshot, writeStatus, type DaemonStatus } from './status-file';
@@ -69,9 +70,8 @@ export class Daemon {
   private knownLinkChanged = false;
   /** The IMDS read of a link the kernel just announced, while in flight. */
   private newLinkRead: Promise<void> | undefined;
-  private pendingDelayMs: number;
+  private readonly retries: ImdsRetries;
   private pendingTimer: NodeJS.Timeout | undefined;
-  private readonly unknownAttempts = new Map<string, number>();
   /** What is awaited is logged once per reason, not on every retry. */
   private readonly loggedWaits = new Set<string>();
   private ready = false;
@@ -126,7 +126,7 @@ export class Daemon {
     // before anything is written through it.
     nl.onPort = (port) => this.events.ignoreOwnWrites(port);
     this.netfilter = config.containers.enabled ? new NetfilterEvents() : undefined;
-    this.pendingDelayMs = config.sync.pendingRetryBaseMs;
+    this.retries = new ImdsRetries(config.sync.pendingRetryBaseMs, config.sync.pendingRetryMaxMs);
     this.retryDelayMs = config.sync.pendingRetryBaseMs;
     this.addressWatch = new AddressWatcher({
       log, snapshot: () => this.reconciler.snapshot, read: (mac) => this.readMac(mac), replan: () => this.trigger.request(['imds'], true),
@@ -354,32 +354,26 @@ export class Daemon {
     this.log.info({ action: 'ready' }, `ready: ${status}`);
   }
 
-  /** New links IMDS does not know yet, and ENIs it lists incompletely, are retried with backoff. */
+  /**
+   * New links IMDS does not know yet, and ENIs it lists incompletely, are retried, each on its own backoff
+   * (ImdsRetries): an ENI IMDS keeps answering badly for never delays a link that has just appeared.
+   */
   private followWaiting(report: SyncReport): void {
-    const unknownNow = new Set(report.unknownMacs);
-    for (const mac of this.unknownAttempts.keys()) if (!unknownNow.has(mac)) this.unknownAttempts.delete(mac);
-    // A link that IMDS never lists (not an ENI after all) is given up after a bounded number of tries;
-    // the periodic refresh still looks at it.
-    const unknown = report.unknownMacs.filter((m) => (this.unknownAttempts.get(m) ?? 0) < 12);
     // Held ENIs (read inconsistently, configured from their last good read) are re-read the same way, so they
-    // take IMDS's settled answer within a second or so rather than at the next refresh.
+    // take IMDS's settled answer within a second or so rather than at the next refresh. Held ENIs without a link
+    // (detached while IMDS still lists them) route nothing: the periodic refresh is enough for them.
     const waiting = [
       ...report.waiting.filter((w) => !w.reason.startsWith('no link')),
-      ...report.held.filter((h) => h.unlisted !== true).map((h) => ({ mac: h.mac, reason: h.reason })),
+      ...report.held.filter((h) => h.unlisted !== true && this.reconciler.linkOf(h.mac) !== undefined).map((h) => ({ mac: h.mac, reason: h.reason })),
     ];
     // Before the first IMDS answer (boot, IMDS not reachable yet) keep asking with backoff, not only every refresh.
-    const noSnapshot = !report.haveSnapshot;
-    if (unknown.length === 0 && waiting.length === 0 && !noSnapshot) {
+    this.retries.update({ unknown: report.unknownMacs, incomplete: waiting.map((w) => w.mac), whole: !report.haveSnapshot }, performance.now());
+    if (!this.retries.waiting) {
       // A retry scheduled for links that are gone since (deleted, or read meanwhile) has nothing left to read.
-      if (this.pendingTimer !== undefined) clearTimeout(this.pendingTimer);
-      this.pendingTimer = undefined;
-      this.pendingDelayMs = this.config.sync.pendingRetryBaseMs;
+      this.armRetry(undefined);
       this.loggedWaits.clear();
       return;
     }
-    if (this.pendingTimer !== undefined || this.imdsBusy !== undefined) return;
-    const firstTry = unknown.some((m) => !this.unknownAttempts.has(m));
-    const delay = firstTry ? 0 : this.pendingDelayMs;
     // Held ENIs are in the journal already (ImdsState says so once per cause).
     for (const w of report.waiting.filter((p) => !p.reason.startsWith('no link'))) {
       const line = `waiting for IMDS: ${w.mac}: ${w.reason}`;
@@ -387,12 +381,24 @@ export class Daemon {
       this.loggedWaits.add(line);
       this.log.info({ action: 'wait' }, line);
     }
+    // A read in flight ends with a sync, which comes back here.
+    if (this.imdsBusy === undefined) this.armRetry(this.retries.nextAt());
+  }
+
+  /** The retry timer set for `at` (performance.now() time), or cleared. */
+  private armRetry(at: number | undefined): void {
+    if (this.pendingTimer !== undefined) clearTimeout(this.pendingTimer);
+    this.pendingTimer = undefined;
+    if (at === undefined || this.stopped) return;
     this.pendingTimer = setTimeout(() => {
       this.pendingTimer = undefined;
-      for (const m of unknown) this.unknownAttempts.set(m, (this.unknownAttempts.get(m) ?? 0) + 1);
-      this.pendingDelayMs = Math.min(this.pendingDelayMs * 2, this.config.sync.pendingRetryMaxMs);
-      this.refreshImds('waiting', noSnapshot ? undefined : [...unknown, ...waiting.map((w) => w.mac)]);
-    }, delay);
+      if (this.imdsBusy !== undefined) return;
+      const now = performance.now();
+      const due = this.retries.due(now);
+      if (due.length === 0) return this.armRetry(this.retries.nextAt());
+      this.retries.started(due, now);
+      void this.refreshImds('waiting', due.includes(WHOLE) ? undefined : due);
+    }, Math.max(0, at - performance.now()));
   }
 
   /**
@@ -429,11 +435,11 @@ export class Daemon {
 
   /** Starts one targeted read of the MACs not tried yet; its promise (settles once the read's sync is requested). */
   private readNewMacs(unknown: string[]): Promise<void> | undefined {
-    if (this.reconciler.snapshot === undefined || this.imdsBusy !== undefined || this.pendingTimer !== undefined || this.stopped) return undefined;
-    const fresh = unknown.filter((m) => !this.unknownAttempts.has(m));
+    // Not held back by the retries of other ENIs (followWaiting): those run in their turn.
+    if (this.reconciler.snapshot === undefined || this.imdsBusy !== undefined || this.stopped) return undefined;
+    const fresh = unknown.filter((m) => !this.retries.tried(m));
     if (fresh.length === 0) return undefined;
-    for (const m of fresh) this.unknownAttempts.set(m, 1);
-    this.pendingDelayMs = Math.min(this.pendingDelayMs * 2, this.config.sync.pendingRetryMaxMs);
+    this.retries.started(fresh, performance.now());
     // In one round trip, the listing beside the keys: IMDS lists an ENI before the kernel shows its link, as a rule
     // (when it does not yet, the keys asked for with it answer 404 once, and the retries ask the listing first).
     // Only for a link that comes alone: in a storm of new links (containers' veths where eniLinkKinds has veth, a

@@ -20,7 +20,7 @@
 //           delete foreign rules (systemd-networkd: ManageForeignRoutingPolicyRules=no).
 import type { Config } from '../config';
 import { formatRoute, formatRule } from './format';
-import { networkOf, parseCidr } from './ip';
+import { ipv4ToInt, ipv6ToBigInt, parseCidr } from './ip';
 import { routeSlot, ruleKey } from './diff';
 import type { Change, DesiredState, ImdsSnapshot, KernelRoute, KernelRule, KernelState, Plan } from './types';
 
@@ -79,7 +79,14 @@ export function prefixesOverlap(a: string, b: string): boolean {
   const cb = parseCidr(b);
   if (ca === undefined || cb === undefined || ca.family !== cb.family) return false;
   const len = Math.min(ca.prefixLen, cb.prefixLen);
-  return networkOf({ ...ca, prefixLen: len }) === networkOf({ ...cb, prefixLen: len });
+  // Compared as numbers: findClaims asks this for every source of every ENI a foreign `from` rule could claim (700
+  // per such rule at 15 × 50), and comparing network strings built each address's text again.
+  if (ca.family === 4) {
+    const unit = 2 ** (32 - len);
+    return Math.floor(ipv4ToInt(ca.address) / unit) === Math.floor(ipv4ToInt(cb.address) / unit);
+  }
+  const bits = BigInt(128 - len);
+  return ipv6ToBigInt(ca.address) >> bits === ipv6ToBigInt(cb.address) >> bits;
 }
 
 /** Who probably wrote a foreign rule: the tools' conventions first, then the only installed tool. */
@@ -90,10 +97,16 @@ export function attributeRule(rule: KernelRule, config: Pick<Config, 'tableBase'
   return installed.length === 1 && installed[0] !== undefined ? installed[0].id : 'unknown';
 }
 
-function ownSources(desired: DesiredState, table: number, protocol: number): string[] {
-  return [...new Set(desired.rules
-    .filter((r) => r.table === table && r.protocol === protocol && r.src !== undefined && r.fwmark === undefined)
-    .map((r) => r.src as string))];
+/** Each table's `from` sources among ec2netd's desired rules (mark rules have none). */
+function sourcesByTable(desired: DesiredState, protocol: number): Map<number, string[]> {
+  const out = new Map<number, Set<string>>();
+  for (const r of desired.rules) {
+    if (r.protocol !== protocol || r.src === undefined || r.fwmark !== undefined) continue;
+    const set = out.get(r.table);
+    if (set === undefined) out.set(r.table, new Set([r.src]));
+    else set.add(r.src);
+  }
+  return new Map([...out].map(([table, set]) => [table, [...set]]));
 }
 
 /** Foreign objects that claim the sources or the table of each secondary ENI ec2netd wants to configure. */
@@ -103,10 +116,11 @@ export function findClaims(
 ): EniClaims[] {
   const out: EniClaims[] = [];
   const foreignRules = kernel.rules.filter((r) => r.protocol !== config.protocol && r.action === FR_ACT_TO_TBL);
+  const sourcesOf = sourcesByTable(desired, config.protocol);
   for (const d of desired.enis) {
     if (d.table === undefined) continue;
     const table = d.table;
-    const sources = ownSources(desired, table, config.protocol);
+    const sources = sourcesOf.get(table) ?? [];
     const claims: Claim[] = [];
     const ruleManagers: ManagerId[] = [];
     for (const r of foreignRules) {
@@ -223,9 +237,11 @@ export function resolveCoexistence(input: CoexistenceInput): CoexistenceResult {
   const adoptDeletions: Change[] = [];
   const dropRoutes = new Set<KernelRoute>();
   const dropRules = new Set<KernelRule>();
-  const wantedSlots = new Set(desired.routes.map(routeSlot));
-  const wantedRules = new Set(desired.rules.map(ruleKey));
-  for (const v of verdicts.filter((x) => x.action === 'adopt')) {
+  const adopting = verdicts.filter((x) => x.action === 'adopt');
+  // Only an adoption needs these (every plan built them: 1,500 rule keys at 15 × 50).
+  const wantedSlots = new Set(adopting.length === 0 ? [] : desired.routes.map(routeSlot));
+  const wantedRules = new Set(adopting.length === 0 ? [] : desired.rules.map(ruleKey));
+  for (const v of adopting) {
     for (const c of v.claims) {
       if (c.rule !== undefined) {
         // A foreign twin of a wanted rule already does ec2netd's job; deleting it would delete the only copy.

@@ -144,6 +144,33 @@ function eniRules(eni: EniInfo, table: number, config: Config): KernelRule[] {
   return [...[...new Set(sources)].map((src) => rule(4, src)), ...[...new Set(sources6)].map((src) => rule(6, src))];
 }
 
+interface EniObjects {
+  ifindex: number;
+  table: number | undefined;
+  first: string | undefined;
+  config: Config;
+  addresses: DesiredAddress[];
+  rules: KernelRule[];
+}
+
+// An ENI's addresses and rules (most of a plan: 50 IPs are 100 objects) are built once per IMDS entry and link, and
+// reused while both stay: IMDS entries keep their object across reads that change nothing of them (mergeRead), so
+// a hot attach plans the new ENI's objects only, and the diff finds the others' keys ready (src/core/diff.ts).
+const eniObjects = new WeakMap<EniInfo, EniObjects>();
+
+/** `table` undefined: the primary ENI (secondary addresses only, no rules). */
+function objectsOf(eni: EniInfo, link: KernelLink, table: number | undefined, config: Config, first: string | undefined): EniObjects {
+  const kept = eniObjects.get(eni);
+  if (kept !== undefined && kept.ifindex === link.index && kept.table === table && kept.first === first && kept.config === config) return kept;
+  const objects: EniObjects = {
+    ifindex: link.index, table, first, config,
+    addresses: eniAddresses(eni, link, table === undefined, config, first),
+    rules: table === undefined ? [] : eniRules(eni, table, config),
+  };
+  eniObjects.set(eni, objects);
+  return objects;
+}
+
 /**
  * One owner per address. An address (or delegated prefix) IMDS lists on two ENIs is an IP being moved
  * (assign-private-ip-addresses --allow-reassignment), seen mid-way: it stays on the ENI whose link holds it now,
@@ -229,7 +256,7 @@ export function buildDesired(
     const primary = eni.mac === snapshot.primaryMac;
     if (primary) {
       state.enis.push({ eni: listed, link, primary });
-      state.addresses.push(...eniAddresses(eni, link, true, config, listed.ipv4s[0]));
+      state.addresses.push(...objectsOf(eni, link, undefined, config, listed.ipv4s[0]).addresses);
       continue;
     }
     const table = tableFor(eni, config);
@@ -243,7 +270,8 @@ export function buildDesired(
     const desired: DesiredEni = { eni: listed, link, primary, table };
     state.enis.push(desired);
     state.linksUp.push(link.index);
-    state.addresses.push(...eniAddresses(eni, link, false, config, listed.ipv4s[0]));
+    const objects = objectsOf(eni, link, table, config, listed.ipv4s[0]);
+    state.addresses.push(...objects.addresses);
     state.routes.push(...eniRoutes(listed, link, table, config));
     const router = learnedIpv6Router(kernel.routes ?? [], link.index, config.protocol);
     state.routes.push(...eniRoutes6(eni, link, table, router, config));
@@ -251,7 +279,7 @@ export function buildDesired(
       state.problems.push(`${link.name} (${eni.interfaceId}): no IPv6 router learned on ${link.name} yet (no router-advertised ` +
         `default route via fe80::/10): table ${table} has no IPv6 default route`);
     }
-    state.rules.push(...eniRules(eni, table, config));
+    state.rules.push(...objects.rules);
   }
   addContainerObjects(state, kernel, config);
   return state;

@@ -42,6 +42,36 @@ export function addressKey(a: Pick<KernelAddress, 'ifindex' | 'address'>): strin
   return `${a.ifindex}|${canonicalAddress(a.address)}`;
 }
 
+// Keys are kept per object: kernel objects live as long as their dump, desired ones as long as their ENI's IMDS
+// entry (buildDesired reuses them), so most of a plan's ~4,500 keys at 15 × 50 were made by an earlier plan, or by
+// warmKeys after the dump. Building them all again was a third of a hot attach's plan (docs/performance.md).
+const ruleKeys = new WeakMap<KernelRule, string>();
+const addressKeys = new WeakMap<Pick<KernelAddress, 'ifindex' | 'address'>, string>();
+
+function keyOfRule(r: KernelRule): string {
+  let key = ruleKeys.get(r);
+  if (key === undefined) {
+    key = ruleKey(r);
+    ruleKeys.set(r, key);
+  }
+  return key;
+}
+
+function keyOfAddress(a: Pick<KernelAddress, 'ifindex' | 'address'>): string {
+  let key = addressKeys.get(a);
+  if (key === undefined) {
+    key = addressKey(a);
+    addressKeys.set(a, key);
+  }
+  return key;
+}
+
+/** Keys the objects of a fresh dump for the next diff, off the path of the event that will need them. */
+export function warmKeys(kernel: Pick<KernelState, 'rules' | 'addresses'>): void {
+  for (const r of kernel.rules) keyOfRule(r);
+  for (const a of kernel.addresses) keyOfAddress(a);
+}
+
 /** Key of an address in the ownership ledger: by MAC, since ifindexes and names change. */
 export function ownedAddressKey(mac: string, address: string): string {
   return `${mac}|${canonicalAddress(address)}`;
@@ -117,7 +147,7 @@ function diffRules(input: DiffInput, conflicts: string[]) {
   // One key per rule, and no array copied per rule: at 15 × 50 this loop and the next ran ~2 ms, most of the
   // planner's time, and their garbage was most of the collector's work in a sync (bench/plan.ts).
   for (const r of input.observed.rules) {
-    const key = ruleKey(r);
+    const key = keyOfRule(r);
     if (r.protocol !== input.protocol) {
       foreignKeys.add(key);
       continue;
@@ -128,7 +158,7 @@ function diffRules(input: DiffInput, conflicts: string[]) {
   }
   const wanted = new Set<string>();
   for (const rule of input.desired.rules) {
-    const key = ruleKey(rule);
+    const key = keyOfRule(rule);
     if (wanted.has(key)) continue;
     wanted.add(key);
     if (ownedByKey.has(key)) continue;
@@ -149,11 +179,11 @@ function diffRules(input: DiffInput, conflicts: string[]) {
 function diffAddresses(input: DiffInput, links: Map<number, KernelLink>) {
   const adds: Change[] = [];
   const dels: Change[] = [];
-  const observedKeys = input.observed.addresses.map(addressKey);
+  const observedKeys = input.observed.addresses.map(keyOfAddress);
   const present = new Set(observedKeys);
   const desiredKeys = new Set<string>();
   for (const address of input.desired.addresses) {
-    const key = addressKey(address);
+    const key = keyOfAddress(address);
     if (desiredKeys.has(key)) continue;
     desiredKeys.add(key);
     const name = linkName(links, address.ifindex);

@@ -38,6 +38,26 @@ function withPartOf(eni: EniInfo, part: EniPart, from: EniInfo): EniInfo {
     : { ...eni, ipv6s: from.ipv6s, ipv6Prefixes: from.ipv6Prefixes, subnetIpv6Cidrs: from.subnetIpv6Cidrs };
 }
 
+// Every field of EniInfo, by how it compares: a field added to EniInfo does not compile until it is listed here.
+const ENI_FIELDS: Record<keyof EniInfo, 'value' | 'list'> = {
+  mac: 'value', deviceNumber: 'value', networkCard: 'value', interfaceId: 'value', subnetIpv4Cidr: 'value',
+  ipv4s: 'list', ipv4Prefixes: 'list', ipv6s: 'list', ipv6Prefixes: 'list', subnetIpv6Cidrs: 'list',
+};
+const ENI_KEYS = Object.keys(ENI_FIELDS) as Array<keyof EniInfo>;
+
+function sameList(a: readonly string[], b: readonly string[]): boolean {
+  return a.length === b.length && a.every((x, i) => x === b[i]);
+}
+
+/** Equal in every field (lists in the same order: the first IPv4 is the primary). */
+export function sameEni(a: EniInfo, b: EniInfo): boolean {
+  return ENI_KEYS.every((k) => {
+    const x = a[k];
+    const y = b[k];
+    return Array.isArray(x) && Array.isArray(y) ? sameList(x, y) : x === y;
+  });
+}
+
 function hasPart(eni: EniInfo, part: EniPart): boolean {
   return part === 'ipv4' ? eni.ipv4s.length > 0 : eni.ipv6s.length + eni.ipv6Prefixes.length > 0;
 }
@@ -85,7 +105,8 @@ export function mergeRead(previous: ImdsSnapshot | undefined, read: ImdsRead, li
       eni = withPartOf(eni, 'ipv4', last);
       hold(eni, 'ipv4', 'no IPv4 keys, but the ENI had a primary private IPv4 (IMDS not yet consistent)');
     }
-    if (usable) enis.push(eni);
+    // A read that changed nothing keeps the ENI's object: what is built from it is kept with it (src/core/desired.ts).
+    if (usable) enis.push(last !== undefined && sameEni(eni, last) ? last : eni);
   }
 
   const read_ = new Set(read.macs);

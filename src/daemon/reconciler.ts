@@ -5,7 +5,7 @@
 import type { Config } from '../config';
 import { resolveCoexistence, withAdoption } from '../core/coexistence';
 import { buildDesired, linkForMac } from '../core/desired';
-import { diff } from '../core/diff';
+import { diff, warmKeys } from '../core/diff';
 import { formatChange } from '../core/format';
 import type { Change, DesiredState, HeldEni, ImdsSnapshot, KernelLink, KernelState, PendingEni, Plan } from '../core/types';
 import type { ImdsReader } from '../imds/client';
@@ -119,12 +119,13 @@ export class Reconciler {
   /**
    * Reads again the kinds the last writes touched (KernelCache.written), so that the next event's sync need not: the
    * daemon calls it once a sync is done and nothing else is asked for (SyncTrigger's settle). Only the cache and the
-   * ledger see it; a failure leaves the kinds to be read by the next sync.
+   * ledger see it; a failure leaves the kinds to be read by the next sync. The dump's objects are keyed for the diff
+   * here too (warmKeys), off the path of the event whose sync plans from them.
    */
   async settle(): Promise<void> {
     if (this.kernel.stale.size === 0) return;
     try {
-      await this.observe(new Set());
+      warmKeys(await this.observe(new Set()));
     } catch {
       // The kinds stay stale: the next sync reads them, and fails (and is retried) if the kernel still cannot be read.
     }

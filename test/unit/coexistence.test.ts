@@ -1,9 +1,11 @@
+import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { defaultConfig, type Config } from '../../src/config';
 import {
   attributeRule, decide, findClaims, prefixesOverlap, resolveCoexistence, withAdoption, type ManagerPresence,
 } from '../../src/core/coexistence';
 import { buildDesired } from '../../src/core/desired';
+import { bigIntToIpv6, intToIpv4, networkOf, parseCidr } from '../../src/core/ip';
 import { diff } from '../../src/core/diff';
 import type { EniInfo, ImdsSnapshot, KernelLink, KernelRoute, KernelRule, KernelState } from '../../src/core/types';
 
@@ -64,6 +66,22 @@ describe('prefixesOverlap', () => {
     ['10.0.1.20/32', 'fd00::1/128', false], ['fd00::/64', 'fd00::5/128', true], ['bogus', '10.0.1.20/32', false],
   ])('%s vs %s: %s', (a, b, want) => {
     expect(prefixesOverlap(a, b)).toBe(want);
+  });
+
+  it('agrees with comparing the networks as text at the shorter length, for any two prefixes, /0 and host routes included', () => {
+    const byText = (a: string, b: string): boolean => {
+      const [ca, cb] = [parseCidr(a), parseCidr(b)];
+      if (ca === undefined || cb === undefined || ca.family !== cb.family) return false;
+      const len = Math.min(ca.prefixLen, cb.prefixLen);
+      return networkOf({ ...ca, prefixLen: len }) === networkOf({ ...cb, prefixLen: len });
+    };
+    // Addresses near each other, so that overlaps are common.
+    const v4 = fc.tuple(fc.integer({ min: 0, max: 7 }), fc.nat(0xffffffff), fc.integer({ min: 0, max: 32 }))
+      .map(([hi, lo, len]) => `${intToIpv4(((hi * 2 ** 29) + (lo % 2 ** 29)) >>> 0)}/${len}`);
+    const v6 = fc.tuple(fc.bigInt({ min: 0n, max: 7n }), fc.bigInt({ min: 0n, max: (1n << 125n) - 1n }), fc.integer({ min: 0, max: 128 }))
+      .map(([hi, lo, len]) => `${bigIntToIpv6((hi << 125n) | lo)}/${len}`);
+    const prefix = fc.oneof(v4, v6);
+    fc.assert(fc.property(prefix, prefix, (a, b) => prefixesOverlap(a, b) === byText(a, b)), { numRuns: 2000 });
   });
 });
 

@@ -187,3 +187,25 @@ describe('one owner per address', () => {
     }), { numRuns: 200 });
   });
 });
+
+describe('an ENI read that changed nothing keeps its object', () => {
+  it('keeps the previous object exactly when every field is equal, else takes the new read', () => {
+    const field = fc.constantFrom<keyof EniInfo>('deviceNumber', 'networkCard', 'interfaceId', 'subnetIpv4Cidr', 'ipv4s', 'ipv4Prefixes', 'ipv6s', 'ipv6Prefixes', 'subnetIpv6Cidrs');
+    fc.assert(fc.property(fc.option(field, { nil: undefined }), (changed) => {
+      const copy: EniInfo = structuredClone(e1);
+      if (changed === 'deviceNumber') copy.deviceNumber = 7;
+      else if (changed === 'networkCard') copy.networkCard = 1;
+      else if (changed === 'interfaceId' || changed === 'subnetIpv4Cidr') copy[changed] = `${copy[changed]}x`;
+      // A list that changes only in order changes too: the first IPv4 is the primary.
+      else if (changed !== undefined && changed !== 'mac') copy[changed] = copy[changed].length > 1 ? [...copy[changed]].reverse() : [...copy[changed], '10.9.9.9'];
+      const next = mergeRead(good, read([ready(e0), ready(copy), ready(e2)]), links);
+      const got = byMac(next, M1);
+      if (changed === undefined) expect(got).toBe(byMac(good, M1));
+      else {
+        expect(got).not.toBe(byMac(good, M1));
+        expect(got).toEqual(copy);
+      }
+      expect(byMac(next, M0)).toBe(byMac(good, M0));
+    }), { numRuns: 50 });
+  });
+});

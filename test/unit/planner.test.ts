@@ -185,3 +185,29 @@ describe('planner properties', () => {
     ), { numRuns: 300 });
   });
 });
+
+describe('buildDesired keeps what it built for an IMDS entry', () => {
+  // The same ENI objects planned again against other links (renumbered, renamed, another primary, another config)
+  // must give exactly what a build from fresh copies gives: nothing stale is reused.
+  it('a build that reuses earlier objects equals a build from copies, whatever changed in between', () => {
+    const arbLinks = (n: number) => fc.tuple(fc.integer({ min: 2, max: 40 }), fc.boolean(), fc.boolean())
+      .map(([base, rename, up]) => Array.from({ length: n }, (_, i) => ({ index: base + i, name: rename ? `ens${i}` : `eth${i}`, up })));
+    fc.assert(fc.property(
+      fc.integer({ min: 1, max: 4 }).chain((n) => fc.tuple(fc.tuple(...Array.from({ length: n }, (_, i) => arbEni(i))), arbLinks(n), arbLinks(n))),
+      fc.nat(3), fc.constantFrom('host', 'subnet' as const), fc.boolean(),
+      ([enis, first, second], primary, prefix, prefixHosts) => {
+        const infos = enis.map((e) => e.info);
+        const kernelOf = (links: Array<{ index: number; name: string; up: boolean }>): KernelState => ({
+          links: links.map((l, i) => ({ ...l, mac: infos[i]!.mac })), addresses: [], routes: [], rules: [],
+        });
+        const snap: ImdsSnapshot = { primaryMac: infos[0]!.mac, enis: infos, pending: [] };
+        buildDesired(snap, kernelOf(first), config);
+        const other = { ...config, secondaryAddressPrefix: prefix, ipv4PrefixAddresses: prefixHosts };
+        const again = { ...snap, primaryMac: infos[primary % infos.length]!.mac };
+        const copy = structuredClone(again);
+        expect(buildDesired(again, kernelOf(second), config)).toEqual(buildDesired(copy, kernelOf(second), config));
+        expect(buildDesired(again, kernelOf(second), other)).toEqual(buildDesired(copy, kernelOf(second), other));
+      },
+    ), { numRuns: 300 });
+  });
+});

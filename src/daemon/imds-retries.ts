@@ -77,8 +77,12 @@ export class ImdsRetries {
     return due.length === 0 ? undefined : Math.min(...due);
   }
 
-  /** The keys due by `now` (WHOLE among them: read everything). */
+  /**
+   * The keys due by `now` (WHOLE among them: read everything), with those due within the next base step: keys that
+   * started waiting at about the same time (a storm of links, tried a few ms apart) stay in one read.
+   */
   due(now: number): string[] {
-    return this.active().filter(([, e]) => e.dueAt <= now).map(([key]) => key);
+    if (!this.active().some(([, e]) => e.dueAt <= now)) return [];
+    return this.active().filter(([, e]) => e.dueAt <= now + this.baseMs).map(([key]) => key);
   }
 }

@@ -239,7 +239,7 @@ async function fullSync(sim: SimulatedEc2, daemon: ManagedProcess): Promise<Mana
   }
   // A no-op `ec2netd sync`, once the kernel is done with the last sync's links: the IPv6 autoconfiguration of the
   // links it set up (link-local addresses, their DAD a second later, their routes) is the kernel's, not a write,
-  // and counting it reported 4-18 "writes" depending on how soon the no-op ran.
+  // and counting it reported 4-20 "writes" depending on how soon the no-op ran.
   let mon = await startMonitor(host);
   await waitQuiet(mon, 1500, 10_000);
   await mon.stop();

@@ -48,23 +48,17 @@ export function addressKey(a: Pick<KernelAddress, 'ifindex' | 'address'>): strin
 const ruleKeys = new WeakMap<KernelRule, string>();
 const addressKeys = new WeakMap<Pick<KernelAddress, 'ifindex' | 'address'>, string>();
 
-function keyOfRule(r: KernelRule): string {
-  let key = ruleKeys.get(r);
-  if (key === undefined) {
-    key = ruleKey(r);
-    ruleKeys.set(r, key);
+function keyed<T extends object>(cache: WeakMap<T, string>, o: T, key: (o: T) => string): string {
+  let k = cache.get(o);
+  if (k === undefined) {
+    k = key(o);
+    cache.set(o, k);
   }
-  return key;
+  return k;
 }
 
-function keyOfAddress(a: Pick<KernelAddress, 'ifindex' | 'address'>): string {
-  let key = addressKeys.get(a);
-  if (key === undefined) {
-    key = addressKey(a);
-    addressKeys.set(a, key);
-  }
-  return key;
-}
+const keyOfRule = (r: KernelRule): string => keyed(ruleKeys, r, ruleKey);
+const keyOfAddress = (a: Pick<KernelAddress, 'ifindex' | 'address'>): string => keyed(addressKeys, a, addressKey);
 
 /** Keys the objects of a fresh dump for the next diff, off the path of the event that will need them. */
 export function warmKeys(kernel: Pick<KernelState, 'rules' | 'addresses'>): void {

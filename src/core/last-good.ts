@@ -6,6 +6,7 @@
 // so keeps what its last consistent read said (the whole ENI, or only the part that is unsettled: its IPv4 keys or
 // its IPv6 keys), and every other ENI goes on. Only a consistent read changes an ENI, and only a link
 // disappearing removes one (on EC2 a detach removes the link).
+import { isDeepStrictEqual } from 'node:util';
 import { compareText } from './compare';
 import { linkForMac } from './desired';
 import type { EniInfo, HeldEni, ImdsSnapshot, KernelLink, PendingEni } from './types';
@@ -36,26 +37,6 @@ function withPartOf(eni: EniInfo, part: EniPart, from: EniInfo): EniInfo {
   return part === 'ipv4'
     ? { ...eni, ipv4s: from.ipv4s, ipv4Prefixes: from.ipv4Prefixes, subnetIpv4Cidr: from.subnetIpv4Cidr }
     : { ...eni, ipv6s: from.ipv6s, ipv6Prefixes: from.ipv6Prefixes, subnetIpv6Cidrs: from.subnetIpv6Cidrs };
-}
-
-// Every field of EniInfo, by how it compares: a field added to EniInfo does not compile until it is listed here.
-const ENI_FIELDS: Record<keyof EniInfo, 'value' | 'list'> = {
-  mac: 'value', deviceNumber: 'value', networkCard: 'value', interfaceId: 'value', subnetIpv4Cidr: 'value',
-  ipv4s: 'list', ipv4Prefixes: 'list', ipv6s: 'list', ipv6Prefixes: 'list', subnetIpv6Cidrs: 'list',
-};
-const ENI_KEYS = Object.keys(ENI_FIELDS) as Array<keyof EniInfo>;
-
-function sameList(a: readonly string[], b: readonly string[]): boolean {
-  return a.length === b.length && a.every((x, i) => x === b[i]);
-}
-
-/** Equal in every field (lists in the same order: the first IPv4 is the primary). */
-export function sameEni(a: EniInfo, b: EniInfo): boolean {
-  return ENI_KEYS.every((k) => {
-    const x = a[k];
-    const y = b[k];
-    return Array.isArray(x) && Array.isArray(y) ? sameList(x, y) : x === y;
-  });
 }
 
 function hasPart(eni: EniInfo, part: EniPart): boolean {
@@ -106,7 +87,7 @@ export function mergeRead(previous: ImdsSnapshot | undefined, read: ImdsRead, li
       hold(eni, 'ipv4', 'no IPv4 keys, but the ENI had a primary private IPv4 (IMDS not yet consistent)');
     }
     // A read that changed nothing keeps the ENI's object: what is built from it is kept with it (src/core/desired.ts).
-    if (usable) enis.push(last !== undefined && sameEni(eni, last) ? last : eni);
+    if (usable) enis.push(last !== undefined && isDeepStrictEqual(eni, last) ? last : eni);
   }
 
   const read_ = new Set(read.macs);

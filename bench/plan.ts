@@ -1,6 +1,8 @@
 // The planner alone at 15 ENIs × 50 IPs, as a hot attach runs it: 14 ENIs in place, the 15th's link just appeared.
 // `node dist/bench/plan.js [N]` times N plans (desired state, coexistence, diff: the reconciler's planFor without
 // the file lookups) and prints the median and the plan's size; run it with --cpu-prof to see where the time goes.
+// PLAN_FOREIGN=N adds N foreign `from` rules of another tool (proto static, another table, sources outside the
+// ENIs'): what coexistence checks against every ENI's sources in every plan.
 import { defaultConfig } from '../src/config';
 import { resolveCoexistence, withAdoption } from '../src/core/coexistence';
 import { buildDesired } from '../src/core/desired';
@@ -33,7 +35,12 @@ const kernel: KernelState = {
     { family: 4, table: 254, dst: '10.0.0.0/16', ifindex: 2, prefsrc: '10.0.0.10', protocol: 2, scope: 253, type: 1 },
     ...before.routes,
   ],
-  rules: before.rules,
+  rules: [
+    ...before.rules,
+    ...Array.from({ length: Number(process.env.PLAN_FOREIGN ?? 0) }, (_, i) => ({
+      family: 4 as const, priority: 500, table: 300, protocol: 4, action: 1, src: `192.168.${i >> 8}.${i & 255}/32`,
+    })),
+  ],
 };
 
 function plan(): number {

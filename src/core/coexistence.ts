@@ -20,7 +20,7 @@
 //           delete foreign rules (systemd-networkd: ManageForeignRoutingPolicyRules=no).
 import type { Config } from '../config';
 import { formatRoute, formatRule } from './format';
-import { ipv4ToInt, ipv6ToBigInt, parseCidr } from './ip';
+import { PrefixSet, rangeOf } from './prefix-set';
 import { routeSlot, ruleKey } from './diff';
 import type { Change, DesiredState, ImdsSnapshot, KernelRoute, KernelRule, KernelState, Plan } from './types';
 
@@ -73,22 +73,6 @@ const FR_ACT_TO_TBL = 1;
 /** cloud-init's multi-NIC netplan config uses table 100 + NIC index. */
 const CLOUD_INIT_TABLES = { min: 100, max: 199 };
 
-/** True when two prefixes share at least one address (same family, the shorter contains the longer's network). */
-export function prefixesOverlap(a: string, b: string): boolean {
-  const ca = parseCidr(a);
-  const cb = parseCidr(b);
-  if (ca === undefined || cb === undefined || ca.family !== cb.family) return false;
-  const len = Math.min(ca.prefixLen, cb.prefixLen);
-  // Compared as numbers: findClaims asks this for every source of every ENI a foreign `from` rule could claim (700
-  // per such rule at 15 × 50), and comparing network strings built each address's text again.
-  if (ca.family === 4) {
-    const unit = 2 ** (32 - len);
-    return Math.floor(ipv4ToInt(ca.address) / unit) === Math.floor(ipv4ToInt(cb.address) / unit);
-  }
-  const bits = BigInt(128 - len);
-  return ipv6ToBigInt(ca.address) >> bits === ipv6ToBigInt(cb.address) >> bits;
-}
-
 /** Who probably wrote a foreign rule: the tools' conventions first, then the only installed tool. */
 export function attributeRule(rule: KernelRule, config: Pick<Config, 'tableBase'>, managers: readonly ManagerPresence[]): ManagerId {
   if (rule.table >= config.tableBase && rule.priority === rule.table) return 'amazon-ec2-net-utils';
@@ -96,6 +80,12 @@ export function attributeRule(rule: KernelRule, config: Pick<Config, 'tableBase'
   const installed = managers.filter((m) => m.installed || m.active);
   return installed.length === 1 && installed[0] !== undefined ? installed[0].id : 'unknown';
 }
+
+/**
+ * The other tools' presence, or how to find it (src/kernel/foreign.ts reads ~30 paths): asked only when a foreign
+ * object claims an ENI, since it only names who owns such objects.
+ */
+export type Managers = readonly ManagerPresence[] | (() => readonly ManagerPresence[]);
 
 /** Each table's `from` sources among ec2netd's desired rules (mark rules have none). */
 function sourcesByTable(desired: DesiredState, protocol: number): Map<number, string[]> {
@@ -112,32 +102,38 @@ function sourcesByTable(desired: DesiredState, protocol: number): Map<number, st
 /** Foreign objects that claim the sources or the table of each secondary ENI ec2netd wants to configure. */
 export function findClaims(
   desired: DesiredState, kernel: Pick<KernelState, 'rules' | 'routes'>, config: Pick<Config, 'protocol' | 'tableBase' | 'priorities'>,
-  managers: readonly ManagerPresence[],
+  managers: Managers,
 ): EniClaims[] {
   const out: EniClaims[] = [];
-  const foreignRules = kernel.rules.filter((r) => r.protocol !== config.protocol && r.action === FR_ACT_TO_TBL);
+  const foreignRules = kernel.rules.filter((r) => r.protocol !== config.protocol && r.action === FR_ACT_TO_TBL)
+    .map((rule) => ({ rule, src: rule.src === undefined ? undefined : rangeOf(rule.src) }));
   const sourcesOf = sourcesByTable(desired, config.protocol);
+  let present: readonly ManagerPresence[] | undefined;
+  const presence = (): readonly ManagerPresence[] => (present ??= typeof managers === 'function' ? managers() : managers);
   for (const d of desired.enis) {
     if (d.table === undefined) continue;
     const table = d.table;
     const sources = sourcesOf.get(table) ?? [];
+    let sourceSet: PrefixSet | undefined;
     const claims: Claim[] = [];
     const ruleManagers: ManagerId[] = [];
-    for (const r of foreignRules) {
-      const sameSource = r.src !== undefined && sources.some((s) => prefixesOverlap(s, r.src as string));
+    for (const { rule: r, src } of foreignRules) {
+      const sameSource = src !== undefined && (sourceSet ??= new PrefixSet(sources)).overlaps(src);
       if (!sameSource && r.table !== table) continue;
-      const manager = attributeRule(r, config, managers);
+      const manager = attributeRule(r, config, presence());
       if (r.table === table) ruleManagers.push(manager);
       claims.push({
         kind: 'rule', rule: r, text: `rule ${formatRule(r)}`, manager,
         shadows: sameSource && r.priority < config.priorities.fromAddress, elsewhere: r.table !== table,
       });
     }
-    const routeOwner: ManagerId = ruleManagers.find((m) => m !== 'unknown')
-      ?? (managers.filter((m) => m.installed || m.active).length === 1 ? managers.find((m) => m.installed || m.active)?.id ?? 'unknown' : 'unknown');
+    const routeOwner = (): ManagerId => {
+      const live = presence().filter((m) => m.installed || m.active);
+      return ruleManagers.find((m) => m !== 'unknown') ?? (live.length === 1 ? live[0]?.id ?? 'unknown' : 'unknown');
+    };
     for (const r of kernel.routes) {
       if (r.table !== table || r.protocol === config.protocol) continue;
-      claims.push({ kind: 'route', route: r, text: `route ${formatRoute(r)}`, manager: routeOwner, shadows: false, elsewhere: false });
+      claims.push({ kind: 'route', route: r, text: `route ${formatRoute(r)}`, manager: routeOwner(), shadows: false, elsewhere: false });
     }
     if (claims.length > 0) {
       out.push({ mac: d.eni.mac, interfaceId: d.eni.interfaceId, linkName: d.link.name, table, sources, claims });
@@ -196,7 +192,7 @@ export interface CoexistenceInput {
   snapshot: ImdsSnapshot;
   kernel: KernelState;
   config: Config;
-  managers: readonly ManagerPresence[];
+  managers: Managers;
   /** The planner (buildDesired with the kernel and config bound). */
   build: (snapshot: ImdsSnapshot) => DesiredState;
 }
@@ -220,7 +216,10 @@ export interface CoexistenceResult {
 export function resolveCoexistence(input: CoexistenceInput): CoexistenceResult {
   const { config, kernel } = input;
   const first = input.build(input.snapshot);
-  const verdicts = decide(findClaims(first, kernel, config, input.managers), config.coexistence.policy, input.managers);
+  let present: readonly ManagerPresence[] | undefined;
+  const managers = (): readonly ManagerPresence[] => (present ??= typeof input.managers === 'function' ? input.managers() : input.managers);
+  const claimed = findClaims(first, kernel, config, managers);
+  const verdicts = claimed.length === 0 ? [] : decide(claimed, config.coexistence.policy, managers());
   const handsOff = verdicts.filter((v) => v.action === 'hands-off');
   let desired = first;
   if (handsOff.length > 0) {

@@ -136,9 +136,10 @@ export class Reconciler {
     const snapshot = this.imds.snapshot;
     if (snapshot === undefined) return undefined;
     const { config } = this.deps;
-    // Other managers of the same sources/tables: coexistence.policy decides (docs/coexistence.md).
+    // Other managers of the same sources/tables: coexistence.policy decides (docs/coexistence.md). Their files are
+    // looked up only when a foreign object claims an ENI (a hot attach on a clean host reads none).
     const coexist = resolveCoexistence({
-      snapshot, kernel, config, managers: cachedManagers(config.coexistence.root), build: (s) => buildDesired(s, kernel, config),
+      snapshot, kernel, config, managers: () => cachedManagers(config.coexistence.root), build: (s) => buildDesired(s, kernel, config),
     });
     const macOf = new Map(kernel.links.map((l) => [l.index, l.mac]));
     const desired = { ...coexist.desired, addresses: coexist.desired.addresses.filter((a) => !this.holdBack(macOf.get(a.ifindex) ?? '', a.address)) };

@@ -1,11 +1,9 @@
-import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { defaultConfig, type Config } from '../../src/config';
 import {
-  attributeRule, decide, findClaims, prefixesOverlap, resolveCoexistence, withAdoption, type ManagerPresence,
+  attributeRule, decide, findClaims, resolveCoexistence, withAdoption, type ManagerPresence,
 } from '../../src/core/coexistence';
 import { buildDesired } from '../../src/core/desired';
-import { bigIntToIpv6, intToIpv4, networkOf, parseCidr } from '../../src/core/ip';
 import { diff } from '../../src/core/diff';
 import type { EniInfo, ImdsSnapshot, KernelLink, KernelRoute, KernelRule, KernelState } from '../../src/core/types';
 
@@ -58,32 +56,6 @@ const active: ManagerPresence[] = [
 function resolve(config: Config, kernel: KernelState, managers = inactive) {
   return resolveCoexistence({ snapshot, kernel, config, managers, build: (s) => buildDesired(s, kernel, config) });
 }
-
-describe('prefixesOverlap', () => {
-  it.each([
-    ['10.0.1.20/32', '10.0.1.20/32', true], ['10.0.1.64/28', '10.0.1.70/32', true], ['10.0.1.70/32', '10.0.1.64/28', true],
-    ['10.0.1.0/24', '10.0.1.64/28', true], ['10.0.1.20/32', '10.0.1.21/32', false], ['10.0.1.64/28', '10.0.1.80/28', false],
-    ['10.0.1.20/32', 'fd00::1/128', false], ['fd00::/64', 'fd00::5/128', true], ['bogus', '10.0.1.20/32', false],
-  ])('%s vs %s: %s', (a, b, want) => {
-    expect(prefixesOverlap(a, b)).toBe(want);
-  });
-
-  it('agrees with comparing the networks as text at the shorter length, for any two prefixes, /0 and host routes included', () => {
-    const byText = (a: string, b: string): boolean => {
-      const [ca, cb] = [parseCidr(a), parseCidr(b)];
-      if (ca === undefined || cb === undefined || ca.family !== cb.family) return false;
-      const len = Math.min(ca.prefixLen, cb.prefixLen);
-      return networkOf({ ...ca, prefixLen: len }) === networkOf({ ...cb, prefixLen: len });
-    };
-    // Addresses near each other, so that overlaps are common.
-    const v4 = fc.tuple(fc.integer({ min: 0, max: 7 }), fc.nat(0xffffffff), fc.integer({ min: 0, max: 32 }))
-      .map(([hi, lo, len]) => `${intToIpv4(((hi * 2 ** 29) + (lo % 2 ** 29)) >>> 0)}/${len}`);
-    const v6 = fc.tuple(fc.bigInt({ min: 0n, max: 7n }), fc.bigInt({ min: 0n, max: (1n << 125n) - 1n }), fc.integer({ min: 0, max: 128 }))
-      .map(([hi, lo, len]) => `${bigIntToIpv6((hi << 125n) | lo)}/${len}`);
-    const prefix = fc.oneof(v4, v6);
-    fc.assert(fc.property(prefix, prefix, (a, b) => prefixesOverlap(a, b) === byText(a, b)), { numRuns: 2000 });
-  });
-});
 
 describe('attributeRule', () => {
   it('knows ec2-net-utils by pref = table, cloud-init by table 100-199, else the only installed tool, else unknown', () => {
@@ -173,6 +145,21 @@ describe('resolveCoexistence and the plan', () => {
     expect(r.desired).toEqual(buildDesired(snapshot, kernel, base));
     expect(r.notes).toEqual([]);
     expect(withAdoption([], r)).toEqual([]);
+  });
+
+  it('asks for the other tools\' presence only when a foreign object claims an ENI, and then once', () => {
+    let asked = 0;
+    const lookup = (): ManagerPresence[] => { asked++; return active; };
+    const quiet = kernelWith([rule(undefined, 254, 32766, 2), rule('192.168.9.9/32', 300, 500)]);
+    const none = resolveCoexistence({ snapshot, kernel: quiet, config: base, managers: lookup, build: (s) => buildDesired(s, quiet, base) });
+    expect(asked).toBe(0);
+    expect(none.verdicts).toEqual([]);
+    const claimed = kernelWith(netUtilsRules, netUtilsRoutes);
+    const lazy = resolveCoexistence({ snapshot, kernel: claimed, config: withPolicy('adopt'), managers: lookup, build: (s) => buildDesired(s, claimed, base) });
+    expect(asked).toBe(1);
+    // The same verdicts as with the presence handed over up front.
+    expect(lazy.verdicts).toEqual(resolve(withPolicy('adopt'), claimed, active).verdicts);
+    expect(lazy.verdicts.map((v) => v.action)).toEqual(['hands-off']);
   });
 
   it('refuse: nothing is written for the claimed ENI (no add, and ec2netd\'s own objects there are frozen), others are planned', () => {

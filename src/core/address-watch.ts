@@ -69,6 +69,9 @@ function listedIn(snapshot: ImdsSnapshot, mac: string, address: string): boolean
  * arrives, and its sync observes) but are applied too, so that the result is what the kernel holds.
  */
 export function afterWrites(state: KernelAddresses, inPlace: readonly Change[]): KernelAddresses {
+  // Writes of rules and routes alone leave the state as it was: the very same arrays, so that an observation that
+  // did not re-read the addresses compares as unchanged at once (unexplainedChanges).
+  if (!inPlace.some((c) => c.op === 'link-up' || c.op === 'add-address' || c.op === 'del-address')) return state;
   let links = state.links;
   // One key per address (the diff's, with the prefix length): a full sync writes ~750 at 15 × 50, so no scan of
   // the whole list per change.
@@ -95,6 +98,9 @@ export function afterWrites(state: KernelAddresses, inPlace: readonly Change[]):
  * went, changed index or are down are left out (their addresses change for other reasons: IPv6 goes on link down).
  */
 export function unexplainedChanges(before: KernelAddresses, after: KernelAddresses, snapshot: ImdsSnapshot): UnexplainedAddress[] {
+  // The same dump (the addresses were not re-read: a hot attach's sync reads the links alone): every link's
+  // addresses are what they were, whatever the links did.
+  if (before.addresses === after.addresses) return [];
   const out: UnexplainedAddress[] = [];
   const watched: Array<{ eni: EniInfo; index: number }> = [];
   for (const eni of snapshot.enis) {

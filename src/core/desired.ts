@@ -93,7 +93,8 @@ function eniRoutes(eni: EniInfo, link: KernelLink, table: number, config: Config
 
 /** True for fe80::/10. */
 export function isLinkLocal6(address: string): boolean {
-  return isIPv6(address) && ipv6ToBigInt(address) >> 118n === 0x3fan;
+  // The colon first: most addresses are IPv4, and node's IPv6 expression is the costly part of the check.
+  return address.includes(':') && isIPv6(address) && ipv6ToBigInt(address) >> 118n === 0x3fan;
 }
 
 /**

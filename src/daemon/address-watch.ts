@@ -30,7 +30,9 @@ export class AddressWatcher {
 
   /** Each kernel observation of a sync, before it plans: a vanished address is held back in that same plan. */
   observed(kernel: KernelState): void {
-    const current: KernelAddresses = { links: [...kernel.links], addresses: [...kernel.addresses] };
+    // The kernel's arrays themselves (a dump's arrays are never changed in place): the same addresses array as last
+    // time then means nothing to compare (unexplainedChanges).
+    const current: KernelAddresses = { links: kernel.links, addresses: kernel.addresses };
     const before = this.previous;
     this.previous = current;
     this.links = current.links;

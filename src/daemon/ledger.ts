@@ -9,6 +9,7 @@ import type { KernelState } from '../core/types';
 export class AddressLedger {
   private keys = new Set<string>();
   private readonly file: string;
+  private lastPruned: { addresses: KernelState['addresses']; macs: Map<number, string> } | undefined;
 
   constructor(private readonly dir: string) {
     this.file = join(dir, 'addresses.json');
@@ -16,6 +17,7 @@ export class AddressLedger {
 
   /** Loads the ledger; an unreadable or corrupt file means "owns nothing" (the safe direction). */
   load(): string | undefined {
+    this.lastPruned = undefined;
     try {
       const doc: unknown = JSON.parse(readFileSync(this.file, 'utf8'));
       if (Array.isArray(doc) && doc.every((k) => typeof k === 'string')) {
@@ -41,9 +43,17 @@ export class AddressLedger {
     this.keys.delete(ownedAddressKey(mac, address));
   }
 
-  /** Forgets entries whose address is no longer on a link with that MAC. */
+  /**
+   * Forgets entries whose address is no longer on a link with that MAC. Skipped when the addresses are the very
+   * dump the last prune saw and every link it saw still has its MAC (a hot attach reads the links alone): nothing can
+   * have gone then, and keying ~750 addresses was a millisecond of the attach. Entries added since (a write) are
+   * pruned at the next observe, which re-reads the addresses after every write (KernelCache.written).
+   */
   prune(state: KernelState): void {
     const macs = new Map(state.links.map((l) => [l.index, l.mac]));
+    const last = this.lastPruned;
+    this.lastPruned = { addresses: state.addresses, macs };
+    if (last !== undefined && last.addresses === state.addresses && [...last.macs].every(([index, mac]) => macs.get(index) === mac)) return;
     const present = new Set(state.addresses.flatMap((a) => {
       const mac = macs.get(a.ifindex);
       return mac === undefined ? [] : [ownedAddressKey(mac, a.address)];
@@ -52,6 +62,7 @@ export class AddressLedger {
   }
 
   clear(): void {
+    this.lastPruned = undefined;
     this.keys.clear();
   }
 

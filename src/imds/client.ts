@@ -100,7 +100,7 @@ export class ImdsClient implements ImdsReader {
   private readonly counters: ImdsClientStats = { tokenFetches: 0, requests: 0, retries: 0 };
   /**
    * Kept-alive connections within a burst of reads (a whole read is ~10 requests per ENI): a cold 15-ENI read
-   * took 176–180 ms with a connection per request and 108–164 ms with reuse, a warm one 70–100 ms against 30–50
+   * took 176-180 ms with a connection per request and 108-164 ms with reuse, a warm one 70-100 ms against 30-50
    * (docs/performance.md). A free connection is closed after 1 s idle, long before IMDS closes it, so a stale
    * socket is rare; when it happens, the request fails as a network error and is retried like any other.
    */

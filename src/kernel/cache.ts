@@ -17,7 +17,7 @@ export class KernelCache {
    * re-reads the routes: the kernel removes IPv4 routes without a notification when their link goes down or their
    * `src` address goes away, and a cached route that is no longer there would never be repaired. `newLinksOnly`: the
    * link messages were all about links the cache does not know (they appeared): none of them can have taken a route
-   * with it, so a 'link' alone reads the links (a hot attach's sync: the routes are most of a dump at 15 × 50, 750
+   * with it, so a 'link' alone reads the links (a hot attach's sync: the routes are most of a dump at 15 x 50, 750
    * local-table routes read to be dropped).
    */
   async observe(kinds: ReadonlySet<ObjectKind>, opts: { newLinksOnly?: boolean } = {}): Promise<KernelState> {

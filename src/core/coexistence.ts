@@ -107,13 +107,14 @@ export function findClaims(
   const out: EniClaims[] = [];
   const foreignRules = kernel.rules.filter((r) => r.protocol !== config.protocol && r.action === FR_ACT_TO_TBL)
     .map((rule) => ({ rule, src: rule.src === undefined ? undefined : rangeOf(rule.src) }));
-  const sourcesOf = sourcesByTable(desired, config.protocol);
+  // Built only when some foreign rule is there to check them against (on most hosts, none is).
+  let sourcesOf: Map<number, string[]> | undefined;
   let present: readonly ManagerPresence[] | undefined;
   const presence = (): readonly ManagerPresence[] => (present ??= typeof managers === 'function' ? managers() : managers);
   for (const d of desired.enis) {
     if (d.table === undefined) continue;
     const table = d.table;
-    const sources = sourcesOf.get(table) ?? [];
+    const sources = foreignRules.length === 0 ? [] : (sourcesOf ??= sourcesByTable(desired, config.protocol)).get(table) ?? [];
     let sourceSet: PrefixSet | undefined;
     const claims: Claim[] = [];
     const ruleManagers: ManagerId[] = [];

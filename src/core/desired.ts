@@ -22,7 +22,7 @@ export function tableFor(eni: Pick<EniInfo, 'networkCard' | 'deviceNumber'>, con
 }
 
 /** The link carrying an ENI: matched by MAC, never by name. */
-export function linkForMac(links: KernelLink[], mac: string): KernelLink | undefined {
+export function linkForMac(links: readonly KernelLink[], mac: string): KernelLink | undefined {
   return links.find((l) => l.mac === mac && (l.kind === undefined || !STACKED_KINDS.has(l.kind)));
 }
 
@@ -172,6 +172,19 @@ function objectsOf(eni: EniInfo, link: KernelLink, table: number | undefined, co
   return objects;
 }
 
+const listed = new WeakMap<EniInfo, readonly string[]>();
+
+/** An ENI's IPs and delegated prefixes, canonical and each once; kept per IMDS entry (mergeRead reuses unchanged ones). */
+function listedAddresses(eni: EniInfo): readonly string[] {
+  let out = listed.get(eni);
+  if (out === undefined) {
+    out = [...new Set([...eni.ipv4s, ...eni.ipv6s].map(canonicalAddress)
+      .concat([...eni.ipv4Prefixes, ...eni.ipv6Prefixes].map((p) => normalizeCidr(p) ?? p)))];
+    listed.set(eni, out);
+  }
+  return out;
+}
+
 /**
  * One owner per address. An address (or delegated prefix) IMDS lists on two ENIs is an IP being moved
  * (assign-private-ip-addresses --allow-reassignment), seen mid-way: it stays on the ENI whose link holds it now,
@@ -181,22 +194,28 @@ function objectsOf(eni: EniInfo, link: KernelLink, table: number | undefined, co
 export function oneOwnerPerAddress(
   enis: readonly EniInfo[], links: readonly KernelLink[], addresses: readonly KernelAddress[],
 ): { claims: Map<string, EniInfo>; notes: string[] } {
-  const linkOf = new Map(enis.map((e) => [e.mac, linkForMac([...links], e.mac)]));
-  const listedBy = new Map<string, EniInfo[]>();
+  const linkOf = new Map(enis.map((e) => [e.mac, linkForMac(links, e.mac)]));
+  // Each address's first lister, and the groups of the few that more than one lists: no array per address (~800 at
+  // 15 × 50, on every plan).
+  const first = new Map<string, EniInfo>();
+  const contested = new Map<string, EniInfo[]>();
   for (const eni of enis) {
     if (linkOf.get(eni.mac) === undefined) continue;
-    const own = new Set([...eni.ipv4s, ...eni.ipv6s].map(canonicalAddress)
-      .concat([...eni.ipv4Prefixes, ...eni.ipv6Prefixes].map((p) => normalizeCidr(p) ?? p)));
-    for (const a of own) {
-      const group = listedBy.get(a);
-      if (group === undefined) listedBy.set(a, [eni]);
-      else group.push(eni);
+    for (const a of listedAddresses(eni)) {
+      const earlier = first.get(a);
+      if (earlier === undefined) first.set(a, eni);
+      else {
+        const group = contested.get(a);
+        if (group === undefined) contested.set(a, [earlier, eni]);
+        else group.push(eni);
+      }
     }
   }
   const lose = new Map<string, Set<string>>();
   const notes: string[] = [];
-  for (const [address, group] of listedBy) {
-    if (group.length < 2) continue;
+  // In the order the addresses were first listed, as before.
+  const groups = contested.size === 0 ? [] : [...first.keys()].filter((a) => contested.has(a)).map((a) => [a, contested.get(a) as EniInfo[]] as const);
+  for (const [address, group] of groups) {
     const holders = group.filter((e) => addresses.some((a) => a.ifindex === linkOf.get(e.mac)?.index && canonicalAddress(a.address) === address));
     const owner = holders.length === 1 ? holders[0] : undefined;
     for (const eni of group) if (eni !== owner) lose.set(eni.mac, (lose.get(eni.mac) ?? new Set()).add(address));

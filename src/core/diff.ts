@@ -60,10 +60,57 @@ function keyed<T extends object>(cache: WeakMap<T, string>, o: T, key: (o: T) =>
 const keyOfRule = (r: KernelRule): string => keyed(ruleKeys, r, ruleKey);
 const keyOfAddress = (a: Pick<KernelAddress, 'ifindex' | 'address'>): string => keyed(addressKeys, a, addressKey);
 
-/** Keys the objects of a fresh dump for the next diff, off the path of the event that will need them. */
-export function warmKeys(kernel: Pick<KernelState, 'rules' | 'addresses'>): void {
-  for (const r of kernel.rules) keyOfRule(r);
-  for (const a of kernel.addresses) keyOfAddress(a);
+/** The observed rules by key: ec2netd's (by its protocol) with their duplicates, and the keys of everyone else's. */
+interface RuleIndex {
+  protocol: number;
+  owned: Map<string, KernelRule[]>;
+  foreign: Set<string>;
+}
+
+/** The observed addresses' keys, in dump order, and as a set. */
+interface AddressIndex {
+  keys: string[];
+  present: Set<string>;
+}
+
+// And the same per dump: a KernelState's arrays are never changed (a read makes new ones), and a hot attach's plan
+// runs on the rules and addresses the last settle read, so indexing their ~1,500 objects (a third of that plan, and
+// most of its garbage) is done once per dump, by warmKeys, off the event's path.
+const ruleIndexes = new WeakMap<readonly KernelRule[], RuleIndex>();
+const addressIndexes = new WeakMap<readonly KernelAddress[], AddressIndex>();
+
+function ruleIndex(rules: readonly KernelRule[], protocol: number): RuleIndex {
+  const hit = ruleIndexes.get(rules);
+  if (hit !== undefined && hit.protocol === protocol) return hit;
+  const index: RuleIndex = { protocol, owned: new Map(), foreign: new Set() };
+  for (const r of rules) {
+    const key = keyOfRule(r);
+    if (r.protocol !== protocol) {
+      index.foreign.add(key);
+      continue;
+    }
+    const same = index.owned.get(key);
+    if (same === undefined) index.owned.set(key, [r]);
+    else same.push(r);
+  }
+  ruleIndexes.set(rules, index);
+  return index;
+}
+
+function addressIndex(addresses: readonly KernelAddress[]): AddressIndex {
+  let index = addressIndexes.get(addresses);
+  if (index === undefined) {
+    const keys = addresses.map(keyOfAddress);
+    index = { keys, present: new Set(keys) };
+    addressIndexes.set(addresses, index);
+  }
+  return index;
+}
+
+/** Indexes a fresh dump for the next diff, off the path of the event that will need it. */
+export function warmKeys(kernel: Pick<KernelState, 'rules' | 'addresses'>, protocol: number): void {
+  ruleIndex(kernel.rules, protocol);
+  addressIndex(kernel.addresses);
 }
 
 /** Key of an address in the ownership ledger: by MAC, since ifindexes and names change. */
@@ -136,20 +183,7 @@ function scopeOrder(c: Change): number {
 function diffRules(input: DiffInput, conflicts: string[]) {
   const adds: Change[] = [];
   const dels: Change[] = [];
-  const ownedByKey = new Map<string, KernelRule[]>();
-  const foreignKeys = new Set<string>();
-  // One key per rule, and no array copied per rule: at 15 × 50 this loop and the next ran ~2 ms, most of the
-  // planner's time, and their garbage was most of the collector's work in a sync (bench/plan.ts).
-  for (const r of input.observed.rules) {
-    const key = keyOfRule(r);
-    if (r.protocol !== input.protocol) {
-      foreignKeys.add(key);
-      continue;
-    }
-    const same = ownedByKey.get(key);
-    if (same === undefined) ownedByKey.set(key, [r]);
-    else same.push(r);
-  }
+  const { owned: ownedByKey, foreign: foreignKeys } = ruleIndex(input.observed.rules, input.protocol);
   const wanted = new Set<string>();
   for (const rule of input.desired.rules) {
     const key = keyOfRule(rule);
@@ -162,19 +196,21 @@ function diffRules(input: DiffInput, conflicts: string[]) {
     }
     adds.push({ op: 'add-rule', rule, reason: 'missing' });
   }
-  for (const [key, rules] of ownedByKey) {
-    // Keep one of each wanted rule; everything else (stale rules, duplicates) goes.
-    rules.slice(wanted.has(key) ? 1 : 0).forEach((rule) =>
-      dels.push({ op: 'del-rule', rule, reason: wanted.has(key) ? 'duplicate' : 'no longer desired' }));
-  }
+  // Keep one of each wanted rule; everything else (stale rules, duplicates) goes. (forEach and an index: no entry
+  // or slice per rule, garbage on every plan.)
+  ownedByKey.forEach((rules, key) => {
+    const keep = wanted.has(key);
+    for (let i = keep ? 1 : 0; i < rules.length; i++) {
+      dels.push({ op: 'del-rule', rule: rules[i] as KernelRule, reason: keep ? 'duplicate' : 'no longer desired' });
+    }
+  });
   return { adds, dels };
 }
 
 function diffAddresses(input: DiffInput, links: Map<number, KernelLink>) {
   const adds: Change[] = [];
   const dels: Change[] = [];
-  const observedKeys = input.observed.addresses.map(keyOfAddress);
-  const present = new Set(observedKeys);
+  const { keys: observedKeys, present } = addressIndex(input.observed.addresses);
   const desiredKeys = new Set<string>();
   for (const address of input.desired.addresses) {
     const key = keyOfAddress(address);
@@ -185,7 +221,9 @@ function diffAddresses(input: DiffInput, links: Map<number, KernelLink>) {
   }
   // Addresses ec2netd added, on the links of configured ENIs, that IMDS no longer lists.
   const configured = new Set(input.desired.enis.map((e) => e.link.index));
-  for (const [i, address] of input.observed.addresses.entries()) {
+  const observed = input.observed.addresses;
+  for (let i = 0; i < observed.length; i++) {
+    const address = observed[i] as KernelAddress;
     const link = links.get(address.ifindex);
     if (link === undefined || !configured.has(address.ifindex) || desiredKeys.has(observedKeys[i] ?? '')) continue;
     if (input.ownedAddresses.has(ownedAddressKey(link.mac, address.address))) {

@@ -105,12 +105,15 @@ export interface KernelRule {
   action: number;
 }
 
-/** A snapshot of the kernel's state, as read through rtnetlink. */
+/**
+ * A snapshot of the kernel's state, as read through rtnetlink. Never changed once made (a new read makes new
+ * arrays): the planner keeps what it derives from each array for as long as the array lives (src/core/diff.ts).
+ */
 export interface KernelState {
-  links: KernelLink[];
-  addresses: KernelAddress[];
-  routes: KernelRoute[];
-  rules: KernelRule[];
+  links: readonly KernelLink[];
+  addresses: readonly KernelAddress[];
+  routes: readonly KernelRoute[];
+  rules: readonly KernelRule[];
 }
 
 /** What ec2netd wants for one ENI whose link exists on this host. */

@@ -119,13 +119,13 @@ export class Reconciler {
   /**
    * Reads again the kinds the last writes touched (KernelCache.written), so that the next event's sync need not: the
    * daemon calls it once a sync is done and nothing else is asked for (SyncTrigger's settle). Only the cache and the
-   * ledger see it; a failure leaves the kinds to be read by the next sync. The dump's objects are keyed for the diff
-   * here too (warmKeys), off the path of the event whose sync plans from them.
+   * ledger see it; a failure leaves the kinds to be read by the next sync. The dump is indexed for the diff here too
+   * (warmKeys), off the path of the event whose sync plans from it.
    */
   async settle(): Promise<void> {
     if (this.kernel.stale.size === 0) return;
     try {
-      warmKeys(await this.observe(new Set()));
+      warmKeys(await this.observe(new Set()), this.deps.config.protocol);
     } catch {
       // The kinds stay stale: the next sync reads them, and fails (and is retried) if the kernel still cannot be read.
     }

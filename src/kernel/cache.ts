@@ -8,7 +8,7 @@ export class KernelCache {
   /** Kinds ec2netd wrote since the last observe: read again next time, whatever kinds that observe asks for. */
   private readonly staleKinds = new Set<ObjectKind>();
   /** The links of the last observation, kept when the rest is dropped (the last-good merge needs them). */
-  links: KernelLink[] = [];
+  links: readonly KernelLink[] = [];
 
   constructor(private readonly nl: Netlink) {}
 

@@ -21,7 +21,8 @@ export function asKernelReports(r: KernelRoute): KernelRoute {
 
 /** Applies a plan as the kernel would: EXCL adds fail on a taken slot, replace swaps within the slot. */
 export function applyKernel(state: KernelState, plan: Plan): KernelState {
-  let { links, addresses, routes, rules } = structuredClone(state);
+  const copy = structuredClone(state);
+  let [links, addresses, routes, rules] = [[...copy.links], [...copy.addresses], [...copy.routes], [...copy.rules]];
   const slotOf = (r: KernelRoute) => `${r.family}|${r.table}|${r.dst}|${effectiveMetric(r)}`;
   const removeFirst = <T>(list: T[], match: (x: T) => boolean) => {
     const i = list.findIndex(match);

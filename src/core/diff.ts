@@ -57,8 +57,9 @@ function keyed<T extends object>(cache: WeakMap<T, string>, o: T, key: (o: T) =>
   return k;
 }
 
-const keyOfRule = (r: KernelRule): string => keyed(ruleKeys, r, ruleKey);
-const keyOfAddress = (a: Pick<KernelAddress, 'ifindex' | 'address'>): string => keyed(addressKeys, a, addressKey);
+/** ruleKey and addressKey, made once per object (the fight damper keys every change of a plan with them too). */
+export const keyOfRule = (r: KernelRule): string => keyed(ruleKeys, r, ruleKey);
+export const keyOfAddress = (a: Pick<KernelAddress, 'ifindex' | 'address'>): string => keyed(addressKeys, a, addressKey);
 
 /** The observed rules by key: ec2netd's (by its protocol) with their duplicates, and the keys of everyone else's. */
 interface RuleIndex {

@@ -3,7 +3,7 @@
 // party goes. The damper keeps the first repair immediate and spaces the repeated repairs of one object
 // exponentially (`baseMs` doubling up to `capMs`); the rest of the plan is never held back. Pure: the clock is
 // injected, nothing is read or written here (the Reconciler logs, the Daemon schedules the wake-ups).
-import { addressKey, routeKey, ruleKey } from '../core/diff';
+import { keyOfAddress, keyOfRule, routeKey } from '../core/diff';
 import { formatChange } from '../core/format';
 import type { Change, Plan } from '../core/types';
 
@@ -27,7 +27,8 @@ export interface Fight {
 }
 
 interface Track {
-  object: string;
+  /** The change that last created or repaired the object (described only when a fight is reported). */
+  change: Change;
   /** Successful adds of the object within the quiet period (the first is its creation or first repair). */
   adds: number;
   lastAddAt: number;
@@ -38,10 +39,10 @@ interface Track {
 /** Identity of the object a change creates or repairs (the diff's keys); deletions are never damped. */
 export function objectKey(c: Change): string | undefined {
   switch (c.op) {
-    case 'add-rule': return `rule|${ruleKey(c.rule)}`;
+    case 'add-rule': return `rule|${keyOfRule(c.rule)}`;
     case 'add-route':
     case 'replace-route': return `route|${routeKey(c.route)}`;
-    case 'add-address': return `address|${addressKey(c.address)}`;
+    case 'add-address': return `address|${keyOfAddress(c.address)}`;
     case 'link-up': return `link|${c.link.index}`;
     default: return undefined;
   }
@@ -50,9 +51,9 @@ export function objectKey(c: Change): string | undefined {
 /** The object a deletion removes, under the key its creation has. */
 function deletedKey(c: Change): string | undefined {
   switch (c.op) {
-    case 'del-rule': return `rule|${ruleKey(c.rule)}`;
+    case 'del-rule': return `rule|${keyOfRule(c.rule)}`;
     case 'del-route': return `route|${routeKey(c.route)}`;
-    case 'del-address': return `address|${addressKey(c.address)}`;
+    case 'del-address': return `address|${keyOfAddress(c.address)}`;
     default: return undefined;
   }
 }
@@ -116,10 +117,11 @@ export class FightDamper {
       if (key === undefined) continue;
       const track = this.tracks.get(key);
       if (track === undefined || now - track.lastAddAt > this.quietMs) {
-        this.tracks.set(key, { object: describeObject(change), adds: 1, lastAddAt: now });
+        this.tracks.set(key, { change, adds: 1, lastAddAt: now });
         continue;
       }
       track.adds++;
+      track.change = change;
       track.lastAddAt = now;
       track.withheldUntil = undefined;
       // Put back twice within the quiet period: someone keeps undoing it.
@@ -171,7 +173,7 @@ export class FightDamper {
   }
 
   private fight(key: string, t: Track): Fight {
-    const f: Fight = { key, object: t.object, since: t.fightSince ?? t.lastAddAt, repairs: t.adds - 1 };
+    const f: Fight = { key, object: describeObject(t.change), since: t.fightSince ?? t.lastAddAt, repairs: t.adds - 1 };
     if (t.withheldUntil !== undefined) f.nextRepairAt = t.withheldUntil;
     return f;
   }

@@ -10,6 +10,8 @@ export class AddressLedger {
   private keys = new Set<string>();
   private readonly file: string;
   private lastPruned: { addresses: KernelState['addresses']; macs: Map<number, string> } | undefined;
+  /** Changed since the last save (true at first: the first save writes the file whatever it holds). */
+  private dirty = true;
 
   constructor(private readonly dir: string) {
     this.file = join(dir, 'addresses.json');
@@ -18,6 +20,7 @@ export class AddressLedger {
   /** Loads the ledger; an unreadable or corrupt file means "owns nothing" (the safe direction). */
   load(): string | undefined {
     this.lastPruned = undefined;
+    this.dirty = true;
     try {
       const doc: unknown = JSON.parse(readFileSync(this.file, 'utf8'));
       if (Array.isArray(doc) && doc.every((k) => typeof k === 'string')) {
@@ -36,11 +39,14 @@ export class AddressLedger {
   }
 
   add(mac: string, address: string): void {
-    this.keys.add(ownedAddressKey(mac, address));
+    const key = ownedAddressKey(mac, address);
+    if (this.keys.has(key)) return;
+    this.keys.add(key);
+    this.dirty = true;
   }
 
   delete(mac: string, address: string): void {
-    this.keys.delete(ownedAddressKey(mac, address));
+    if (this.keys.delete(ownedAddressKey(mac, address))) this.dirty = true;
   }
 
   /**
@@ -58,19 +64,38 @@ export class AddressLedger {
       const mac = macs.get(a.ifindex);
       return mac === undefined ? [] : [ownedAddressKey(mac, a.address)];
     }));
-    for (const key of this.keys) if (!present.has(key)) this.keys.delete(key);
+    for (const key of this.keys) {
+      if (!present.has(key)) {
+        this.keys.delete(key);
+        this.dirty = true;
+      }
+    }
   }
 
   clear(): void {
     this.lastPruned = undefined;
+    if (this.keys.size > 0) this.dirty = true;
     this.keys.clear();
   }
 
-  /** Writes atomically (temp file + rename) so a crash never leaves half a ledger. */
+  /**
+   * Writes atomically (temp file + rename) so a crash never leaves half a ledger; nothing when nothing changed since
+   * the last save. It is on a write's path (the write-ahead before an address is added: 1-2.6 ms of a hot attach
+   * when it also made the directory, sorted the keys, and was written again after the writes with nothing new).
+   */
   save(): void {
-    mkdirSync(this.dir, { recursive: true, mode: 0o755 });
+    if (!this.dirty) return;
     const tmp = `${this.file}.${process.pid}.tmp`;
-    writeFileSync(tmp, JSON.stringify([...this.keys].sort()), { mode: 0o644 });
+    const text = JSON.stringify([...this.keys]);
+    try {
+      writeFileSync(tmp, text, { mode: 0o644 });
+    } catch (err) {
+      // No directory yet (the first save), or someone removed it: made, and written again.
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+      mkdirSync(this.dir, { recursive: true, mode: 0o755 });
+      writeFileSync(tmp, text, { mode: 0o644 });
+    }
     renameSync(tmp, this.file);
+    this.dirty = false;
   }
 }

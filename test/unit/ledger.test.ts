@@ -1,6 +1,6 @@
 // The address ledger's pruning (src/daemon/ledger.ts): an entry goes when its address is no longer on a link with
 // that MAC, and a prune that cannot change anything (the same addresses dump, every link keeping its MAC) is skipped.
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -9,11 +9,12 @@ import { AddressLedger } from '../../src/daemon/ledger';
 
 const dirs: string[] = [];
 afterEach(() => { for (const d of dirs.splice(0)) rmSync(d, { recursive: true, force: true }); });
-const ledger = (): AddressLedger => {
+const tmpDir = (): string => {
   const dir = mkdtempSync(join(tmpdir(), 'ec2netd-ledger-'));
   dirs.push(dir);
-  return new AddressLedger(dir);
+  return dir;
 };
+const ledger = (): AddressLedger => new AddressLedger(tmpDir());
 
 const MAC1 = '02:00:00:00:00:01';
 const MAC2 = '02:00:00:00:00:02';
@@ -54,5 +55,32 @@ describe('AddressLedger.prune', () => {
     // ...and judged by the next dump, which every write makes the next observation read.
     l.prune(state([link(2, MAC1), link(3, MAC2)], [...addresses]));
     expect(owned(l)).toEqual([`${MAC1}|10.0.1.20`]);
+  });
+});
+
+describe('AddressLedger.save', () => {
+  const inode = (path: string): number => statSync(path).ino;
+
+  it('writes what it owns, again only when that changed, and makes its directory again if it went', () => {
+    const state = join(tmpDir(), 'state');
+    const file = join(state, 'addresses.json');
+    const own = new AddressLedger(state);
+    own.add(MAC1, '10.0.1.20');
+    own.save();
+    expect(JSON.parse(readFileSync(file, 'utf8'))).toEqual([`${MAC1}|10.0.1.20`]);
+    const first = inode(file);
+    own.add(MAC1, '10.0.1.20');
+    own.save();
+    expect(inode(file)).toBe(first); // nothing new: not rewritten
+    own.add(MAC2, '10.0.2.20');
+    own.save();
+    expect(inode(file)).not.toBe(first);
+    rmSync(state, { recursive: true });
+    own.delete(MAC2, '10.0.2.20');
+    own.save();
+    expect(JSON.parse(readFileSync(file, 'utf8'))).toEqual([`${MAC1}|10.0.1.20`]);
+    const reloaded = new AddressLedger(state);
+    expect(reloaded.load()).toBeUndefined();
+    expect(owned(reloaded)).toEqual(owned(own));
   });
 });

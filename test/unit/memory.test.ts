@@ -4,13 +4,14 @@ import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { MemoryReclaimer } from '../../src/daemon/memory';
 
 describe('MemoryReclaimer', () => {
-  beforeEach(() => { vi.useFakeTimers(); });
+  let heap = 0;
+  beforeEach(() => { vi.useFakeTimers(); heap = 0; });
   afterEach(() => { vi.useRealTimers(); });
 
   const make = (gc: unknown = 'default'): { r: MemoryReclaimer; gc: unknown; reports: number[][] } => {
     const reports: number[][] = [];
     const collector = gc === 'default' ? vi.fn() : gc;
-    const r = new MemoryReclaimer((ms, a, b) => void reports.push([ms, a, b]), { gc: collector, now: () => Date.now(), rss: () => 60 << 20 });
+    const r = new MemoryReclaimer((ms, a, b) => void reports.push([ms, a, b]), { heapUsed: () => heap, gc: collector, now: () => Date.now(), rss: () => 60 << 20 });
     return { r, gc: collector, reports };
   };
 
@@ -65,7 +66,7 @@ describe('MemoryReclaimer', () => {
   it('after smaller work, collects once it has been idle for idleMs, and only if resident memory grew since', () => {
     let rss = 60 << 20;
     const calls: number[] = [];
-    const r = new MemoryReclaimer(() => undefined, { gc: () => void calls.push(Date.now()), rss: () => rss, now: () => Date.now() });
+    const r = new MemoryReclaimer(() => undefined, { heapUsed: () => heap, gc: () => void calls.push(Date.now()), rss: () => rss, now: () => Date.now() });
     r.noteSync(3); // a periodic refresh's sync: not a burst
     vi.advanceTimersByTime(29_000);
     r.noteSync(0); // more work: idle starts again
@@ -87,10 +88,27 @@ describe('MemoryReclaimer', () => {
     expect(calls).toHaveLength(2);
   });
 
+  it('after smaller work, also collects when the heap in use grew though resident memory did not (garbage in committed pages)', () => {
+    const calls: number[] = [];
+    heap = 10 << 20;
+    const r = new MemoryReclaimer(() => undefined, { heapUsed: () => heap, gc: () => { calls.push(Date.now()); heap = 10 << 20; }, rss: () => 60 << 20, now: () => Date.now() });
+    heap += 1 << 20;
+    r.noteSync(3);
+    vi.advanceTimersByTime(30_000);
+    expect(calls).toHaveLength(0); // 1 MB of garbage: under growthMb
+    heap += 6 << 20;
+    r.noteSync(3);
+    vi.advanceTimersByTime(30_000);
+    expect(calls).toHaveLength(1);
+    r.noteSync(3); // the collection took the heap back to 10 MB: nothing grew since
+    vi.advanceTimersByTime(30_000);
+    expect(calls).toHaveLength(1);
+  });
+
   it('a few syncs after which the footprint grew by burstGrowthMb are a burst (the end of a storm after a reclaim in a lull)', () => {
     let rss = 60 << 20;
     const calls: number[] = [];
-    const r = new MemoryReclaimer(() => undefined, { gc: () => void calls.push(Date.now()), rss: () => rss, now: () => Date.now() });
+    const r = new MemoryReclaimer(() => undefined, { heapUsed: () => heap, gc: () => void calls.push(Date.now()), rss: () => rss, now: () => Date.now() });
     r.noteSync(0);
     rss += 15 << 20;
     r.noteSync(0);

@@ -105,6 +105,27 @@ describe('MemoryReclaimer', () => {
     expect(calls).toHaveLength(1);
   });
 
+  it('a sync soon after a burst\'s reclaim continues that burst (a lull in a storm is not its end)', () => {
+    const calls: number[] = [];
+    const r = new MemoryReclaimer(() => undefined, { heapUsed: () => heap, gc: () => void calls.push(Date.now()), rss: () => 60 << 20, now: () => Date.now() });
+    r.noteSync(1477); // a burst
+    vi.advanceTimersByTime(1000);
+    expect(calls).toHaveLength(1);
+    vi.advanceTimersByTime(2000);
+    r.noteSync(2); // the storm's tail, 2 s later: reclaimed once minIntervalMs allows (10 s after), not after idleMs
+    vi.advanceTimersByTime(7900);
+    expect(calls).toHaveLength(1);
+    vi.advanceTimersByTime(100);
+    expect(calls).toHaveLength(2);
+    r.noteSync(2); // right after the tail's reclaim (a fight's repair): the tail does not continue again
+    vi.advanceTimersByTime(29_900);
+    expect(calls).toHaveLength(2);
+    vi.advanceTimersByTime(11_000);
+    r.noteSync(2); // 11 s after that reclaim: small work again, and nothing grew
+    vi.advanceTimersByTime(60_000);
+    expect(calls).toHaveLength(2);
+  });
+
   it('a few syncs after which the footprint grew by burstGrowthMb are a burst (the end of a storm after a reclaim in a lull)', () => {
     let rss = 60 << 20;
     const calls: number[] = [];

@@ -9,11 +9,9 @@
 // is freed into glibc's brk heap, which free() only shrinks from its top; after the storms 4 MB of a 12 MB heap
 // were in use, and malloc_trim(0) gave the other 8 back (measured with gdb on the bench's daemon).
 // Smaller work (an IMDS refresh's sync, a repair) also leaves its garbage in the old generation, ~3–4 MB at
-// 15 × 50 that V8 keeps until its next major GC: once work has been quiet for `idleMs` (10 s) after any sync, the
-// same reclaim runs if resident memory or the heap in use grew by `growthMb` (2 MB) since the last one. 10 s, not
-// the 30 s it was: the periodic refresh (every 60 s) grows a resting daemon by 2-3 MB, which it held for half of
-// every minute (above 60 MB 40 % of the time at 15 × 50; 0 % with 10 s, one run each: docs/performance.md). A fight's
-// repairs, backed off to 30 s, may each be followed by one when they grew the footprint that much.
+// 15 × 50 that V8 keeps until its next major GC: once work has been quiet for `idleMs` (30 s) after any sync, the
+// same reclaim runs if resident memory or the heap in use grew by `growthMb` (2 MB) since the last one (a fight that goes on leaves
+// no 30 s of quiet, so it is not collected after each repair; an idle daemon's periodic refresh may be, once).
 // A sync after which the footprint is 16 MB above the last reclaim's counts as a burst whatever its weight, and so
 // does one within `minIntervalMs` of a burst's reclaim: that reclaim ran in a lull of the storm, and the storm's
 // tail (a few syncs, little growth in pages the heap had committed already) would otherwise wait for the idle
@@ -71,7 +69,7 @@ export class MemoryReclaimer {
     const gc = 'gc' in options ? options.gc : (globalThis as { gc?: unknown }).gc;
     this.gc = typeof gc === 'function' ? (gc as Gc) : undefined;
     this.quietMs = options.quietMs ?? 1000;
-    this.idleMs = options.idleMs ?? 10_000;
+    this.idleMs = options.idleMs ?? 30_000;
     this.growthMb = options.growthMb ?? 2;
     this.burstGrowthMb = options.burstGrowthMb ?? 16;
     this.rss = options.rss ?? (() => process.memoryUsage.rss());

@@ -87,6 +87,12 @@ export function attributeRule(rule: KernelRule, config: Pick<Config, 'tableBase'
  */
 export type Managers = readonly ManagerPresence[] | (() => readonly ManagerPresence[]);
 
+/** `managers` as a function that looks them up at most once. */
+function presenceOf(managers: Managers): () => readonly ManagerPresence[] {
+  let present: readonly ManagerPresence[] | undefined;
+  return () => (present ??= typeof managers === 'function' ? managers() : managers);
+}
+
 /** Each table's `from` sources among ec2netd's desired rules (mark rules have none). */
 function sourcesByTable(desired: DesiredState, protocol: number): Map<number, string[]> {
   const out = new Map<number, Set<string>>();
@@ -109,8 +115,7 @@ export function findClaims(
     .map((rule) => ({ rule, src: rule.src === undefined ? undefined : rangeOf(rule.src) }));
   // Built only when some foreign rule is there to check them against (on most hosts, none is).
   let sourcesOf: Map<number, string[]> | undefined;
-  let present: readonly ManagerPresence[] | undefined;
-  const presence = (): readonly ManagerPresence[] => (present ??= typeof managers === 'function' ? managers() : managers);
+  const presence = presenceOf(managers);
   for (const d of desired.enis) {
     if (d.table === undefined) continue;
     const table = d.table;
@@ -217,8 +222,7 @@ export interface CoexistenceResult {
 export function resolveCoexistence(input: CoexistenceInput): CoexistenceResult {
   const { config, kernel } = input;
   const first = input.build(input.snapshot);
-  let present: readonly ManagerPresence[] | undefined;
-  const managers = (): readonly ManagerPresence[] => (present ??= typeof input.managers === 'function' ? input.managers() : input.managers);
+  const managers = presenceOf(input.managers);
   const claimed = findClaims(first, kernel, config, managers);
   const verdicts = claimed.length === 0 ? [] : decide(claimed, config.coexistence.policy, managers());
   const handsOff = verdicts.filter((v) => v.action === 'hands-off');

@@ -10,8 +10,9 @@
 // were in use, and malloc_trim(0) gave the other 8 back (measured with gdb on the bench's daemon).
 // Smaller work (an IMDS refresh's sync, a repair) also leaves its garbage in the old generation, ~3–4 MB at
 // 15 × 50 that V8 keeps until its next major GC: once work has been quiet for `idleMs` (30 s) after any sync, the
-// same reclaim runs if resident memory or the heap in use grew by `growthMb` (2 MB) since the last one (a fight that goes on leaves
-// no 30 s of quiet, so it is not collected after each repair; an idle daemon's periodic refresh may be, once).
+// same reclaim runs if resident memory or the heap in use grew by `growthMb` (2 MB) since the last one (a fight that
+// goes on leaves no 30 s of quiet, so it is not collected after each repair; an idle daemon's periodic refresh may
+// be, once).
 // A sync after which the footprint is 16 MB above the last reclaim's counts as a burst whatever its weight, and so
 // does one within `minIntervalMs` of a burst's reclaim: that reclaim ran in a lull of the storm, and the storm's
 // tail (a few syncs, little growth in pages the heap had committed already) would otherwise wait for the idle

@@ -42,12 +42,13 @@ async function sourceRules(ns: string, pref: number): Promise<string[]> {
 /** The daemon's log shows a memory reclaim after its last sync. */
 export function reclaimedSinceLastSync(d: ManagedProcess): boolean {
   const out = d.output().stdout;
-  return out.lastIndexOf('"action":"reclaim"') > out.lastIndexOf('"action":"sync"');
+  // "reclaim" or "reclaim-skipped" (debug: one fell due and found nothing grown): none is pending either way.
+  return out.lastIndexOf('"action":"reclaim') > out.lastIndexOf('"action":"sync"');
 }
 
 /**
- * Waits until the daemon's memory reclaim after its last sync has run (true), or until no sync has been logged for
- * `quietMs` (false: none came, none is due; a reclaim is due 1 s after the last sync of a burst, at most every 10 s).
+ * Waits until the daemon's memory reclaim after its last sync has run or was skipped (true), or until no sync has been
+ * logged for `quietMs` (false: none came; one is due 1 s after the last sync of a burst, 10 s after smaller work).
  * A measured action that began as a reclaim did (1 s after the last sync: the bench's own rhythm) waited for its
  * collection; that pause is a figure of its own (bench/run.ts), not the repair's.
  */
@@ -64,6 +65,21 @@ export async function reclaimSettled(d: ManagedProcess, quietMs = 11_000): Promi
     if (Date.now() - since >= quietMs) return false;
     await new Promise((r) => setTimeout(r, 50));
   }
+}
+
+/**
+ * Waits until the daemon is resting: its reclaim after the last sync has run or was skipped, and no sync followed
+ * for `restMs` (a storm's tail, a retry, arrives after the storm's reclaim and has a reclaim of its own, 10 s after
+ * the first at most). False when it did not come to rest within three rounds.
+ */
+export async function resting(d: ManagedProcess, restMs = 3000): Promise<boolean> {
+  for (let round = 0; round < 3; round++) {
+    await reclaimSettled(d, 15_000);
+    const syncs = d.output().stdout.split('"action":"sync"').length;
+    await new Promise((r) => setTimeout(r, restMs));
+    if (d.output().stdout.split('"action":"sync"').length === syncs && reclaimedSinceLastSync(d)) return true;
+  }
+  return false;
 }
 
 export async function massRepair(ns: string, d: ManagedProcess, runs: number, pref = 10100): Promise<ScaleFigure> {

@@ -90,7 +90,10 @@ export class Daemon {
   private syncNow = false;
   private readonly memory = new MemoryReclaimer((ms, before, after, trimmed) =>
     this.log.info({ action: 'reclaim', ms, rssBeforeMb: before, rssAfterMb: after, mallocTrimmed: trimmed }, `memory given back after a burst: ${before} → ${after} MB resident (${ms} ms)`),
-  { trim: mallocTrim });
+  {
+    trim: mallocTrim,
+    skipped: (rssMb, heapUsedMb) => this.log.debug({ action: 'reclaim-skipped', rssMb, heapUsedMb }, 'memory: no reclaim due, nothing grew since the last'),
+  });
 
   constructor(
     private readonly config: Config,

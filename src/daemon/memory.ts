@@ -9,10 +9,10 @@
 // is freed into glibc's brk heap, which free() only shrinks from its top; after the storms 4 MB of a 12 MB heap
 // were in use, and malloc_trim(0) gave the other 8 back (measured with gdb on the bench's daemon).
 // Smaller work (an IMDS refresh's sync, a repair) also leaves its garbage in the old generation, ~3–4 MB at
-// 15 × 50 that V8 keeps until its next major GC: once work has been quiet for `idleMs` (30 s) after any sync, the
-// same reclaim runs if resident memory or the heap in use grew by `growthMb` (2 MB) since the last one (a fight that
-// goes on leaves no 30 s of quiet, so it is not collected after each repair; an idle daemon's periodic refresh may
-// be, once).
+// 15 × 50 that V8 keeps until its next major GC: once work has been quiet for `idleMs` (10 s) after any sync, the
+// same reclaim runs if resident memory or the heap in use grew by `growthMb` (2 MB) since the last one (an idle
+// daemon's periodic refresh, every 60 s, grows it 2-3 MB: with 30 s a resting daemon at 15 x 50 held that for half
+// of every minute, over 60 MB 40 % of the time; with 10 s, 0 %. A fight's repairs grow it by less: skipped).
 // A sync after which the footprint is 16 MB above the last reclaim's counts as a burst whatever its weight, and so
 // does one within `minIntervalMs` of a burst's reclaim: that reclaim ran in a lull of the storm, and the storm's
 // tail (a few syncs, little growth in pages the heap had committed already) would otherwise wait for the idle
@@ -31,6 +31,8 @@ export interface ReclaimOptions {
   growthMb?: number;
   /** Resident growth since the last reclaim that makes any work a burst (reclaimed after quietMs). */
   burstGrowthMb?: number;
+  /** A reclaim that fell due found nothing grown and did not collect (resident and heap MB): logged, so that a reader knows none is pending. */
+  skipped?: (rssMb: number, heapUsedMb: number) => void;
   /** Resident bytes (default: process.memoryUsage.rss). */
   rss?: () => number;
   /** V8 heap bytes in use, garbage included (default: process.memoryUsage().heapUsed). */
@@ -65,12 +67,13 @@ export class MemoryReclaimer {
   private readonly minIntervalMs: number;
   private readonly now: () => number;
   private readonly trim: () => boolean;
+  private readonly skipped: (rssMb: number, heapUsedMb: number) => void;
 
   constructor(private readonly report: ReclaimReport = () => undefined, options: ReclaimOptions = {}) {
     const gc = 'gc' in options ? options.gc : (globalThis as { gc?: unknown }).gc;
     this.gc = typeof gc === 'function' ? (gc as Gc) : undefined;
     this.quietMs = options.quietMs ?? 1000;
-    this.idleMs = options.idleMs ?? 30_000;
+    this.idleMs = options.idleMs ?? 10_000;
     this.growthMb = options.growthMb ?? 2;
     this.burstGrowthMb = options.burstGrowthMb ?? 16;
     this.rss = options.rss ?? (() => process.memoryUsage.rss());
@@ -81,6 +84,7 @@ export class MemoryReclaimer {
     this.minIntervalMs = options.minIntervalMs ?? 10_000;
     this.now = options.now ?? Date.now;
     this.trim = options.trim ?? (() => false);
+    this.skipped = options.skipped ?? (() => undefined);
   }
 
   /** A sync ran that planned `changes` changes; every sync postpones the reclaim until work is quiet. */
@@ -113,7 +117,13 @@ export class MemoryReclaimer {
     // After smaller work, only when it grew the footprint, or left that much garbage in a heap whose pages were
     // committed already (after a storm whose reclaim ran in a lull, RSS does not grow: the old generation held 6-7 MB
     // of garbage for good, 61.4 MB resident in a bench run). A pause of tens of ms for nothing otherwise.
-    if (!burst && before < this.lastAfterMb + this.growthMb && this.heapUsed() / 1048576 < this.lastHeapMb + this.growthMb) return;
+    if (!burst) {
+      const heapMb = this.heapUsed() / 1048576;
+      if (before < this.lastAfterMb + this.growthMb && heapMb < this.lastHeapMb + this.growthMb) {
+        this.skipped(before, Math.round(heapMb * 10) / 10);
+        return;
+      }
+    }
     this.last = this.now();
     this.lastWasBurst = storm;
     const started = performance.now();

@@ -66,25 +66,29 @@ describe('MemoryReclaimer', () => {
   it('after smaller work, collects once it has been idle for idleMs, and only if resident memory grew since', () => {
     let rss = 60 << 20;
     const calls: number[] = [];
-    const r = new MemoryReclaimer(() => undefined, { heapUsed: () => heap, gc: () => void calls.push(Date.now()), rss: () => rss, now: () => Date.now() });
+    const skips: number[][] = [];
+    const r = new MemoryReclaimer(() => undefined, {
+      heapUsed: () => heap, gc: () => void calls.push(Date.now()), rss: () => rss, now: () => Date.now(), skipped: (mb, heapMb) => void skips.push([mb, heapMb]),
+    });
     r.noteSync(3); // a periodic refresh's sync: not a burst
-    vi.advanceTimersByTime(29_000);
+    vi.advanceTimersByTime(9_000);
     r.noteSync(0); // more work: idle starts again
-    vi.advanceTimersByTime(29_900);
+    vi.advanceTimersByTime(9_900);
     expect(calls).toHaveLength(0);
     vi.advanceTimersByTime(100);
     expect(calls).toHaveLength(0); // no growth since the reclaimer was made: nothing to give back
+    expect(skips).toEqual([[60, 0]]); // and says so (a reader waiting for the reclaim knows none is pending)
     rss += 3 << 20;
     r.noteSync(3);
-    vi.advanceTimersByTime(30_000);
+    vi.advanceTimersByTime(10_000);
     expect(calls).toHaveLength(1);
     rss += 1 << 20; // 1 MB more: under growthMb
     r.noteSync(3);
-    vi.advanceTimersByTime(30_000);
+    vi.advanceTimersByTime(10_000);
     expect(calls).toHaveLength(1);
     rss += 2 << 20; // 3 MB more than after the last reclaim
     r.noteSync(3);
-    vi.advanceTimersByTime(30_000);
+    vi.advanceTimersByTime(10_000);
     expect(calls).toHaveLength(2);
   });
 
@@ -94,14 +98,14 @@ describe('MemoryReclaimer', () => {
     const r = new MemoryReclaimer(() => undefined, { heapUsed: () => heap, gc: () => { calls.push(Date.now()); heap = 10 << 20; }, rss: () => 60 << 20, now: () => Date.now() });
     heap += 1 << 20;
     r.noteSync(3);
-    vi.advanceTimersByTime(30_000);
+    vi.advanceTimersByTime(10_000);
     expect(calls).toHaveLength(0); // 1 MB of garbage: under growthMb
     heap += 6 << 20;
     r.noteSync(3);
-    vi.advanceTimersByTime(30_000);
+    vi.advanceTimersByTime(10_000);
     expect(calls).toHaveLength(1);
     r.noteSync(3); // the collection took the heap back to 10 MB: nothing grew since
-    vi.advanceTimersByTime(30_000);
+    vi.advanceTimersByTime(10_000);
     expect(calls).toHaveLength(1);
   });
 
@@ -118,7 +122,7 @@ describe('MemoryReclaimer', () => {
     vi.advanceTimersByTime(100);
     expect(calls).toHaveLength(2);
     r.noteSync(2); // right after the tail's reclaim (a fight's repair): the tail does not continue again
-    vi.advanceTimersByTime(29_900);
+    vi.advanceTimersByTime(9_900);
     expect(calls).toHaveLength(2);
     vi.advanceTimersByTime(11_000);
     r.noteSync(2); // 11 s after that reclaim: small work again, and nothing grew

@@ -1,7 +1,7 @@
 // The memory reclaimer (src/daemon/memory.ts): one footprint-reducing GC after a burst has gone quiet; never during
 // work, never for a few small syncs (a fight's repairs), at most one per interval, nothing without --expose-gc.
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
-import { MemoryReclaimer } from '../../src/daemon/memory';
+import { LATE_TRIM_MS, MemoryReclaimer } from '../../src/daemon/memory';
 
 describe('MemoryReclaimer', () => {
   let heap = 0;
@@ -44,23 +44,39 @@ describe('MemoryReclaimer', () => {
     expect(fight.gc).not.toHaveBeenCalled();
   });
 
-  it('gives free malloc memory back after the collection, and reports whether any was', () => {
+  it('gives free malloc memory back after the collection and again LATE_TRIM_MS later, and reports then what it left', () => {
     const order: string[] = [];
-    const reports: boolean[] = [];
-    const r = new MemoryReclaimer((_ms, _a, _b, trimmed) => void reports.push(trimmed), {
-      gc: () => void order.push('gc'), trim: () => { order.push('trim'); return true; }, now: () => Date.now(),
+    const reports: [number, number, boolean][] = [];
+    let rss = 90 << 20;
+    const r = new MemoryReclaimer((_ms, before, after, trimmed) => void reports.push([before, after, trimmed]), {
+      gc: () => { order.push('gc'); rss = 60 << 20; },
+      // V8 frees the collected Buffers' memory in a task after the collection: only the second trim finds it.
+      trim: () => { order.push('trim'); const found = order.length > 2; if (found) rss = 58 << 20; return found; },
+      rss: () => rss, now: () => Date.now(),
     });
     r.noteSync(1477);
     vi.advanceTimersByTime(1000);
     expect(order).toEqual(['gc', 'trim']);
-    expect(reports).toEqual([true]);
+    expect(reports).toEqual([]);
+    vi.advanceTimersByTime(LATE_TRIM_MS);
+    expect(order).toEqual(['gc', 'trim', 'trim']);
+    expect(reports).toEqual([[90, 58, true]]);
     // A trim that throws (an addon built without it) is reported as nothing given back, never thrown from the timer.
-    const broken = new MemoryReclaimer((_ms, _a, _b, trimmed) => void reports.push(trimmed), {
+    const flags: boolean[] = [];
+    const broken = new MemoryReclaimer((_ms, _a, _b, trimmed) => void flags.push(trimmed), {
       gc: () => undefined, trim: () => { throw new TypeError('binding.mallocTrim is not a function'); }, now: () => Date.now(),
     });
     broken.noteSync(1477);
-    expect(() => vi.advanceTimersByTime(1000)).not.toThrow();
-    expect(reports).toEqual([true, false]);
+    expect(() => vi.advanceTimersByTime(1000 + LATE_TRIM_MS)).not.toThrow();
+    expect(flags).toEqual([false]);
+    // Stopping between the collection and the second trim cancels the trim.
+    const stopped = new MemoryReclaimer(() => void flags.push(true), { gc: () => undefined, trim: () => { order.push('late'); return true; }, now: () => Date.now() });
+    stopped.noteSync(1477);
+    vi.advanceTimersByTime(1000);
+    stopped.stop();
+    vi.advanceTimersByTime(LATE_TRIM_MS);
+    expect(order.filter((o) => o === 'late')).toHaveLength(1);
+    expect(flags).toEqual([false]);
   });
 
   it('after smaller work, collects once it has been idle for idleMs, and only if resident memory grew since', () => {

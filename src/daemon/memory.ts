@@ -20,7 +20,7 @@
 // reclaim (one bench run ended the storms at 61.4 MB with 6.8 MB of garbage in the heap).
 // Needs node's --expose-gc (bin/ec2netd and the unit pass it); without it this does nothing.
 
-/** How long after its collection a reclaim trims malloc's heap again (a task of V8's frees it in between; 0 sufficed in 4 of 4 tries). */
+/** How long after its collection a reclaim trims malloc's heap again (a task of V8's frees the Buffers in between; a delay of 0 sufficed in the two storms tried). */
 export const LATE_TRIM_MS = 100;
 
 export type Gc = (options: { type: 'major'; execution: 'sync'; flavor: 'last-resort' }) => void;

@@ -5,7 +5,7 @@ import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import type { ManagedProcess } from '../../sim/exec';
 import { startMonitor } from '../../bench/inspect';
-import { logMark, logSince, waitConverged } from '../helpers/daemon-watch';
+import { logMark, logSince, waitConverged, waitForLog } from '../helpers/daemon-watch';
 import { runInNs } from '../helpers/netns';
 import { eventually, ownedRules, routes, useSimulatedEc2 } from '../helpers/sim';
 import { ipJson } from '../../sim/exec';
@@ -43,9 +43,13 @@ describe('ownership and process hygiene', () => {
     config: { sync: { pendingRetryBaseMs: 50 } },
   });
 
+  // The kernel is often converged already (an earlier test's daemon left its routing in place), so `ec2netd plan`
+  // alone can pass before this daemon runs any JavaScript: a signal sent then meets node's default action (a CI run
+  // lost the daemon to a SIGHUP that way). Its 'ready' line comes after its first sync, signal handlers installed.
   const converged = async (): Promise<ManagedProcess> => {
     const daemon = sim().startDaemon();
     await waitConverged(sim());
+    await waitForLog(daemon, 0, (l) => l.action === 'ready', 'the daemon ready');
     return daemon;
   };
 

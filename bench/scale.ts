@@ -75,9 +75,9 @@ export async function reclaimSettled(d: ManagedProcess, quietMs = 11_000): Promi
 export async function resting(d: ManagedProcess, restMs = 3000): Promise<boolean> {
   for (let round = 0; round < 3; round++) {
     await reclaimSettled(d, 15_000);
-    const syncs = d.output().stdout.split('"action":"sync"').length;
+    const lastSync = d.output().stdout.lastIndexOf('"action":"sync"');
     await new Promise((r) => setTimeout(r, restMs));
-    if (d.output().stdout.split('"action":"sync"').length === syncs && reclaimedSinceLastSync(d)) return true;
+    if (d.output().stdout.lastIndexOf('"action":"sync"') === lastSync && reclaimedSinceLastSync(d)) return true;
   }
   return false;
 }

@@ -12,8 +12,8 @@
 // Smaller work (an IMDS refresh's sync, a repair) also leaves its garbage in the old generation, ~3–4 MB at
 // 15 × 50 that V8 keeps until its next major GC: once work has been quiet for `idleMs` (10 s) after any sync, the
 // same reclaim runs if resident memory or the heap in use grew by `growthMb` (2 MB) since the last one (an idle
-// daemon's periodic refresh, every 60 s, grows it 2-3 MB: with 30 s a resting daemon at 15 x 50 held that for half
-// of every minute, over 60 MB 40 % of the time; with 10 s, 0 %. A fight's repairs grow it by less: skipped).
+// daemon's periodic refresh, every 60 s, grows it 2-3 MB, which with 30 s it held for half of every minute; a
+// fight's repairs grow it by less: skipped).
 // A sync after which the footprint is 16 MB above the last reclaim's counts as a burst whatever its weight, and so
 // does one within `minIntervalMs` of a burst's reclaim: that reclaim ran in a lull of the storm, and the storm's
 // tail (a few syncs, little growth in pages the heap had committed already) would otherwise wait for the idle
@@ -116,7 +116,7 @@ export class MemoryReclaimer {
     this.lateTrim = undefined;
   }
 
-  private reclaim(burst: boolean, storm = burst): void {
+  private reclaim(burst: boolean, storm: boolean): void {
     this.timer = undefined;
     this.weight = 0;
     if (this.gc === undefined) return;
